@@ -1,0 +1,92 @@
+"""FluxSR's losses (method.md): TV map, TV-LPIPS, ADL, and Algorithm 1's total.
+
+Images are (B, 3, H, W) in [0, 1]; token features are (B, N, D).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def tv_map(img: torch.Tensor) -> torch.Tensor:
+    """Eq. 20: TV(I)[i, j] = |I[i+1, j] - I[i, j]| + |I[i, j+1] - I[i, j]|, per channel, (B, C, H-1, W-1)."""
+    dh = (img[..., 1:, :-1] - img[..., :-1, :-1]).abs()
+    dw = (img[..., :-1, 1:] - img[..., :-1, :-1]).abs()
+    return dh + dw
+
+
+def tv_lpips(lpips_model, img: torch.Tensor, ref: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Eq. 19: LPIPS(I, I_0) + γ · LPIPS(TV(I), TV(I_0)), batch mean.
+
+    Images in [0, 1] go to LPIPS as 2x - 1; TV maps of [0, 1] images lie in [0, 2]
+    and go in as TV - 1, the same [-1, 1] range.
+    """
+    base = lpips_model(img * 2.0 - 1.0, ref * 2.0 - 1.0)
+    if gamma == 0.0:
+        return base.mean()
+    tv = lpips_model(tv_map(img) - 1.0, tv_map(ref) - 1.0)
+    return (base + gamma * tv).mean()
+
+
+def adl_layer(tokens: torch.Tensor) -> torch.Tensor:
+    """Eq. 22 for one block: (1/N) Σ_i cos(A_i, Ā) with Ā the token mean; (B, N, D) -> batch mean."""
+    mean = tokens.mean(dim=1, keepdim=True)
+    return F.cosine_similarity(tokens, mean.expand_as(tokens), dim=-1, eps=1e-8).mean()
+
+
+def adl(features: list[torch.Tensor]) -> torch.Tensor:
+    """Eq. 23: L_ADL = (1/L) Σ_l L_ADL^(l) over the L blocks' image-token outputs."""
+    if not features:
+        raise ValueError("ADL needs at least one block's token features (were the hooks registered?)")
+    return torch.stack([adl_layer(f.float()) for f in features]).mean()
+
+
+@contextmanager
+def capture_block_tokens(transformer):
+    """Collect the image-token output of every FLUX block during a forward pass.
+
+    Forward hooks on ``transformer_blocks[i]`` and ``single_transformer_blocks[i]``;
+    in diffusers both return ``(encoder_hidden_states, hidden_states)``, the image
+    tokens being the second. Yields the list the hooks append to.
+    """
+    outputs: list[torch.Tensor] = []
+
+    def hook(_module, _args, out):
+        outputs.append(out[1] if isinstance(out, tuple) else out)
+
+    blocks = list(transformer.transformer_blocks) + list(transformer.single_transformer_blocks)
+    handles = [b.register_forward_hook(hook) for b in blocks]
+    try:
+        yield outputs
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@dataclass
+class LossTerms:
+    """The terms of Algorithm 1's loss; ``total`` is what is back-propagated."""
+
+    ftd: torch.Tensor
+    mse: torch.Tensor
+    tv_lpips: torch.Tensor
+    adl: torch.Tensor
+    total: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(getattr(self, k).detach()) for k in ("total", "ftd", "mse", "tv_lpips", "adl")}
+
+
+def total_loss(cfg, *, ftd: torch.Tensor, x_hat: torch.Tensor, x_hr: torch.Tensor,
+               block_tokens: list[torch.Tensor], lpips_model) -> LossTerms:
+    """L = L_FTD + MSE(x̂, x_H) + λ·TV-LPIPS(x̂, x_H) + μ·L_ADL (eqs. 17, 19-23); cfg is a LossConfig."""
+    mse = F.mse_loss(x_hat.float(), x_hr.float())
+    zero = mse.new_zeros(())
+    tvl = tv_lpips(lpips_model, x_hat.float(), x_hr.float(), cfg.gamma_tv) if cfg.lambda_tv_lpips > 0 else zero
+    div = adl(block_tokens) if cfg.mu_adl > 0 else zero
+    total = ftd + mse + cfg.lambda_tv_lpips * tvl + cfg.mu_adl * div
+    return LossTerms(ftd=ftd, mse=mse, tv_lpips=tvl, adl=div, total=total)

@@ -1,0 +1,103 @@
+"""``load_components``: a ``ModelConfig`` in, ``FluxComponents`` out, for every preset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fluxsr_core.config import ModelConfig
+from fluxsr_core.models import flux_dev, tiny
+from fluxsr_core.models.prompt import BytePromptEncoder, FluxTextEncoders, PromptEncoder
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """Model weights are not where the config says; the message says how to get them."""
+
+
+@dataclass
+class FluxComponents:
+    """Everything a stage needs from a preset; identical in shape for tiny and flux-dev."""
+
+    transformer: Any  # diffusers.FluxTransformer2DModel
+    vae: Any  # diffusers.AutoencoderKL or AutoencoderTiny
+    prompt_encoder: PromptEncoder
+    scheduler: Any  # diffusers.FlowMatchEulerDiscreteScheduler
+    latent_scale: float
+    latent_shift: float
+    identity: str  # names the weights, for cache keys and store attributes
+    device: torch.device
+    dtype: torch.dtype
+    patch_size: int = 2
+    vae_factor: int = 8
+    latent_channels: int = 16
+
+    @property
+    def guidance_embeds(self) -> bool:
+        return bool(self.transformer.config.guidance_embeds)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"model.device is '{name}' but no CUDA device is visible; use model.device=cpu")
+    return dev
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def _native_scale_shift(vae) -> tuple[float, float]:
+    cfg = vae.config
+    return float(cfg.scaling_factor), float(getattr(cfg, "shift_factor", 0.0) or 0.0)
+
+
+def _place(module, device: torch.device, dtype: torch.dtype):
+    module = module.to(device)
+    return module if module.dtype == dtype else module.to(dtype)
+
+
+def load_components(cfg: ModelConfig) -> FluxComponents:
+    """Build (tiny) or load (flux-dev) the transformer, VAE, prompt encoder and scheduler."""
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, device)
+    if cfg.preset == "tiny":
+        transformer, vae, scheduler = tiny.build(cfg.seed)
+        tc = tiny.TRANSFORMER_CONFIG
+        prompt_encoder = BytePromptEncoder(tc["joint_attention_dim"], tc["pooled_projection_dim"], tiny.PROMPT_TOKENS, cfg.seed + 2)
+        identity = f"tiny-seed{cfg.seed}"
+    else:
+        path = cfg.path or flux_dev.FLUX_DEV_HUB_ID
+        try:
+            transformer, vae, scheduler = flux_dev.load_pretrained(
+                path, dtype=dtype, device=device, local_files_only=cfg.local_files_only
+            )
+        except (OSError, ValueError) as err:
+            where = "directory" if flux_dev.looks_like_local(path) else "hub id (local cache only)" if cfg.local_files_only else "hub id"
+            raise ModelNotFoundError(
+                f"FLUX.1-dev weights could not be loaded from {where} '{path}': {str(err).splitlines()[0]}\n"
+                f"Fix: on a machine with access (the model's licence must be accepted), run "
+                f"`huggingface-cli download {flux_dev.FLUX_DEV_HUB_ID} --local-dir DIR` and set model.path=DIR; "
+                "or set model.local_files_only=false to let diffusers download it."
+            ) from None
+        prompt_encoder = FluxTextEncoders(path, dtype, cfg.local_files_only, flux_dev.MAX_SEQUENCE_LENGTH)
+        identity = f"flux-dev:{path}"
+    if cfg.vae == "taef1":
+        from fluxsr_core.models.taef1 import load_taef1
+
+        vae = load_taef1(cfg.taef1_path)
+        identity += "+taef1"
+    scale, shift = _native_scale_shift(vae)
+    transformer.requires_grad_(False)
+    vae.requires_grad_(False)
+    return FluxComponents(
+        transformer=_place(transformer, device, dtype), vae=_place(vae, device, dtype),
+        prompt_encoder=prompt_encoder, scheduler=scheduler, latent_scale=scale, latent_shift=shift,
+        identity=identity, device=device, dtype=dtype,
+    )
