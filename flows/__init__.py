@@ -1,0 +1,1 @@
+"""flows: Prefect flows that chain the stages (wiring only), and the ``fluxsr`` CLI that runs them."""

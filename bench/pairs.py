@@ -1,0 +1,124 @@
+"""Benchmark: generate-pairs records/s against diffusers' FluxPipeline, same model and settings.
+
+Prints records/s of (a) our teacher sampling alone, (b) the whole stage unit
+(sampling + decode + npy/png encoding + atomic shard write), and (c) FluxPipeline
+called directly (packed noise in, decoded PIL images out), then ratios. Both paths
+get the same noise, prompt embeddings, steps and guidance, and run interleaved.
+
+    .venv/bin/python bench/pairs.py                      # tiny preset, CPU
+    .venv/bin/python bench/pairs.py --model flux-dev-random --resolution 1024 --steps 28   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def build(model: str, device: str):
+    from fluxsr_core.config import ModelConfig
+    from fluxsr_core.models import load_components
+
+    if model == "tiny":
+        return load_components(ModelConfig(preset="tiny", device=device))
+    # Full FLUX.1-dev architecture with random weights (no weights can be downloaded here).
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+
+    from fluxsr_core.models import flux_dev
+    from fluxsr_core.models.presets import FluxComponents
+
+    dtype = torch.bfloat16
+    tr = flux_dev.random_transformer(dtype=dtype, device=device).eval().requires_grad_(False)
+    with torch.device(device):
+        vae = AutoencoderKL(**flux_dev.VAE_CONFIG).to(dtype).eval().requires_grad_(False)
+
+    class RandomText:
+        def encode(self, prompts, dev):
+            g = torch.Generator("cpu").manual_seed(0)
+            n = len(prompts)
+            return (torch.randn(n, flux_dev.MAX_SEQUENCE_LENGTH, 4096, generator=g).to(dev, dtype),
+                    torch.randn(n, 768, generator=g).to(dev, dtype))
+
+    return FluxComponents(transformer=tr, vae=vae, prompt_encoder=RandomText(),
+                          scheduler=FlowMatchEulerDiscreteScheduler(**flux_dev.SCHEDULER_CONFIG),
+                          latent_scale=0.3611, latent_shift=0.1159, identity="flux-dev-random",
+                          device=torch.device(device), dtype=dtype)
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["tiny", "flux-dev-random"], default="tiny")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--resolution", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=28)
+    ap.add_argument("--guidance", type=float, default=3.5)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+
+    from diffusers import FluxPipeline
+
+    from fluxsr_core import teacher
+    from fluxsr_core.latents import pack
+    from storage.shards import write_shard
+    from tasks.pairs import record_sample
+
+    c = build(args.model, args.device)
+    prompts = ["a street market at noon"] * args.batch_size
+    indices = list(range(args.batch_size))
+    kw = dict(resolution=args.resolution, steps=args.steps, guidance=args.guidance, run_seed=0, batch_size=args.batch_size)
+    pipe = FluxPipeline(scheduler=c.scheduler, vae=c.vae, transformer=c.transformer, text_encoder=None,
+                        tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+    pipe.set_progress_bar_config(disable=True)
+    h = args.resolution // 8
+    noise = torch.cat([teacher.initial_noise(teacher.record_seed(0, i), 16, h, h) for i in indices]).to(c.device, c.dtype)
+    emb, pooled = c.prompt_encoder.encode(prompts, c.device)
+
+    def ours_sampling():
+        return teacher.generate_records(c, indices, prompts, **kw)
+
+    def ours_stage(tmp=Path(tempfile.mkdtemp())):
+        write_shard(tmp / "bench-000000.tar", map(record_sample, teacher.generate_records(c, indices, prompts, **kw)))
+
+    def diffusers_pipeline():
+        return pipe(prompt_embeds=emb, pooled_prompt_embeds=pooled, latents=pack(noise), height=args.resolution,
+                    width=args.resolution, num_inference_steps=args.steps, guidance_scale=args.guidance,
+                    output_type="pil").images
+
+    runs = {"fluxsr sampling+decode": ours_sampling, "fluxsr stage unit (+shard write)": ours_stage,
+            "diffusers FluxPipeline": diffusers_pipeline}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    with torch.no_grad():
+        for fn in runs.values():  # warm-up
+            fn()
+        for _ in range(args.repeats):  # interleaved, so drift hits all alike
+            for name, fn in runs.items():
+                sync(args.device)
+                t0 = time.perf_counter()
+                fn()
+                sync(args.device)
+                times[name].append(time.perf_counter() - t0)
+    rate = {k: args.batch_size / statistics.median(v) for k, v in times.items()}
+    dev = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"\ngenerate-pairs benchmark: model={args.model} device={dev} res={args.resolution} steps={args.steps} "
+          f"batch={args.batch_size} dtype={c.dtype} repeats={args.repeats} (median)")
+    print(f"{'path':36s} {'records/s':>10s} {'s/record':>10s}")
+    for k, r in rate.items():
+        print(f"{k:36s} {r:10.3f} {1 / r:10.3f}")
+    base = rate["diffusers FluxPipeline"]
+    print(f"ratio sampling/pipeline: {rate['fluxsr sampling+decode'] / base:.3f}   "
+          f"ratio stage/pipeline: {rate['fluxsr stage unit (+shard write)'] / base:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The ``fluxsr`` command line: each stage command runs the same Prefect flow a deployment runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="fluxsr: one-step real-world super-resolution distilled from FLUX (FluxSR), "
+                       "as a staged, cached, resumable Prefect pipeline. Every stage command takes "
+                       "--preset (named config), --config (YAML) and --set KEY=VALUE overrides.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
+app.add_typer(config_app, name="config")
+
+PresetOpt = typer.Option("tiny", "--preset", "-p", help="Named base config: tiny (CPU, embedded default) or flux-dev.")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file layered over the preset.")
+SetOpt = typer.Option(None, "--set", "-s", help="Override, KEY=VALUE (repeatable), e.g. --set pairs.num_records=32.")
+OutOpt = typer.Option("runs/demo", "--out", "-o", help="Output root; stages write to OUT/<stage>/<key>/.")
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from fluxsr_core.config import ConfigError
+    from fluxsr_core.models import ModelNotFoundError
+    from fluxsr_core.prompts import PromptFileError
+    from storage.shards import ShardError
+
+    return (ConfigError, PromptFileError, ModelNotFoundError, ShardError, FileNotFoundError, KeyError, ValueError, OSError)
+
+
+def _run(fn, **kwargs) -> dict:
+    try:
+        return fn(**kwargs)
+    except _user_errors() as err:
+        _fail(err)
+
+
+def _print_summary(title: str, summary: dict) -> None:
+    typer.secho(f"\n{title}", bold=True)
+    typer.echo(json.dumps(summary, indent=2, default=str))
+
+
+@config_app.command("show")
+def config_show(preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Print the resolved configuration (every key, with its value) as YAML."""
+    from fluxsr_core.config import dump_config
+    from tasks.common import resolve_config
+
+    try:
+        typer.echo(dump_config(resolve_config(preset, config, set_)))
+    except _user_errors() as err:
+        _fail(err)
+
+
+@app.command()
+def pairs(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt,
+          set_: Optional[list[str]] = SetOpt,
+          shards: Optional[str] = typer.Option(None, help="Only shards START:STOP (split a stage across workers).")):
+    """Stage 1: sample the teacher into (ε, z_0, x_0) WebDataset shards (flow generate-pairs)."""
+    from flows.generate_pairs import generate_pairs
+
+    _print_summary("generate-pairs", _run(generate_pairs, out=out, preset=preset, config_path=config,
+                                          overrides=set_, shards=shards))
+
+
+@app.command()
+def run(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt,
+        set_: Optional[list[str]] = SetOpt):
+    """The whole pipeline (flow fluxsr-pipeline); `make run` runs it on the tiny preset."""
+    from flows.pipeline import pipeline
+
+    summary = _run(pipeline, out=out, preset=preset, config_path=config, overrides=set_)
+    _print_summary("fluxsr-pipeline: what was written", summary)
+
+
+def main() -> None:
+    app(prog_name="fluxsr")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

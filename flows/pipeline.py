@@ -1,0 +1,22 @@
+"""Flow ``fluxsr-pipeline``: the stages in order (generate-pairs -> degrade -> encode -> train -> benchmark).
+
+Stages that have not landed yet are absent; each stage is its own subflow, so a
+re-run takes every finished unit from cache.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.generate_pairs import generate_pairs
+
+
+@flow(name="fluxsr-pipeline")
+def pipeline(out: str = "runs/demo", preset: str = "tiny", config_path: str | None = None,
+             overrides: list[str] | None = None) -> dict:
+    pairs = generate_pairs(out=out, preset=preset, config_path=config_path, overrides=overrides)
+    return {"pairs": pairs}
+
+
+if __name__ == "__main__":
+    pipeline()

@@ -1,0 +1,106 @@
+"""Teacher sampling: noise ε -> clean latent z_0 -> image x_0, the records FTD trains on.
+
+The schedule is FluxPipeline's (sigmas linspace(1, 1/n, n), resolution-dependent
+shift ``mu``, ``FlowMatchEulerDiscreteScheduler``, guidance embedding), and the
+latents stay in the model dtype between steps as in the pipeline, so a record
+generated here equals FluxPipeline's output for the same noise. Seeds are a pure
+function of (run seed, record index): any record can be regenerated alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fluxsr_core.models.codec import decode_latents
+from fluxsr_core.models.velocity import TextCondition, predict_velocity
+
+
+def record_seed(run_seed: int, index: int) -> int:
+    """The noise seed of record ``index``: independent of batch, shard and process order."""
+    digest = hashlib.sha256(f"fluxsr-pairs:{run_seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def initial_noise(seed: int, channels: int, height: int, width: int) -> torch.Tensor:
+    """ε ~ N(0, I), (1, C, h, w) float32, drawn on the CPU so every device gets the same numbers."""
+    g = torch.Generator("cpu").manual_seed(seed)
+    return torch.randn(1, channels, height, width, generator=g, dtype=torch.float32)
+
+
+def schedule_shift(scheduler, image_seq_len: int) -> float | None:
+    """FLUX's resolution-dependent timestep shift mu (None when the scheduler does not shift dynamically)."""
+    cfg = scheduler.config
+    if not cfg.get("use_dynamic_shifting", False):
+        return None
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    return calculate_shift(image_seq_len, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
+                           cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
+
+
+@torch.no_grad()
+def sample_latents(components, noise: torch.Tensor, cond: TextCondition, steps: int, guidance: float) -> torch.Tensor:
+    """Euler flow sampling from ε (B, C, h, w) at t = 1 to z_0 at t = 0, in the model dtype."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(components.scheduler.config)  # own state per call
+    z = noise.to(device=components.device, dtype=components.dtype)
+    b, _, h, w = z.shape
+    mu = schedule_shift(scheduler, (h // components.patch_size) * (w // components.patch_size))
+    kwargs = {"mu": mu} if mu is not None else {}
+    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), device=z.device, **kwargs)
+    for t in scheduler.timesteps:
+        v = predict_velocity(components.transformer, z, t.expand(b).to(z.dtype) / 1000, cond, guidance)
+        z = scheduler.step(v, t, z, return_dict=False)[0]
+    return z
+
+
+@dataclass
+class Record:
+    """One teacher record: exact initial noise, final latent, decoded image, and how it was made."""
+
+    index: int
+    seed: int
+    prompt: str
+    noise: np.ndarray  # (C, h, w) float32, the exact values the sampler started from
+    latent: np.ndarray  # (C, h, w) float32, z_0
+    image: np.ndarray  # (H, W, 3) uint8, x_0 = D(z_0)
+    meta: dict = field(default_factory=dict)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8, rounded."""
+    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def generate_records(components, indices: list[int], prompts: list[str], *, resolution: int, steps: int,
+                     guidance: float, run_seed: int, batch_size: int) -> list[Record]:
+    """Sample, decode and package records ``indices`` (record i uses prompt i mod len(prompts))."""
+    h = w = resolution // components.vae_factor
+    settings = {
+        "steps": steps, "guidance": guidance, "resolution": resolution, "run_seed": run_seed,
+        "scheduler": {k: v for k, v in components.scheduler.config.items() if not k.startswith("_")},
+        "dtype": str(components.dtype).replace("torch.", ""),
+        "teacher": components.identity,
+    }
+    out: list[Record] = []
+    for start in range(0, len(indices), batch_size):
+        batch = indices[start:start + batch_size]
+        seeds = [record_seed(run_seed, i) for i in batch]
+        texts = [prompts[i % len(prompts)] for i in batch]
+        noise = torch.cat([initial_noise(s, components.latent_channels, h, w) for s in seeds]).to(components.dtype)
+        emb, pooled = components.prompt_encoder.encode(texts, components.device)
+        z0 = sample_latents(components, noise, TextCondition(emb, pooled), steps, guidance)
+        images = to_uint8(decode_latents(components, z0))
+        for j, i in enumerate(batch):
+            out.append(Record(
+                index=i, seed=seeds[j], prompt=texts[j],
+                noise=noise[j].float().cpu().numpy(), latent=z0[j].float().cpu().numpy(), image=images[j],
+                meta={**settings, "index": i, "seed": seeds[j], "prompt": texts[j]},
+            ))
+    return out

@@ -1,0 +1,86 @@
+"""Stage manifests: the file a stage writes last, atomically, as its done mark.
+
+A manifest lists every output file with its size and sha256, the stage's config
+and the manifests of its inputs; the next stage hashes it into its own key.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from storage.atomic import sha256_file, sha256_json, write_json
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class FileEntry:
+    name: str
+    bytes: int
+    sha256: str
+    records: int = 0
+
+
+@dataclass
+class Manifest:
+    stage: str
+    key: str
+    config: dict[str, Any]
+    inputs: dict[str, str] = field(default_factory=dict)  # upstream stage -> its manifest sha256
+    files: list[FileEntry] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+
+    @property
+    def records(self) -> int:
+        return sum(f.records for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Manifest":
+        data = dict(data)
+        data["files"] = [FileEntry(**f) for f in data.get("files", [])]
+        return cls(**data)
+
+
+def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
+    path = Path(directory) / MANIFEST_NAME
+    write_json(path, manifest.to_json())
+    return path
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in {directory}: the stage that writes it has not finished")
+    try:
+        return Manifest.from_json(json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{path} is not a valid fluxsr manifest: {err}") from None
+
+
+def manifest_digest(directory: str | Path) -> str:
+    """sha256 of a finished stage's manifest content (timestamps excluded): what downstream keys use."""
+    m = read_manifest(directory).to_json()
+    m.pop("created", None)
+    return sha256_json(m)
+
+
+def verify_files(directory: str | Path, manifest: Manifest) -> list[str]:
+    """Problems found checking each listed file's size and sha256 on disk (empty = all good)."""
+    problems = []
+    for f in manifest.files:
+        p = Path(directory) / f.name
+        if not p.is_file():
+            problems.append(f"{p}: missing")
+        elif p.stat().st_size != f.bytes:
+            problems.append(f"{p}: {p.stat().st_size} bytes, manifest says {f.bytes} (truncated or replaced)")
+        elif sha256_file(p) != f.sha256:
+            problems.append(f"{p}: sha256 differs from the manifest (corrupt or replaced)")
+    return problems

@@ -1,0 +1,26 @@
+"""What every flow and task shares: config resolution and in-process model reuse."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+from fluxsr_core.config import FluxSRConfig, ModelConfig, load_config
+from fluxsr_core.configs import named
+
+
+def resolve_config(preset: str = "tiny", config_path: str | None = None, overrides: list[str] | None = None) -> FluxSRConfig:
+    """Named config ``preset`` <- YAML ``config_path`` <- ``KEY=VALUE`` overrides."""
+    return load_config(config_path, overrides or [], base=named(preset))
+
+
+@lru_cache(maxsize=2)
+def _components(model_json: str):
+    from fluxsr_core.models import load_components
+
+    return load_components(ModelConfig.model_validate_json(model_json))
+
+
+def components_for(model: ModelConfig):
+    """Load a preset once per process, however many tasks use it."""
+    return _components(json.dumps(model.model_dump(mode="json"), sort_keys=True))

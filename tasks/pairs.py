@@ -1,0 +1,101 @@
+"""Stage 1 tasks: plan the generate-pairs stage and write one shard of teacher records per task."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+
+from fluxsr_core.config import FluxSRConfig
+from fluxsr_core.prompts import load_prompts
+from storage.atomic import sha256_json
+from storage.layout import stage_dir, stage_key
+from storage.manifest import FileEntry
+from storage.shards import shard_name, write_shard
+from tasks.caching import code_version
+from tasks.common import components_for
+
+STAGE = "pairs"
+SHARD_PREFIX = "pairs"
+# The modules whose source decides what a shard contains (the code part of the key).
+CODE_MODULES = ("fluxsr_core.teacher", "fluxsr_core.models", "fluxsr_core.latents", "fluxsr_core.prompts",
+                "storage.shards", "tasks.pairs")
+
+
+@dataclass(frozen=True)
+class PairsPlan:
+    """Where the stage writes and how records split into shards."""
+
+    key: str
+    directory: Path
+    num_records: int
+    records_per_shard: int
+    prompts_sha256: str
+    config: dict  # the model + pairs sections, prompts replaced by their hash
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_records // self.records_per_shard)
+
+    def shard_indices(self, shard: int) -> list[int]:
+        start = shard * self.records_per_shard
+        return list(range(start, min(start + self.records_per_shard, self.num_records)))
+
+    def shard_path(self, shard: int) -> Path:
+        return self.directory / shard_name(SHARD_PREFIX, shard)
+
+
+def plan_pairs(cfg: FluxSRConfig, root: str | Path) -> PairsPlan:
+    prompts = load_prompts(cfg.pairs.prompts)  # fails early, naming the file, if unusable
+    prompts_sha = sha256_json(prompts)
+    stage_cfg = {"model": cfg.model.model_dump(mode="json"),
+                 "pairs": {**cfg.pairs.model_dump(mode="json"), "prompts": prompts_sha}}
+    key = stage_key(stage_cfg, code_version(*CODE_MODULES))
+    return PairsPlan(key=key, directory=stage_dir(root, STAGE, key), num_records=cfg.pairs.num_records,
+                     records_per_shard=cfg.pairs.records_per_shard, prompts_sha256=prompts_sha, config=stage_cfg)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def record_sample(record) -> dict:
+    """A teacher Record as a WebDataset sample: noise.npy (ε), latent.npy (z_0), hr.png (x_0), json."""
+    return {
+        "__key__": f"{record.index:08d}",
+        "noise.npy": _npy_bytes(record.noise),
+        "latent.npy": _npy_bytes(record.latent),
+        "hr.png": _png_bytes(record.image),
+        "json": json.dumps(record.meta, sort_keys=True).encode(),
+    }
+
+
+@task(name="generate-shard", task_run_name="pairs-shard-{shard}")
+def generate_shard(directory: str, shard: int, indices: list[int], config_json: str, prompts_sha256: str) -> dict:
+    """Sample the teacher for ``indices`` and write them as shard ``shard`` (atomic, with sidecar)."""
+    from fluxsr_core.teacher import generate_records
+
+    cfg = FluxSRConfig.model_validate_json(config_json)
+    prompts = load_prompts(cfg.pairs.prompts)
+    if sha256_json(prompts) != prompts_sha256:
+        raise RuntimeError(f"prompt file {cfg.pairs.prompts} changed while the stage was running; re-run the stage")
+    components = components_for(cfg.model)
+    p = cfg.pairs
+    records = generate_records(components, indices, prompts, resolution=p.resolution, steps=p.steps,
+                               guidance=p.guidance, run_seed=p.seed, batch_size=p.batch_size)
+    entry: FileEntry = write_shard(Path(directory) / shard_name(SHARD_PREFIX, shard), map(record_sample, records))
+    return entry.__dict__

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from fluxsr_core import teacher
+from fluxsr_core.latents import pack, unpack
+from fluxsr_core.models.velocity import TextCondition
+from fluxsr_core.prompts import PromptFileError, bundled_prompts, load_prompts
+
+KW = dict(resolution=64, steps=4, guidance=3.5, run_seed=7)
+
+
+def test_seeds_are_pure_functions_of_run_seed_and_index():
+    assert teacher.record_seed(0, 5) == teacher.record_seed(0, 5)
+    assert len({teacher.record_seed(s, i) for s in range(3) for i in range(50)}) == 150
+
+
+def test_records_independent_of_batching(tiny_components):
+    a = teacher.generate_records(tiny_components, [0, 1, 2], ["p"], batch_size=3, **KW)
+    b = teacher.generate_records(tiny_components, [2], ["p"], batch_size=1, **KW)
+    assert np.array_equal(a[2].noise, b[0].noise) and a[2].seed == b[0].seed
+    np.testing.assert_allclose(a[2].latent, b[0].latent, atol=1e-5)
+    assert a[0].image.shape == (64, 64, 3) and a[0].image.dtype == np.uint8
+    assert a[0].meta["steps"] == 4 and a[0].meta["teacher"] == tiny_components.identity
+
+
+def test_stored_noise_reproduces_the_latent(tiny_components):
+    c = tiny_components
+    rec = teacher.generate_records(c, [4], ["a harbour at dawn"], batch_size=1, **KW)[0]
+    emb, pooled = c.prompt_encoder.encode([rec.prompt], c.device)
+    z0 = teacher.sample_latents(c, torch.from_numpy(rec.noise)[None], TextCondition(emb, pooled), 4, 3.5)
+    assert np.array_equal(z0[0].numpy(), rec.latent)
+    assert not np.allclose(rec.latent, rec.noise)
+
+
+def test_matches_diffusers_flux_pipeline(tiny_components):
+    """Our sampler is FluxPipeline's: same schedule, shift and guidance give the same z_0."""
+    from diffusers import FluxPipeline
+
+    c = tiny_components
+    recs = teacher.generate_records(c, [0, 1], ["a cat", "a dog"], batch_size=2, **KW)
+    pipe = FluxPipeline(scheduler=c.scheduler, vae=c.vae, transformer=c.transformer, text_encoder=None,
+                        tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+    pipe.set_progress_bar_config(disable=True)
+    emb, pooled = c.prompt_encoder.encode(["a cat", "a dog"], c.device)
+    noise = torch.from_numpy(np.stack([r.noise for r in recs]))
+    out = pipe(prompt_embeds=emb, pooled_prompt_embeds=pooled, latents=pack(noise), height=64, width=64,
+               num_inference_steps=4, guidance_scale=3.5, output_type="latent").images
+    torch.testing.assert_close(unpack(out, 8, 8), torch.from_numpy(np.stack([r.latent for r in recs])), rtol=0, atol=0)
+
+
+def test_prompt_files(tmp_path):
+    assert len(bundled_prompts()) >= 20
+    txt = tmp_path / "p.txt"
+    txt.write_text("# comment\nfirst prompt\n\nsecond prompt\n")
+    assert load_prompts(txt) == ["first prompt", "second prompt"]
+    jl = tmp_path / "p.jsonl"
+    jl.write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
+    assert load_prompts(jl) == ["a", "b"]
+    jl.write_text('{"prompt": "a"}\nnot json\n')
+    with pytest.raises(PromptFileError, match="p.jsonl:2"):
+        load_prompts(jl)
+    (tmp_path / "empty.txt").write_text("\n# only a comment\n")
+    with pytest.raises(PromptFileError, match="no prompts"):
+        load_prompts(tmp_path / "empty.txt")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(PromptFileError, match="UTF-8"):
+        load_prompts(tmp_path / "bin.txt")
+    with pytest.raises(PromptFileError, match="not found"):
+        load_prompts(tmp_path / "nope.txt")

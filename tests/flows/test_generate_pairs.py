@@ -1,0 +1,110 @@
+"""generate-pairs end to end: the real CLI, a real local Prefect server, real tar shards."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import BIN, run_cli, summary_of
+
+SMALL = ["--set", "pairs.num_records=8", "--set", "pairs.records_per_shard=1", "--set", "pairs.resolution=64",
+         "--set", "pairs.steps=24", "--set", "pairs.batch_size=1"]
+
+
+def _stage_dir(root: Path) -> Path:
+    (d,) = list((root / "pairs").iterdir())
+    return d
+
+
+def _shard_bytes(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(_stage_dir(root).glob("pairs-*.tar"))}
+
+
+@pytest.fixture(scope="module")
+def reference(prefect_env, tmp_path_factory):
+    """An uninterrupted run of the small config."""
+    root = tmp_path_factory.mktemp("ref")
+    s = summary_of(run_cli(prefect_env, "pairs", "--out", str(root), *SMALL))
+    assert s["computed"] == 8 and s["cached"] == 0 and s["records"] == 8 and s["manifest"]
+    return root
+
+
+def test_sigkill_mid_run_then_resume_is_cached_and_byte_identical(prefect_env, reference, tmp_path):
+    proc = subprocess.Popen([str(BIN / "fluxsr"), "pairs", "--out", str(tmp_path), *SMALL], env=prefect_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(tmp_path.glob("pairs/*/pairs-*.tar.json"))) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_at_kill = len(list(tmp_path.glob("pairs/*/pairs-*.tar.json")))
+    assert 3 <= done_at_kill < 8
+    assert not (_stage_dir(tmp_path) / "manifest.json").exists()
+
+    s = summary_of(run_cli(prefect_env, "pairs", "--out", str(tmp_path), *SMALL))
+    assert s["cached"] >= done_at_kill - 1  # a shard renamed just before the kill may lack its cache record
+    assert s["cached"] + s["computed"] + s["regenerated"] == 8 and s["computed"] <= 8 - s["cached"]
+    assert s["computed"] < 8
+    assert _shard_bytes(tmp_path) == _shard_bytes(reference)
+    ref_manifest = json.loads((_stage_dir(reference) / "manifest.json").read_text())
+    new_manifest = json.loads((_stage_dir(tmp_path) / "manifest.json").read_text())
+    assert new_manifest["files"] == ref_manifest["files"] and new_manifest["key"] == ref_manifest["key"]
+
+
+def test_truncated_shard_is_detected_and_regenerated(prefect_env, reference, tmp_path):
+    import shutil
+
+    shutil.copytree(reference, tmp_path / "run")
+    root = tmp_path / "run"
+    victim = _stage_dir(root) / "pairs-000003.tar"
+    original = victim.read_bytes()
+    victim.write_bytes(original[: len(original) // 3])
+    s = summary_of(run_cli(prefect_env, "pairs", "--out", str(root), *SMALL))
+    assert s["regenerated"] == 1 and s["cached"] == 7 and s["computed"] == 0
+    assert victim.read_bytes() == original
+
+
+def test_shards_read_back_with_plain_webdataset(reference):
+    import webdataset as wds
+
+    d = _stage_dir(reference)
+    urls = [str(p) for p in sorted(d.glob("pairs-*.tar"))]
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert len(samples) == 8
+    first = samples[0]
+    assert set(first) >= {"__key__", "noise.npy", "latent.npy", "hr.png", "json"}
+    noise = np.load(io.BytesIO(first["noise.npy"]))
+    latent = np.load(io.BytesIO(first["latent.npy"]))
+    meta = json.loads(first["json"])
+    assert noise.shape == latent.shape == (16, 8, 8) and noise.dtype == np.float32
+    assert Image.open(io.BytesIO(first["hr.png"])).size == (64, 64)
+    assert meta["index"] == 0 and meta["steps"] == 24 and meta["prompt"]
+    assert sorted(s["__key__"] for s in samples) == [f"{i:08d}" for i in range(8)]
+
+
+def test_bad_inputs_fail_clearly_and_write_no_shard(prefect_env, tmp_path):
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("\n")
+    r = run_cli(prefect_env, "pairs", "--out", str(tmp_path / "a"), "--set", f"pairs.prompts={empty}", check=False)
+    assert r.returncode == 2 and "no prompts" in r.stderr and str(empty) in r.stderr
+    r = run_cli(prefect_env, "pairs", "--out", str(tmp_path / "b"), "--set", "pairs.resolution=100", check=False)
+    assert r.returncode == 2 and "multiple of 16" in r.stderr
+    r = run_cli(prefect_env, "pairs", "--out", str(tmp_path / "c"), "--preset", "flux-dev",
+                "--set", f"model.path={tmp_path / 'no-such-model'}", "--set", "model.device=cpu", check=False)
+    assert r.returncode == 2 and "no-such-model" in r.stderr and "huggingface-cli download" in r.stderr
+    assert not list(tmp_path.rglob("*.tar"))
+
+
+def test_help_lists_stage_commands():
+    r = subprocess.run([str(BIN / "fluxsr"), "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "pairs" in r.stdout and "run" in r.stdout and "config" in r.stdout

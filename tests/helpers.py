@@ -1,0 +1,24 @@
+"""Helpers for tests that run fluxsr as a user would (the console script in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def run_cli(env: dict, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed ``fluxsr`` console script as a user would."""
+    r = subprocess.run([str(BIN / "fluxsr"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"fluxsr {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
+    return r
+
+
+def summary_of(result: subprocess.CompletedProcess) -> dict:
+    """The JSON summary a stage command prints last on stdout."""
+    out = result.stdout
+    return json.loads(out[out.index("\n{") + 1:])
