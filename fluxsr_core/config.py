@@ -74,11 +74,181 @@ class PairsConfig(_Section):
 
 
 class DegradeConfig(_Section):
-    """Stage 2, degrade: Real-ESRGAN second-order degradation (full ranges in a later stage)."""
+    """Stage 2, degrade: Real-ESRGAN second-order degradation (Wang et al. 2021).
+
+    Defaults are Real-ESRGAN's published x4plus training settings
+    (``options/train_realesrgan_x4plus.yml`` + ``RealESRGANDataset``); field names follow
+    that file, suffix ``2`` = second stage. ``fluxsr_core.degrade`` applies them.
+    """
 
     scale: int = Field(4, ge=1, description="Down-sampling factor of the LR images.")
     variants: int = Field(1, ge=1, description="Degraded LR variants K per HR image.")
     seed: int = Field(0, description="Run seed; variant k of record i draws from (seed, i, k).")
+    usm_sharpen: bool = Field(
+        True, description="Degrade the USM-sharpened HR (basicsr USMSharp), as Real-ESRGAN does; False degrades the HR as is."
+    )
+    # -- blur kernels (sizes shared by both stages and the final sinc, as in RealESRGANDataset) --
+    kernel_sizes: list[int] = Field(
+        default_factory=lambda: [7, 9, 11, 13, 15, 17, 19, 21],
+        description="Odd kernel sizes drawn uniformly for each kernel (Real-ESRGAN's kernel_range, 7..21).",
+    )
+    blur_kernel_size: int = Field(
+        21, ge=3, description="Every kernel is zero-padded to this odd size (Real-ESRGAN: 21); >= max(kernel_sizes)."
+    )
+    kernel_list: list[Literal["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]] = Field(
+        min_length=1,
+        default_factory=lambda: ["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"],
+        description="Stage-1 blur kernel types (basicsr random_mixed_kernels names).",
+    )
+    kernel_prob: list[float] = Field(
+        default_factory=lambda: [0.45, 0.25, 0.12, 0.03, 0.12, 0.03],
+        description="Probability of each kernel_list entry; sums to 1.",
+    )
+    sinc_prob: float = Field(0.1, ge=0.0, le=1.0, description="Stage 1: probability of a sinc kernel instead of a mixed kernel.")
+    blur_sigma: list[float] = Field(
+        default_factory=lambda: [0.2, 3.0], description="Stage 1: [low, high] Gaussian sigma (x and y), low < high."
+    )
+    betag_range: list[float] = Field(
+        default_factory=lambda: [0.5, 4.0], description="Stage 1: [low, high] beta of generalized Gaussian kernels, low <= 1 <= high."
+    )
+    betap_range: list[float] = Field(
+        default_factory=lambda: [1.0, 2.0], description="Stage 1: [low, high] beta of plateau kernels, low <= 1 <= high."
+    )
+    kernel_list2: list[Literal["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"]] = Field(
+        min_length=1,
+        default_factory=lambda: ["iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso"],
+        description="Stage-2 blur kernel types.",
+    )
+    kernel_prob2: list[float] = Field(
+        default_factory=lambda: [0.45, 0.25, 0.12, 0.03, 0.12, 0.03],
+        description="Probability of each kernel_list2 entry; sums to 1.",
+    )
+    sinc_prob2: float = Field(0.1, ge=0.0, le=1.0, description="Stage 2: probability of a sinc kernel instead of a mixed kernel.")
+    blur_sigma2: list[float] = Field(
+        default_factory=lambda: [0.2, 1.5], description="Stage 2: [low, high] Gaussian sigma (x and y), low < high."
+    )
+    betag_range2: list[float] = Field(
+        default_factory=lambda: [0.5, 4.0], description="Stage 2: [low, high] beta of generalized Gaussian kernels, low <= 1 <= high."
+    )
+    betap_range2: list[float] = Field(
+        default_factory=lambda: [1.0, 2.0], description="Stage 2: [low, high] beta of plateau kernels, low <= 1 <= high."
+    )
+    sinc_cutoff_small: list[float] = Field(
+        default_factory=lambda: [1.0471975511965976, 3.141592653589793],
+        description="[low, high] cutoff (radians) of stage-1/2 sinc kernels smaller than 13 (Real-ESRGAN: [pi/3, pi]).",
+    )
+    sinc_cutoff_large: list[float] = Field(
+        default_factory=lambda: [0.6283185307179586, 3.141592653589793],
+        description="[low, high] cutoff (radians) of stage-1/2 sinc kernels of size 13 or more (Real-ESRGAN: [pi/5, pi]).",
+    )
+    final_sinc_prob: float = Field(0.8, ge=0.0, le=1.0, description="Probability of the final sinc filter (else an identity pulse).")
+    final_sinc_cutoff: list[float] = Field(
+        default_factory=lambda: [1.0471975511965976, 3.141592653589793], description="[low, high] cutoff (radians) of the final sinc filter."
+    )
+    # -- stage 1: resize, noise, JPEG --
+    resize_prob: list[float] = Field(
+        default_factory=lambda: [0.2, 0.7, 0.1], description="Stage 1: probabilities of [up, down, keep]; sums to 1."
+    )
+    resize_range: list[float] = Field(
+        default_factory=lambda: [0.15, 1.5], description="Stage 1: [low, high] resize factor; down draws U(low, 1), up U(1, high)."
+    )
+    gaussian_noise_prob: float = Field(0.5, ge=0.0, le=1.0, description="Stage 1: probability of Gaussian noise (else Poisson).")
+    noise_range: list[float] = Field(
+        default_factory=lambda: [1.0, 30.0], description="Stage 1: [low, high] Gaussian noise sigma, in 0..255 units."
+    )
+    poisson_scale_range: list[float] = Field(
+        default_factory=lambda: [0.05, 3.0], description="Stage 1: [low, high] Poisson noise scale."
+    )
+    gray_noise_prob: float = Field(0.4, ge=0.0, le=1.0, description="Stage 1: probability that the noise is gray (same on all channels).")
+    jpeg_range: list[float] = Field(
+        default_factory=lambda: [30.0, 95.0], description="Stage 1: [low, high] JPEG quality, within [1, 100]."
+    )
+    # -- stage 2 --
+    second_blur_prob: float = Field(0.8, ge=0.0, le=1.0, description="Stage 2: probability of applying the stage-2 blur kernel.")
+    resize_prob2: list[float] = Field(
+        default_factory=lambda: [0.3, 0.4, 0.3], description="Stage 2: probabilities of [up, down, keep]; sums to 1."
+    )
+    resize_range2: list[float] = Field(
+        default_factory=lambda: [0.3, 1.2], description="Stage 2: [low, high] resize factor relative to HR/scale."
+    )
+    gaussian_noise_prob2: float = Field(0.5, ge=0.0, le=1.0, description="Stage 2: probability of Gaussian noise (else Poisson).")
+    noise_range2: list[float] = Field(
+        default_factory=lambda: [1.0, 25.0], description="Stage 2: [low, high] Gaussian noise sigma, in 0..255 units."
+    )
+    poisson_scale_range2: list[float] = Field(
+        default_factory=lambda: [0.05, 2.5], description="Stage 2: [low, high] Poisson noise scale."
+    )
+    gray_noise_prob2: float = Field(0.4, ge=0.0, le=1.0, description="Stage 2: probability that the noise is gray.")
+    jpeg_range2: list[float] = Field(
+        default_factory=lambda: [30.0, 95.0], description="Final JPEG: [low, high] quality, within [1, 100]."
+    )
+    final_order_prob: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Probability of [resize back + sinc] then JPEG; otherwise JPEG then [resize back + sinc] (Real-ESRGAN: 0.5).",
+    )
+
+    @field_validator("kernel_prob", "kernel_prob2", "resize_prob", "resize_prob2")
+    @classmethod
+    def _distribution(cls, v: list[float]) -> list[float]:
+        if any(p < 0 for p in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"probabilities must be >= 0 and sum to 1, got {v} (sum {sum(v):g})")
+        return v
+
+    @field_validator("resize_prob", "resize_prob2")
+    @classmethod
+    def _three_way(cls, v: list[float]) -> list[float]:
+        if len(v) != 3:
+            raise ValueError(f"needs 3 probabilities [up, down, keep], got {len(v)}")
+        return v
+
+    @field_validator(
+        "blur_sigma", "betag_range", "betap_range", "blur_sigma2", "betag_range2", "betap_range2",
+        "sinc_cutoff_small", "sinc_cutoff_large", "final_sinc_cutoff", "resize_range", "noise_range",
+        "poisson_scale_range", "jpeg_range", "resize_range2", "noise_range2", "poisson_scale_range2", "jpeg_range2",
+    )
+    @classmethod
+    def _low_high(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or not v[0] <= v[1]:
+            raise ValueError(f"must be [low, high] with low <= high, got {v}")
+        if v[0] < 0:
+            raise ValueError(f"must be non-negative, got {v}")
+        return v
+
+    @field_validator("blur_sigma", "blur_sigma2")
+    @classmethod
+    def _sigma_strict(cls, v: list[float]) -> list[float]:
+        if not 0 < v[0] < v[1]:  # basicsr's random_bivariate_* assert low < high
+            raise ValueError(f"sigma range must satisfy 0 < low < high, got {v}")
+        return v
+
+    @field_validator("betag_range", "betap_range", "betag_range2", "betap_range2", "resize_range", "resize_range2")
+    @classmethod
+    def _straddles_one(cls, v: list[float]) -> list[float]:
+        if not (0 < v[0] <= 1 <= v[1]):  # draws are U(low, 1) or U(1, high)
+            raise ValueError(f"must satisfy 0 < low <= 1 <= high, got {v}")
+        return v
+
+    @field_validator("jpeg_range", "jpeg_range2")
+    @classmethod
+    def _jpeg_quality(cls, v: list[float]) -> list[float]:
+        if not 1 <= v[0] <= v[1] <= 100:
+            raise ValueError(f"JPEG quality range must lie in [1, 100], got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _kernel_shapes(self) -> DegradeConfig:
+        if self.blur_kernel_size % 2 == 0:
+            raise ValueError(f"blur_kernel_size must be odd, got {self.blur_kernel_size}")
+        bad = [k for k in self.kernel_sizes if k % 2 == 0 or not 3 <= k <= self.blur_kernel_size]
+        if bad or not self.kernel_sizes:
+            raise ValueError(
+                f"kernel_sizes must be odd values in [3, blur_kernel_size={self.blur_kernel_size}], got {self.kernel_sizes}"
+            )
+        for names in (("kernel_list", "kernel_prob"), ("kernel_list2", "kernel_prob2")):
+            a, b = (getattr(self, n) for n in names)
+            if len(a) != len(b):
+                raise ValueError(f"{names[0]} has {len(a)} entries but {names[1]} has {len(b)}")
+        return self
 
 
 class EncodeConfig(_Section):
