@@ -30,9 +30,10 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from fluxsr_core.config import ConfigError
     from fluxsr_core.models import ModelNotFoundError
     from fluxsr_core.prompts import PromptFileError
+    from storage.latent_store import StoreMismatchError
     from storage.shards import ShardError
 
-    return (ConfigError, PromptFileError, ModelNotFoundError, ShardError, FileNotFoundError, KeyError, ValueError, OSError)
+    return (ConfigError, StoreMismatchError, PromptFileError, ModelNotFoundError, ShardError, FileNotFoundError, KeyError, ValueError, OSError)
 
 
 def _run(fn, **kwargs) -> dict:
@@ -67,6 +68,27 @@ def pairs(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = Co
     from flows.generate_pairs import generate_pairs
 
     _print_summary("generate-pairs", _run(generate_pairs, out=out, preset=preset, config_path=config,
+                                          overrides=set_, shards=shards))
+
+
+@app.command("degrade")
+def degrade_cmd(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt,
+                set_: Optional[list[str]] = SetOpt,
+                shards: Optional[str] = typer.Option(None, help="Only shards START:STOP.")):
+    """Stage 2: Real-ESRGAN second-order degradation into LR shards (flow degrade)."""
+    from flows.degrade import degrade
+
+    _print_summary("degrade", _run(degrade, out=out, preset=preset, config_path=config, overrides=set_, shards=shards))
+
+
+@app.command()
+def encode(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt,
+           set_: Optional[list[str]] = SetOpt,
+           shards: Optional[str] = typer.Option(None, help="Only chunk ranges START:STOP (one per pairs shard).")):
+    """Stage 3: encode LR variants into z_L in the Zarr latent store (flow encode-latents)."""
+    from flows.encode_latents import encode_latents
+
+    _print_summary("encode-latents", _run(encode_latents, out=out, preset=preset, config_path=config,
                                           overrides=set_, shards=shards))
 
 

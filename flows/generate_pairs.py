@@ -34,7 +34,7 @@ def generate_pairs(out: str = "runs/demo", preset: str = "tiny", config_path: st
     task = generate_shard.with_options(**cache_options(out, STAGE, CODE_MODULES))
     report = run_units(task, units, what="generate-pairs",
                        verify=lambda e: check_shard(plan.directory / e["name"], FileEntry(**e)))
-    manifest_path = _finalize(plan, report.seconds)
+    manifest_path = _finalize(plan)
     summary = {"stage": STAGE, "directory": str(plan.directory), "key": plan.key, "shards": len(units),
                "records": sum(e["records"] for e in report.entries), **{k: report.counts.get(k, 0) for k in ("computed", "cached", "regenerated")},
                "seconds": round(report.seconds, 2), "manifest": str(manifest_path) if manifest_path else None}
@@ -42,7 +42,7 @@ def generate_pairs(out: str = "runs/demo", preset: str = "tiny", config_path: st
     return summary
 
 
-def _finalize(plan, seconds: float) -> Path | None:
+def _finalize(plan) -> Path | None:
     """Write the stage manifest when every shard of the stage is present and confirmed."""
     entries = []
     for s in range(plan.num_shards):
@@ -51,7 +51,7 @@ def _finalize(plan, seconds: float) -> Path | None:
         except ShardError:
             return None
     manifest = Manifest(stage=STAGE, key=plan.key, config=plan.config, files=entries,
-                        summary={"records": sum(e.records for e in entries), "seconds": round(seconds, 2)})
+                        summary={"records": sum(e.records for e in entries)})
     return write_manifest(plan.directory, manifest)
 
 

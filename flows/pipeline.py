@@ -8,14 +8,19 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.degrade import degrade
+from flows.encode_latents import encode_latents
 from flows.generate_pairs import generate_pairs
 
 
 @flow(name="fluxsr-pipeline")
 def pipeline(out: str = "runs/demo", preset: str = "tiny", config_path: str | None = None,
              overrides: list[str] | None = None) -> dict:
-    pairs = generate_pairs(out=out, preset=preset, config_path=config_path, overrides=overrides)
-    return {"pairs": pairs}
+    args = dict(out=out, preset=preset, config_path=config_path, overrides=overrides)
+    summary = {"pairs": generate_pairs(**args)}
+    summary["degrade"] = degrade(**args)
+    summary["encode-latents"] = encode_latents(**args)
+    return summary
 
 
 if __name__ == "__main__":

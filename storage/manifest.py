@@ -32,7 +32,7 @@ class Manifest:
     config: dict[str, Any]
     inputs: dict[str, str] = field(default_factory=dict)  # upstream stage -> its manifest sha256
     files: list[FileEntry] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)  # deterministic facts only, never timings
     created: float = field(default_factory=time.time)
 
     @property
@@ -49,8 +49,19 @@ class Manifest:
         return cls(**data)
 
 
+def _content(m: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in m.items() if k != "created"}
+
+
 def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
+    """Write the manifest unless an identical one (timestamps aside) is there: keeps downstream keys stable."""
     path = Path(directory) / MANIFEST_NAME
+    if path.is_file():
+        try:
+            if _content(json.loads(path.read_text())) == _content(manifest.to_json()):
+                return path
+        except ValueError:
+            pass
     write_json(path, manifest.to_json())
     return path
 
@@ -67,9 +78,7 @@ def read_manifest(directory: str | Path) -> Manifest:
 
 def manifest_digest(directory: str | Path) -> str:
     """sha256 of a finished stage's manifest content (timestamps excluded): what downstream keys use."""
-    m = read_manifest(directory).to_json()
-    m.pop("created", None)
-    return sha256_json(m)
+    return sha256_json(_content(read_manifest(directory).to_json()))
 
 
 def verify_files(directory: str | Path, manifest: Manifest) -> list[str]:

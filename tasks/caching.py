@@ -27,6 +27,9 @@ from storage.atomic import sha256_json
 from storage.layout import results_dir
 
 CACHE_VERSION = 1
+# Task arguments that say where files are, not what they hold: they never count in a key.
+# What a unit reads is identified by the upstream entries (sha256) passed beside them.
+LOCATION_ARGS = ("directory", "store_path", "pairs_shard", "lr_shard")
 
 
 @lru_cache(maxsize=None)
@@ -49,13 +52,13 @@ def code_version(*modules: str) -> str:
 class StagePolicy(CachePolicy):
     """Cache key = (stage, code version of ``modules``, task inputs); no RUN_ID, so it survives runs.
 
-    Inputs named in ``exclude`` (where to write) do not count: an output root that
-    is moved or copied keeps its cache, and hits are verified on disk where they are.
+    Inputs named in ``exclude`` (locations) do not count: an output root that is moved
+    or copied keeps its cache, and hits are verified on disk where they are.
     """
 
     stage: str = ""
     modules: tuple[str, ...] = field(default_factory=tuple)
-    exclude: tuple[str, ...] = ("directory",)
+    exclude: tuple[str, ...] = LOCATION_ARGS
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
         kept = {k: v for k, v in inputs.items() if k not in self.exclude}

@@ -24,3 +24,16 @@ def _components(model_json: str):
 def components_for(model: ModelConfig):
     """Load a preset once per process, however many tasks use it."""
     return _components(json.dumps(model.model_dump(mode="json"), sort_keys=True))
+
+
+def finished_stage(directory, stage: str):
+    """The manifest of an upstream stage that must have finished, with a clear error if not."""
+    from storage.manifest import read_manifest
+
+    try:
+        return read_manifest(directory)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"the {stage} stage has not finished for this config: no manifest in {directory}. "
+            f"Run it first (`fluxsr run` runs every stage in order)."
+        ) from None

@@ -1,0 +1,86 @@
+"""Stage 2 tasks: Real-ESRGAN degradation of one pairs shard into one LR shard (K variants per record)."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from prefect import task
+
+from fluxsr_core.config import DegradeConfig, FluxSRConfig
+from storage.layout import stage_dir, stage_key
+from storage.manifest import FileEntry, manifest_digest
+from storage.shards import ShardError, check_shard, read_samples, shard_name, write_shard
+from tasks.caching import code_version
+from tasks.common import finished_stage
+from tasks.pairs import plan_pairs
+
+STAGE = "lr"
+SHARD_PREFIX = "lr"
+CODE_MODULES = ("fluxsr_core.degrade", "fluxsr_core.basicsr_compat", "storage.shards", "tasks.degrade")
+
+
+@dataclass(frozen=True)
+class DegradePlan:
+    key: str
+    directory: Path
+    pairs_dir: Path
+    pairs_files: list[FileEntry]  # the upstream shards, as their manifest lists them
+    config: dict
+
+
+def plan_degrade(cfg: FluxSRConfig, root: str | Path) -> DegradePlan:
+    pairs_dir = plan_pairs(cfg, root).directory
+    pairs = finished_stage(pairs_dir, "generate-pairs")
+    stage_cfg = {"degrade": cfg.degrade.model_dump(mode="json")}
+    key = stage_key(stage_cfg, code_version(*CODE_MODULES), {"pairs": manifest_digest(pairs_dir)})
+    return DegradePlan(key=key, directory=stage_dir(root, STAGE, key), pairs_dir=pairs_dir,
+                       pairs_files=pairs.files, config=stage_cfg)
+
+
+def decode_hr(png: bytes, source: str, resolution: int | None = None) -> torch.Tensor:
+    """hr.png bytes -> (3, H, W) float in [0, 1]; wrong mode or size is an error naming the sample."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png))
+    if img.mode != "RGB":
+        raise ShardError(f"{source}: hr.png is {img.mode}, expected 8-bit RGB")
+    if resolution is not None and img.size != (resolution, resolution):
+        raise ShardError(f"{source}: hr.png is {img.size[0]}x{img.size[1]}, expected {resolution}x{resolution}")
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0
+
+
+def lr_key(record: int, variant: int) -> str:
+    return f"{record:08d}_{variant:02d}"
+
+
+def _png(lr: torch.Tensor) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray((lr * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@task(name="degrade-shard", task_run_name="lr-shard-{shard}")
+def degrade_shard(directory: str, shard: int, pairs_shard: str, pairs_entry: dict, degrade_json: str) -> dict:
+    """Degrade every record of ``pairs_shard`` into K LR variants, written as LR shard ``shard``."""
+    from fluxsr_core.degrade import degrade_variants
+
+    check_shard(pairs_shard, FileEntry(**pairs_entry))  # corrupt or replaced upstream: stop, naming it
+    cfg = DegradeConfig.model_validate_json(degrade_json)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    samples = []
+    for s in read_samples(pairs_shard):
+        meta = json.loads(s["json"])
+        hr = decode_hr(s["hr.png"], f"{pairs_shard}:{s['__key__']}", meta.get("resolution"))
+        lrs, params = degrade_variants(hr, cfg, record=meta["index"], device=device)
+        for k, (lr, p) in enumerate(zip(lrs, params)):
+            samples.append({"__key__": lr_key(meta["index"], k), "lr.png": _png(lr),
+                            "json": json.dumps({"record": meta["index"], "variant": k, "params": p}, sort_keys=True).encode()})
+    entry = write_shard(Path(directory) / shard_name(SHARD_PREFIX, shard), samples)
+    return entry.__dict__

@@ -1,0 +1,107 @@
+"""Stage 3 tasks: encode LR variants (bicubic back to HR size) with the preset's VAE into the Zarr store."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from prefect import task
+
+from fluxsr_core.config import FluxSRConfig
+from storage.latent_store import LatentStore, StoreShape
+from storage.layout import stage_dir, stage_key
+from storage.manifest import FileEntry, manifest_digest
+from storage.shards import ShardError, check_shard, read_samples
+from tasks.caching import code_version
+from tasks.common import components_for, finished_stage
+from tasks.degrade import decode_hr, lr_key, plan_degrade
+
+STAGE = "latents"
+STORE_NAME = "store.zarr"
+CODE_MODULES = ("fluxsr_core.models", "fluxsr_core.latents", "storage.latent_store", "tasks.encode")
+
+
+@dataclass(frozen=True)
+class EncodePlan:
+    key: str
+    directory: Path
+    store_path: Path
+    units: list[dict]  # per upstream shard: records range and both shard entries
+    shape: StoreShape
+    attrs: dict
+    config: dict
+
+
+def plan_encode(cfg: FluxSRConfig, root: str | Path) -> EncodePlan:
+    deg = plan_degrade(cfg, root)
+    lr = finished_stage(deg.directory, "degrade")
+    inputs = {"pairs": manifest_digest(deg.pairs_dir), "lr": manifest_digest(deg.directory)}
+    stage_cfg = {"model": cfg.model.model_dump(mode="json"), "encode": cfg.encode.model_dump(mode="json")}
+    key = stage_key(stage_cfg, code_version(*CODE_MODULES), inputs)
+    directory = stage_dir(root, STAGE, key)
+    res, K, f = cfg.pairs.resolution, cfg.degrade.variants, 8
+    units, start = [], 0
+    for p_entry, l_entry in zip(deg.pairs_files, lr.files, strict=True):
+        units.append(dict(pairs_shard=str(deg.pairs_dir / p_entry.name), pairs_entry=p_entry.__dict__,
+                          lr_shard=str(deg.directory / l_entry.name), lr_entry=l_entry.__dict__,
+                          first_record=start, records=p_entry.records))
+        start += p_entry.records
+    shape = StoreShape(records=start, variants=K, latent_channels=16, latent_size=(res // f, res // f), image_size=(res, res))
+    attrs = {"stage_key": key, "model": cfg.model.model_dump(mode="json"), "inputs": inputs,
+             "normalisation": "z = (vae_latent - shift) * scale", "dtype": "float16 (zarr has no bfloat16)"}
+    return EncodePlan(key=key, directory=directory, store_path=directory / STORE_NAME, units=units,
+                      shape=shape, attrs=attrs, config=stage_cfg)
+
+
+def _lr_tensor(png: bytes, source: str) -> torch.Tensor:
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(png))
+    if img.mode != "RGB":
+        raise ShardError(f"{source}: lr.png is {img.mode}, expected 8-bit RGB")
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0
+
+
+@torch.no_grad()
+def encode_lr(components, lrs: torch.Tensor, size: int) -> torch.Tensor:
+    """LR (N, 3, h, w) in [0, 1] -> bicubic to (size, size) -> VAE -> normalised z_L (N, 16, size/8, size/8)."""
+    from fluxsr_core.models.codec import encode_images
+
+    up = F.interpolate(lrs, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    return encode_images(components, up).float().cpu()
+
+
+@task(name="encode-range", task_run_name="encode-records-{first_record}")
+def encode_range(store_path: str, model_json: str, batch_size: int, pairs_shard: str, pairs_entry: dict,
+                 lr_shard: str, lr_entry: dict, first_record: int, records: int) -> dict:
+    """Encode records [first_record, first_record + records) into the store; skips samples already done."""
+    from fluxsr_core.config import ModelConfig
+
+    store = LatentStore.open(store_path)
+    todo = ~store.done_mask(slice(first_record, first_record + records)).all(axis=1)
+    if todo.any():
+        check_shard(pairs_shard, FileEntry(**pairs_entry))
+        check_shard(lr_shard, FileEntry(**lr_entry))
+        components = components_for(ModelConfig.model_validate_json(model_json))
+        K, size = store.shape.variants, store.shape.image_size[0]
+        lr_by_key = {s["__key__"]: s for s in read_samples(lr_shard)}
+        for s in read_samples(pairs_shard):
+            meta = json.loads(s["json"])
+            r = meta["index"]
+            if not todo[r - first_record]:
+                continue
+            hr = decode_hr(s["hr.png"], f"{pairs_shard}:{s['__key__']}", size)
+            try:
+                lrs = torch.stack([_lr_tensor(lr_by_key[lr_key(r, k)]["lr.png"], f"{lr_shard}:{lr_key(r, k)}")
+                                   for k in range(K)])
+            except KeyError as err:
+                raise ShardError(f"{lr_shard}: LR variant {err} of record {r} missing; re-run degrade") from None
+            z_L = torch.cat([encode_lr(components, lrs[i:i + batch_size], size) for i in range(0, K, batch_size)])
+            store.write_record(r, z0=np.load(io.BytesIO(s["latent.npy"])), noise=np.load(io.BytesIO(s["noise.npy"])),
+                               hr=(hr * 255).round().to(torch.uint8).numpy(), z_L=z_L.numpy())
+    return {"first_record": first_record, "records": records, "encoded": int(todo.sum())}
