@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -90,6 +91,29 @@ def encode(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = C
 
     _print_summary("encode-latents", _run(encode_latents, out=out, preset=preset, config_path=config,
                                           overrides=set_, shards=shards))
+
+
+@app.command()
+def bench(lr_dir: str = typer.Argument(..., help="Folder of LR test images."),
+          hr: Optional[str] = typer.Option(None, "--hr", help="Folder of HR references, matched to LR by file stem."),
+          peer: Optional[list[str]] = typer.Option(None, "--peer", help="NAME=FOLDER of another system's SR outputs (repeatable)."),
+          out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Stage 5: score bicubic and peers' outputs with pyiqa metrics in one table (flow benchmark).
+
+    Metrics and protocol come from the config: --set bench.metrics=[psnr,ssim,lpips] --set bench.crop_border=4.
+    """
+    from flows.benchmark import benchmark
+
+    peers = {}
+    for item in peer or []:
+        if "=" not in item:
+            _fail(ValueError(f"--peer '{item}' is not NAME=FOLDER"))
+        name, folder = item.split("=", 1)
+        peers[name] = folder
+    summary = _run(benchmark, lr_dir=lr_dir, hr_dir=hr, peers=peers, out=out, preset=preset, config_path=config,
+                   overrides=set_)
+    typer.echo(Path(summary["table"]).read_text())
+    _print_summary("benchmark", summary)
 
 
 @app.command()

@@ -305,6 +305,10 @@ class BenchConfig(_Section):
 
     metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim"], description="pyiqa metric names.")
     crop_border: int = Field(0, ge=0, description="Pixels cropped from each border before full-reference metrics.")
+    weights_dir: str | None = Field(
+        None, description="Folder with metric weight files (pyiqa/torchvision names); absent metrics are reported unavailable.")
+    on_error: Literal["raise", "skip"] = Field(
+        "raise", description="Bad test items (missing HR partner, size mismatch, unreadable): stop naming them, or skip and list them.")
 
 
 class FluxSRConfig(_Section):

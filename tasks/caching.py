@@ -29,7 +29,7 @@ from storage.layout import results_dir
 CACHE_VERSION = 1
 # Task arguments that say where files are, not what they hold: they never count in a key.
 # What a unit reads is identified by the upstream entries (sha256) passed beside them.
-LOCATION_ARGS = ("directory", "store_path", "pairs_shard", "lr_shard")
+LOCATION_ARGS = ("directory", "store_path", "pairs_shard", "lr_shard", "lr_dir", "hr_dir", "method_dirs")
 
 
 @lru_cache(maxsize=None)

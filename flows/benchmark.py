@@ -1,0 +1,55 @@
+"""Flow ``benchmark``: score bicubic and any folders of SR outputs on a test set, in one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+
+from storage.layout import stage_dir, stage_key
+from tasks.benchmark import CODE_MODULES, STAGE, folder_digest, score_testset
+from tasks.caching import cache_options, code_version
+from tasks.common import resolve_config
+from flows.units import publish_summary, run_units
+
+
+@flow(name="benchmark")
+def benchmark(lr_dir: str, hr_dir: str | None = None, peers: dict[str, str] | None = None,
+              out: str = "runs/demo", preset: str = "tiny", config_path: str | None = None,
+              overrides: list[str] | None = None) -> dict:
+    """Score ``bicubic`` and each peer output folder (name -> folder, matched by file stem) on the test set."""
+    cfg = resolve_config(preset, config_path, overrides)
+    peers = dict(peers or {})
+    if "bicubic" in peers:
+        raise ValueError("'bicubic' is computed by the benchmark; give the peer folder another name")
+    digests = {"lr": folder_digest(lr_dir), **({"hr": folder_digest(hr_dir)} if hr_dir else {}),
+               **{f"method:{k}": folder_digest(v) for k, v in peers.items()}}
+    key = stage_key({"bench": cfg.bench.model_dump(mode="json")}, code_version(*CODE_MODULES), digests)
+    directory = stage_dir(out, STAGE, key)
+    title = Path(lr_dir).name if not hr_dir else f"{Path(lr_dir).name} vs {Path(hr_dir).name}"
+    unit = dict(directory=str(directory), title=title, lr_dir=str(lr_dir), hr_dir=str(hr_dir) if hr_dir else None,
+                method_dirs=peers, methods=["bicubic", *peers], digests=digests, bench_json=cfg.bench.model_dump_json())
+
+    def verify(entry: dict) -> None:
+        for k in ("summary_json", "summary_md", "per_image_csv"):
+            if not (directory / Path(entry[k]).name).is_file():
+                raise FileNotFoundError(f"{entry[k]} missing")
+
+    task = score_testset.with_options(**cache_options(out, STAGE, CODE_MODULES))
+    report = run_units(task, [unit], what="benchmark", verify=verify)
+    result = report.entries[0]
+    rows = [{"method": m, **{k: (round(v, 4) if v is not None else None) for k, v in scores.items()}}
+            for m, scores in result["summary"].items()]
+    create_table_artifact(rows, key="benchmark-summary", description=f"benchmark: {title}")
+    summary = {"stage": STAGE, "directory": str(directory), "key": key, "table": str(directory / "summary.md"),
+               "methods": list(result["summary"]), "unavailable": result["unavailable"],
+               "problems": len(result["problems"]), **{k: report.counts.get(k, 0) for k in ("computed", "cached")}}
+    publish_summary("benchmark", {k: v for k, v in summary.items() if k != "unavailable"})
+    return {**summary, "summary": result["summary"]}
+
+
+if __name__ == "__main__":
+    import sys
+
+    benchmark(*sys.argv[1:3])
