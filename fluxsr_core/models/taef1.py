@@ -43,4 +43,4 @@ def load_taef1(directory: str | Path, dtype: torch.dtype = torch.float32):
     vae = AutoencoderTiny(latent_channels=16, scaling_factor=1.0, shift_factor=0.0)
     state = convert_original_keys(load_file(str(d / ENCODER_FILE)), load_file(str(d / DECODER_FILE)))
     vae.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-    return vae.to(dtype).eval()
+    return (vae if dtype == torch.float32 else vae.to(dtype)).eval()

@@ -1,0 +1,84 @@
+"""Benchmark: the data stages' rates against what training consumes.
+
+Prints (a) Real-ESRGAN degradations/s (via bench/degrade.py's measurement), (b) VAE
+encodings/s of the encode stage (bicubic x4 + encode) for the tiny VAE and TAEF1 when
+its weights are given, (c) the Zarr read rate of a training-shaped random batch from a
+real store written here, in samples/s and MB/s. Training's consumption rate is printed by
+bench/train_step.py once the training stage lands; compare the two.
+
+    .venv/bin/python bench/data.py [--size 512] [--taef1 ../shared/weights/taef1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=512, help="HR side in pixels")
+    ap.add_argument("--batch", type=int, default=8, help="training batch for the Zarr read")
+    ap.add_argument("--records", type=int, default=64, help="records in the benchmark store")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--taef1", default=None, help="folder with taef1_*.safetensors (optional)")
+    args = ap.parse_args()
+
+    from degrade import bench as degrade_bench
+
+    from fluxsr_core.config import DegradeConfig, ModelConfig
+    from fluxsr_core.models import load_components
+    from storage.latent_store import LatentStore, StoreShape
+    from tasks.encode import encode_lr
+
+    S, lat = args.size, args.size // 8
+    print(f"data benchmark: HR {S}², CPU ({torch.get_num_threads()} threads), median of {args.repeats}")
+    d = degrade_bench(S, torch.device("cpu"), args.repeats, 1, DegradeConfig())
+    print(f"{'degrade (Real-ESRGAN, 1 variant)':40s} {1 / d['single_s']:10.3f} images/s")
+
+    lr = torch.rand(1, 3, S // 4, S // 4)
+    vaes = [("tiny", ModelConfig())] + ([("taef1", ModelConfig(vae="taef1", taef1_path=args.taef1))] if args.taef1 else [])
+    for name, mcfg in vaes:
+        c = load_components(mcfg)
+        t = median_time(lambda: encode_lr(c, lr, S), args.repeats)
+        print(f"{'encode (bicubic x4 + ' + name + ' VAE)':40s} {1 / t:10.3f} images/s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = LatentStore.create_or_open(Path(tmp) / "s.zarr", StoreShape(args.records, 1, 16, (lat, lat), (S, S)), {"k": 1})
+        g = np.random.default_rng(0)
+        for r in range(args.records):
+            store.write_record(r, z0=g.standard_normal((16, lat, lat)), noise=g.standard_normal((16, lat, lat)),
+                               hr=g.integers(0, 255, (3, S, S), dtype=np.uint8), z_L=g.standard_normal((1, 16, lat, lat)))
+        store = LatentStore.open(Path(tmp) / "s.zarr", mode="r")
+        order = iter(g.permutation(np.tile(np.arange(args.records), 100)))
+
+        def batch():
+            return [store.read_sample(int(next(order)), 0) for _ in range(args.batch)]
+
+        t = median_time(batch, args.repeats)
+        sample_bytes = sum(v.nbytes for v in batch()[0].values())
+        print(f"{'zarr read, random batch of ' + str(args.batch):40s} {args.batch / t:10.1f} samples/s "
+              f"({args.batch * sample_bytes / t / 1e6:.1f} MB/s, {sample_bytes / 1e6:.2f} MB/sample)")
+
+
+if __name__ == "__main__":
+    main()
