@@ -27,6 +27,29 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors gain nothing from intra-op threads; on a busy 2-core runner 2 threads ran 4-6x slower (same bits)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def empty_torch_home(tmp_path, monkeypatch) -> Path:
+    """A torch hub dir with no weights at all, as on a fresh machine."""
+    import torch
+
+    home = tmp_path / "torch_home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    return home
+
+
 @pytest.fixture(scope="session")
 def tiny_components():
     """The tiny preset, built once per session (read-only use in tests)."""

@@ -27,22 +27,7 @@ PAIRS = ["Canon_001_LR4", "Canon_010_LR4", "Nikon_050_LR4"]
 FAST = ["psnr", "gmsd", "piqe"]  # pyiqa's ssim/ms_ssim/vif cost ~1 s an image on CPU: not needed here
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small images gain little from intra-op threads; on a busy 2-core runner their spin-waits double the time."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture()
-def empty_torch_home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "torch_home"
-    home.mkdir()
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-    return home
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()

@@ -47,13 +47,7 @@ def small(photo) -> torch.Tensor:
     return photo[:, 100:196, 40:136].contiguous()  # 96x96
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """On a small shared CPU, 2 torch threads ran these small convolutions 4-6x slower than 1 (same bits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _in(value: float, rng: list[float]) -> bool:

@@ -21,23 +21,7 @@ CALIBRATED = ["psnr", "ssim", "ms_ssim", "fsim", "gmsd", "vif", "vsi", "piqe"]
 FEWER_IMAGES = {m: ["I03.bmp", "I19.bmp"] for m in ("ssim", "ms_ssim", "vif", "vsi", "fsim")}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small images gain little from intra-op threads; on a busy 2-core runner their spin-waits double the time."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture()
-def empty_torch_home(tmp_path, monkeypatch) -> Path:
-    """A torch hub dir with no weights at all (as on a fresh machine)."""
-    home = tmp_path / "torch_home"
-    home.mkdir()
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-    return home
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bgr_uint8(img: torch.Tensor) -> np.ndarray:
