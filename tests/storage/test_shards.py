@@ -1,13 +1,11 @@
 import json
 import subprocess
 import sys
-import tarfile
-from pathlib import Path
 
 import pytest
 
-from storage.atomic import TMP_MARK, write_json
-from storage.manifest import FileEntry, Manifest, manifest_digest, read_manifest, verify_files, write_manifest
+from storage.atomic import TMP_MARK
+from storage.manifest import Manifest, manifest_digest, read_manifest, verify_files, write_manifest
 from storage.shards import ShardError, check_shard, read_samples, sidecar_path, write_shard
 
 
