@@ -26,3 +26,21 @@ test: install
 
 clean:
 	rm -rf $(OUT) .prefect .pytest_cache
+
+# Orchestration (deployments/README.md): a local Prefect server, the deployments, a worker.
+# `make server` in one terminal, then `make deploy`, then `make worker` (one per GPU:
+# `CUDA_VISIBLE_DEVICES=1 make worker`). API_URL follows PREFECT_API_URL when it is set.
+PREFECT_PORT ?= 4200
+API_URL      ?= $(or $(PREFECT_API_URL),http://127.0.0.1:$(PREFECT_PORT)/api)
+WORK_POOL    ?= fluxsr-process
+
+.PHONY: server deploy worker
+
+server: install
+	$(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+deploy: install
+	PREFECT_API_URL=$(API_URL) $(BIN)/python -m deployments.setup
+
+worker: install
+	PREFECT_API_URL=$(API_URL) $(BIN)/prefect worker start --pool $(WORK_POOL) $(if $(WORKER_NAME),--name $(WORKER_NAME))

@@ -133,7 +133,7 @@ def cuda_device_count() -> int:
         import torch
 
         return int(torch.cuda.device_count())
-    except Exception:  # a CPU build or a broken driver: no CUDA devices
+    except Exception:  # noqa: BLE001 (a CPU build or a broken driver: no CUDA devices)
         return 0
 
 
@@ -202,7 +202,7 @@ def _logger():
         from prefect import get_run_logger
 
         return get_run_logger()
-    except Exception:  # outside a flow or task run
+    except Exception:  # noqa: BLE001 (outside a flow or task run)
         return _log
 
 
@@ -268,7 +268,6 @@ def gpu_slot(name: str | None = DEFAULT_LIMIT, *, count: int = 1, timeout: float
                             raise_on_lease_renewal_failure=False)
     else:
         limit = nullcontext()
-    with limit:
-        with device_lock(count, timeout=timeout, poll=poll, directory=directory) as slot:
-            _logger().info("holding GPU slot %s (%s)", slot.visible_devices, slot.device)
-            yield slot
+    with limit, device_lock(count, timeout=timeout, poll=poll, directory=directory) as slot:
+        _logger().info("holding GPU slot %s (%s)", slot.visible_devices, slot.device)
+        yield slot

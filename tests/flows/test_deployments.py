@@ -1,0 +1,148 @@
+"""Deployments end to end: deployments/prefect.yaml on a real local server, a real process worker, real shards."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import BIN
+
+REPO = Path(__file__).resolve().parents[2]
+PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
+POOL = "fluxsr-process"
+SMALL = ["pairs.num_records=2", "pairs.records_per_shard=1", "pairs.resolution=64", "pairs.steps=2",
+         "pairs.batch_size=1"]
+
+
+def _api(env: dict, path: str, body: dict | None = None):
+    """GET (or POST ``body``) on the test server's REST API; None on 404."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(env["PREFECT_API_URL"] + path, data=data, method="GET" if body is None else "POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return None
+        raise
+
+
+def _wait(what: str, check, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None,
+          every: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what}: process exited with {proc.returncode}\n{log.read_text()[-4000:] if log else ''}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout} s\n{log.read_text()[-4000:] if log else ''}")
+        time.sleep(every)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_env, tmp_path_factory):
+    """``python -m deployments.setup`` against the test server, and a process worker on the pool.
+
+    The worker starts as soon as the setup has created the pool, while the setup is
+    still deploying, and polls every second instead of every 10.
+    """
+    logs = tmp_path_factory.mktemp("deploy-logs")
+    setup_env = {**prefect_env, "FLUXSR_GPU_SLOTS": "2", "CUDA_VISIBLE_DEVICES": ""}
+    setup_log = logs / "setup.log"
+    with open(setup_log, "w") as out:
+        setup = subprocess.Popen([str(BIN / "python"), "-m", "deployments.setup"], env=setup_env, cwd=REPO,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    worker_log = logs / "worker.log"
+    worker = None
+    try:
+        _wait("work pool created by setup", lambda: _api(prefect_env, f"/work_pools/{POOL}"), 120, setup, setup_log)
+        with open(worker_log, "w") as out:
+            worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL],
+                                      env={**prefect_env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, cwd=logs,
+                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        assert setup.wait(timeout=300) == 0, setup_log.read_text()[-5000:]
+        yield {"setup_log": setup_log, "worker": worker, "worker_log": worker_log, "env": prefect_env}
+    finally:
+        _stop(setup)
+        if worker is not None:
+            _stop(worker)
+
+
+def test_setup_registers_pool_limit_and_deployments(deployed):
+    env = deployed["env"]
+    out = deployed["setup_log"].read_text()
+    for name in ("generate-pairs/default", "fluxsr-pipeline/default", "fluxsr-pipeline/retrain-nightly"):
+        assert f"  {name}" in out, out[-3000:]
+    assert _api(env, f"/work_pools/{POOL}")["type"] == "process"
+    assert _api(env, "/v2/concurrency_limits/gpu")["limit"] == 2  # FLUXSR_GPU_SLOTS virtual slots
+
+    pairs = _api(env, "/deployments/name/generate-pairs/default")
+    assert pairs["entrypoint"] == "flows/generate_pairs.py:generate_pairs"
+    assert pairs["work_pool_name"] == POOL
+    assert pairs["parameters"] == {"preset": "tiny", "out": "runs/deployed"}
+    assert pairs["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+
+    nightly = _api(env, "/deployments/name/fluxsr-pipeline/retrain-nightly")
+    assert nightly["entrypoint"] == "flows/pipeline.py:pipeline"
+    assert nightly["parameters"]["preset"] == "tiny" and nightly["parameters"]["out"] == "runs/nightly"
+    (schedule,) = nightly["schedules"]
+    assert schedule["schedule"]["cron"] == "0 3 * * *" and schedule["active"]
+
+    spec = yaml.safe_load(PREFECT_FILE.read_text())  # every active entrypoint exists (placeholders stay comments)
+    for d in spec["deployments"]:
+        assert (REPO / d["entrypoint"].split(":")[0]).is_file(), d
+
+
+def test_setup_again_is_idempotent_and_resizes_the_gpu_limit(deployed):
+    env = {**deployed["env"], "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([str(BIN / "python"), "-m", "deployments.setup", "--skip-deploy", "--gpu-limit", "3"],
+                       env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"work pool '{POOL}': exists" in r.stdout and "2 -> 3" in r.stdout
+    assert _api(env, "/v2/concurrency_limits/gpu")["limit"] == 3
+
+
+def test_worker_runs_generate_pairs_deployment(deployed, tmp_path):
+    env = deployed["env"]
+    out = tmp_path / "out"
+    r = subprocess.run([str(BIN / "prefect"), "deployment", "run", "generate-pairs/default",
+                        "--param", f"out={out}", "--param", f"overrides={json.dumps(SMALL)}"],
+                       env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
+
+    def finished():
+        state = (_api(env, f"/flow_runs/{run_id}") or {}).get("state") or {}
+        return state if state.get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    state = _wait("flow run finished", finished, 240, deployed["worker"], deployed["worker_log"], every=0.5)
+    assert state["type"] == "COMPLETED", deployed["worker_log"].read_text()[-5000:]
+
+    (stage,) = (out / "pairs").iterdir()
+    manifest = json.loads((stage / "manifest.json").read_text())
+    assert sorted(p.name for p in stage.glob("pairs-*.tar")) == ["pairs-000000.tar", "pairs-000001.tar"]
+    assert [f["records"] for f in manifest["files"]] == [1, 1]
+    flow_run = _api(env, f"/flow_runs/{run_id}")
+    assert flow_run["parameters"]["preset"] == "tiny" and flow_run["parameters"]["out"] == str(out)
