@@ -8,18 +8,46 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from storage.layout import stage_dir, stage_key
-from tasks.benchmark import CODE_MODULES, STAGE, folder_digest, score_testset
+from tasks.benchmark import (CODE_MODULES, STAGE, SYNTH_MODULES, SYNTH_STAGE, folder_digest, score_testset,
+                             synthesize_testset)
 from tasks.caching import cache_options, code_version
 from tasks.common import resolve_config
 from flows.units import publish_summary, run_units
 
 
+def _synthetic(cfg, hr_source: str, out: str) -> tuple[str, str]:
+    """The synthetic (LR, HR) test set made from ``hr_source``, cached like any unit."""
+    b = cfg.bench
+    unit = dict(hr_dir=str(hr_source), hr_digest=folder_digest(hr_source), degrade_json=cfg.degrade.model_dump_json(),
+                crop=b.synthetic_crop, seed=b.synthetic_seed, on_error=b.on_error)
+    key = stage_key({k: v for k, v in unit.items() if k != "hr_dir"}, code_version(*SYNTH_MODULES))
+    directory = stage_dir(out, SYNTH_STAGE, key)
+
+    def verify(entry: dict) -> None:
+        if len(list((directory / entry["hr_dir"]).glob("*.png"))) != entry["images"]:
+            raise FileNotFoundError(f"synthetic test set in {directory} is incomplete")
+
+    task = synthesize_testset.with_options(**cache_options(out, SYNTH_STAGE, SYNTH_MODULES))
+    entry = run_units(task, [dict(directory=str(directory), **unit)], what="synthesize-testset", verify=verify).entries[0]
+    return str(directory / entry["lr_dir"]), str(directory / entry["hr_dir"])
+
+
 @flow(name="benchmark")
-def benchmark(lr_dir: str, hr_dir: str | None = None, peers: dict[str, str] | None = None,
-              out: str = "runs/demo", preset: str = "tiny", config_path: str | None = None,
-              overrides: list[str] | None = None) -> dict:
-    """Score ``bicubic`` and each peer output folder (name -> folder, matched by file stem) on the test set."""
+def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[str, str] | None = None,
+              synthetic_from: str | None = None, out: str = "runs/demo", preset: str = "tiny",
+              config_path: str | None = None, overrides: list[str] | None = None) -> dict:
+    """Score ``bicubic`` and each peer output folder (name -> folder, matched by file stem) on the test set.
+
+    The test set is ``lr_dir`` (+ ``hr_dir`` for paired metrics), or, with ``synthetic_from``, an HR
+    folder degraded by the degrade stage's config at ``bench.synthetic_seed`` (DIV2K-val protocol).
+    """
     cfg = resolve_config(preset, config_path, overrides)
+    if synthetic_from:
+        if lr_dir or hr_dir:
+            raise ValueError("give either synthetic_from or lr_dir/hr_dir, not both")
+        lr_dir, hr_dir = _synthetic(cfg, synthetic_from, out)
+    elif not lr_dir:
+        raise ValueError("no test set: give lr_dir (and hr_dir), or synthetic_from=HR_FOLDER")
     peers = dict(peers or {})
     if "bicubic" in peers:
         raise ValueError("'bicubic' is computed by the benchmark; give the peer folder another name")
@@ -52,4 +80,4 @@ def benchmark(lr_dir: str, hr_dir: str | None = None, peers: dict[str, str] | No
 if __name__ == "__main__":
     import sys
 
-    benchmark(*sys.argv[1:3])
+    benchmark(*sys.argv[1:3])  # LR_DIR [HR_DIR]

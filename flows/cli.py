@@ -94,8 +94,11 @@ def encode(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = C
 
 
 @app.command()
-def bench(lr_dir: str = typer.Argument(..., help="Folder of LR test images."),
+def bench(lr_dir: Optional[str] = typer.Argument(None, help="Folder of LR test images."),
           hr: Optional[str] = typer.Option(None, "--hr", help="Folder of HR references, matched to LR by file stem."),
+          synthetic_from: Optional[str] = typer.Option(
+              None, "--synthetic-from", help="HR folder to degrade into a paired test set (DIV2K-val protocol: "
+                                             "bench.synthetic_crop centre crops, degrade config, bench.synthetic_seed)."),
           peer: Optional[list[str]] = typer.Option(None, "--peer", help="NAME=FOLDER of another system's SR outputs (repeatable)."),
           out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
     """Stage 5: score bicubic and peers' outputs with pyiqa metrics in one table (flow benchmark).
@@ -110,8 +113,8 @@ def bench(lr_dir: str = typer.Argument(..., help="Folder of LR test images."),
             _fail(ValueError(f"--peer '{item}' is not NAME=FOLDER"))
         name, folder = item.split("=", 1)
         peers[name] = folder
-    summary = _run(benchmark, lr_dir=lr_dir, hr_dir=hr, peers=peers, out=out, preset=preset, config_path=config,
-                   overrides=set_)
+    summary = _run(benchmark, lr_dir=lr_dir, hr_dir=hr, peers=peers, synthetic_from=synthetic_from, out=out,
+                   preset=preset, config_path=config, overrides=set_)
     typer.echo(Path(summary["table"]).read_text())
     _print_summary("benchmark", summary)
 

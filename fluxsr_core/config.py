@@ -309,6 +309,9 @@ class BenchConfig(_Section):
         None, description="Folder with metric weight files (pyiqa/torchvision names); absent metrics are reported unavailable.")
     on_error: Literal["raise", "skip"] = Field(
         "raise", description="Bad test items (missing HR partner, size mismatch, unreadable): stop naming them, or skip and list them.")
+    synthetic_crop: int = Field(
+        512, ge=16, description="Synthetic test sets (DIV2K-val protocol): centre crop of each HR image, in pixels.")
+    synthetic_seed: int = Field(0, description="Synthetic test sets: degradation seed (fixed for comparability).")
 
 
 class FluxSRConfig(_Section):

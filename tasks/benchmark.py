@@ -10,6 +10,8 @@ from storage.atomic import sha256_file, sha256_json
 
 STAGE = "bench"
 CODE_MODULES = ("fluxsr_core.benchmark", "fluxsr_core.metrics", "fluxsr_core.imageio", "tasks.benchmark")
+SYNTH_STAGE = "testsets"
+SYNTH_MODULES = ("fluxsr_core.synthetic", "fluxsr_core.degrade", "fluxsr_core.imageio", "tasks.benchmark")
 
 
 def folder_digest(folder: str | Path) -> str:
@@ -34,3 +36,16 @@ def score_testset(directory: str, title: str, lr_dir: str, hr_dir: str | None, m
     result = run_benchmark(testset, sources, cfg.metrics, directory, crop_border=cfg.crop_border,
                            weights_dir=cfg.weights_dir, on_error=cfg.on_error, title=title)
     return result.to_dict()
+
+
+@task(name="synthesize-testset")
+def synthesize_testset(directory: str, hr_dir: str, hr_digest: str, degrade_json: str, crop: int, seed: int,
+                       on_error: str) -> dict:
+    """Degrade the HR folder's centre crops at a fixed seed into ``directory/lr`` and ``directory/hr``."""
+    from fluxsr_core.config import DegradeConfig
+    from fluxsr_core.synthetic import make_synthetic_testset
+
+    lr, hr, problems = make_synthetic_testset(hr_dir, directory, DegradeConfig.model_validate_json(degrade_json),
+                                              crop=crop, seed=seed, on_error=on_error)
+    return {"lr_dir": lr.name, "hr_dir": hr.name, "images": len(list(hr.glob("*.png"))),
+            "problems": [p.as_dict() for p in problems]}

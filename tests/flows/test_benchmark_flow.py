@@ -39,3 +39,24 @@ def test_benchmark_table_cache_and_unavailable_metric(prefect_env, shared, tmp_p
     assert s["summary"]["bicubic"]["psnr"] > s["summary"]["nearest"]["psnr"]
     again = summary_of(run_cli(env, *args))
     assert again["cached"] == 1 and again["computed"] == 0 and again["summary"] == s["summary"]
+
+
+def test_synthetic_testset_from_hr_folder_is_reproducible_and_scored(prefect_env, shared, tmp_path):
+    src = shared / "data" / "RealSR_x4" / "test_HR"
+    hr_in = tmp_path / "hr_in"
+    hr_in.mkdir()
+    for p in sorted(src.iterdir())[:2]:
+        shutil.copy(p, hr_in / p.name)
+    args = ["bench", "--synthetic-from", str(hr_in), "--out", str(tmp_path / "out"),
+            "--set", "bench.synthetic_crop=128", "--set", "bench.metrics=[psnr]"]
+    s = summary_of(run_cli(prefect_env, *args))
+    (testset,) = list((tmp_path / "out" / "testsets").iterdir())
+    lrs = sorted((testset / "lr").glob("*.png"))
+    assert [p.name for p in lrs] == [p.stem + ".png" for p in sorted(hr_in.iterdir())]
+    assert Image.open(lrs[0]).size == (32, 32) and Image.open(testset / "hr" / lrs[0].name).size == (128, 128)
+    assert s["methods"] == ["bicubic"] and s["summary"]["bicubic"]["psnr"] > 15
+    first = {p.name: p.read_bytes() for p in lrs}
+    shutil.rmtree(testset)  # a deleted cached output is regenerated identically
+    again = summary_of(run_cli(prefect_env, *args))
+    assert {p.name: p.read_bytes() for p in sorted((testset / "lr").glob("*.png"))} == first
+    assert again["summary"] == s["summary"]
