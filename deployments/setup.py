@@ -29,7 +29,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT_FILE = Path(__file__).resolve().with_name("prefect.yaml")
-GPU_LIMIT = "gpu"
 
 
 class SetupError(RuntimeError):
@@ -75,28 +74,6 @@ def ensure_work_pool(name: str) -> bool:
     return False
 
 
-def ensure_gpu_limit(limit: int, name: str = GPU_LIMIT) -> str:
-    """Create the global concurrency limit ``name`` with ``limit`` slots, or resize it; says what it did."""
-    from prefect.client.schemas.actions import (
-        GlobalConcurrencyLimitCreate,
-        GlobalConcurrencyLimitUpdate,
-    )
-    from prefect.exceptions import ObjectNotFound
-
-    if limit < 1:
-        raise SetupError(f"gpu limit must be at least 1, got {limit}")
-    with _client() as client:
-        try:
-            current = client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
-            return f"created global concurrency limit {name!r} with {limit} slot(s)"
-        if current.limit != limit or not current.active:
-            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit, active=True))
-            return f"resized global concurrency limit {name!r}: {current.limit} -> {limit} slot(s)"
-    return f"global concurrency limit {name!r} already has {limit} slot(s)"
-
-
 def _prefect_cmd() -> list[str]:
     exe = Path(sys.executable).with_name("prefect")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "prefect"]
@@ -128,7 +105,7 @@ def check_deployed(spec: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tasks.gpu import slot_count
+    from tasks.gpu import ensure_gpu_limit, slot_count
 
     p = argparse.ArgumentParser(prog="python -m deployments.setup", description=__doc__.split("\n")[0])
     p.add_argument("--prefect-file", type=Path, default=PREFECT_FILE)

@@ -26,7 +26,7 @@ def degrade(out: str = "runs/demo", preset: str = "tiny", config_path: str | Non
                   pairs_entry=e.__dict__, degrade_json=degrade_json)
              for i, e in enumerate(plan.pairs_files) if i in set(parse_range(shards, len(plan.pairs_files)))]
     task = degrade_shard.with_options(**cache_options(out, STAGE, CODE_MODULES))
-    report = run_units(task, units, what="degrade",
+    report = run_units(task, units, what="degrade", gpu=True,
                        verify=lambda e: check_shard(plan.directory / e["name"], FileEntry(**e)))
     entries = []
     for i in range(len(plan.pairs_files)):

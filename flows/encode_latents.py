@@ -30,7 +30,7 @@ def encode_latents(out: str = "runs/demo", preset: str = "tiny", config_path: st
             raise ValueError(f"records {a}..{a + n - 1} are not all marked done in {plan.store_path}")
 
     task = encode_range.with_options(**cache_options(out, STAGE, CODE_MODULES))
-    report = run_units(task, units, what="encode-latents", verify=verify)
+    report = run_units(task, units, what="encode-latents", gpu=True, verify=verify)
     manifest = None
     if store.complete():
         manifest = write_manifest(plan.directory, Manifest(stage=STAGE, key=plan.key, config=plan.config,

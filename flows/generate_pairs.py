@@ -32,7 +32,7 @@ def generate_pairs(out: str = "runs/demo", preset: str = "tiny", config_path: st
                   config_json=config_json, prompts_sha256=plan.prompts_sha256)
              for s in parse_range(shards, plan.num_shards)]
     task = generate_shard.with_options(**cache_options(out, STAGE, CODE_MODULES))
-    report = run_units(task, units, what="generate-pairs",
+    report = run_units(task, units, what="generate-pairs", gpu=True,
                        verify=lambda e: check_shard(plan.directory / e["name"], FileEntry(**e)))
     manifest_path = _finalize(plan)
     summary = {"stage": STAGE, "directory": str(plan.directory), "key": plan.key, "shards": len(units),

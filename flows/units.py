@@ -25,9 +25,17 @@ class UnitsReport:
     seconds: float = 0.0
 
 
-def run_units(task, units: list[dict[str, Any]], *, what: str, verify: Callable[[dict], None]) -> UnitsReport:
-    """Call ``task(**unit)`` for each unit; a cache hit that fails ``verify`` is recomputed."""
+def run_units(task, units: list[dict[str, Any]], *, what: str, verify: Callable[[dict], None],
+              gpu: bool = False) -> UnitsReport:
+    """Call ``task(**unit)`` for each unit; a cache hit that fails ``verify`` is recomputed.
+
+    ``gpu``: the units take GPU slots (``tasks.gpu.unit_device``), so the ``gpu`` limit must exist.
+    """
     log = get_run_logger()
+    if gpu:
+        from tasks.gpu import prepare_gpu_scheduling
+
+        prepare_gpu_scheduling()
     report = UnitsReport()
     start = time.perf_counter()
     progress_id = create_progress_artifact(0.0, description=f"{what}: units done")

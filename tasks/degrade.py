@@ -17,6 +17,7 @@ from storage.manifest import FileEntry, manifest_digest
 from storage.shards import ShardError, check_shard, read_samples, shard_name, write_shard
 from tasks.caching import code_version
 from tasks.common import finished_stage
+from tasks.gpu import unit_device
 from tasks.pairs import plan_pairs
 
 STAGE = "lr"
@@ -73,14 +74,16 @@ def degrade_shard(directory: str, shard: int, pairs_shard: str, pairs_entry: dic
 
     check_shard(pairs_shard, FileEntry(**pairs_entry))  # corrupt or replaced upstream: stop, naming it
     cfg = DegradeConfig.model_validate_json(degrade_json)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     samples = []
-    for s in read_samples(pairs_shard):
-        meta = json.loads(s["json"])
-        hr = decode_hr(s["hr.png"], f"{pairs_shard}:{s['__key__']}", meta.get("resolution"))
-        lrs, params = degrade_variants(hr, cfg, record=meta["index"], device=device)
-        for k, (lr, p) in enumerate(zip(lrs, params)):
-            samples.append({"__key__": lr_key(meta["index"], k), "lr.png": _png(lr),
-                            "json": json.dumps({"record": meta["index"], "variant": k, "params": p}, sort_keys=True).encode()})
+    with unit_device() as slot_device:
+        device = torch.device(slot_device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        for s in read_samples(pairs_shard):
+            meta = json.loads(s["json"])
+            hr = decode_hr(s["hr.png"], f"{pairs_shard}:{s['__key__']}", meta.get("resolution"))
+            lrs, params = degrade_variants(hr, cfg, record=meta["index"], device=device)
+            for k, (lr, p) in enumerate(zip(lrs, params)):
+                samples.append({"__key__": lr_key(meta["index"], k), "lr.png": _png(lr),
+                                "json": json.dumps({"record": meta["index"], "variant": k, "params": p},
+                                                   sort_keys=True).encode()})
     entry = write_shard(Path(directory) / shard_name(SHARD_PREFIX, shard), samples)
     return entry.__dict__

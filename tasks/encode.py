@@ -19,6 +19,7 @@ from storage.manifest import FileEntry, manifest_digest
 from storage.shards import ShardError, check_shard, read_samples
 from tasks.caching import code_version
 from tasks.common import components_for, finished_stage
+from tasks.gpu import unit_device
 from tasks.degrade import decode_hr, lr_key, plan_degrade
 
 STAGE = "latents"
@@ -76,6 +77,26 @@ def encode_lr(components, lrs: torch.Tensor, size: int) -> torch.Tensor:
     return encode_images(components, up).float().cpu()
 
 
+def _encode_records(store: LatentStore, components, pairs_shard: str, lr_shard: str, todo: np.ndarray,
+                    first_record: int, batch_size: int) -> None:
+    """Encode the records of one shard pair still marked to do, writing each record as it completes."""
+    K, size = store.shape.variants, store.shape.image_size[0]
+    lr_by_key = {s["__key__"]: s for s in read_samples(lr_shard)}
+    for s in read_samples(pairs_shard):
+        r = json.loads(s["json"])["index"]
+        if not todo[r - first_record]:
+            continue
+        hr = decode_hr(s["hr.png"], f"{pairs_shard}:{s['__key__']}", size)
+        try:
+            lrs = torch.stack([_lr_tensor(lr_by_key[lr_key(r, k)]["lr.png"], f"{lr_shard}:{lr_key(r, k)}")
+                               for k in range(K)])
+        except KeyError as err:
+            raise ShardError(f"{lr_shard}: LR variant {err} of record {r} missing; re-run degrade") from None
+        z_L = torch.cat([encode_lr(components, lrs[i:i + batch_size], size) for i in range(0, K, batch_size)])
+        store.write_record(r, z0=np.load(io.BytesIO(s["latent.npy"])), noise=np.load(io.BytesIO(s["noise.npy"])),
+                           hr=(hr * 255).round().to(torch.uint8).numpy(), z_L=z_L.numpy())
+
+
 @task(name="encode-range", task_run_name="encode-records-{first_record}")
 def encode_range(store_path: str, model_json: str, batch_size: int, pairs_shard: str, pairs_entry: dict,
                  lr_shard: str, lr_entry: dict, first_record: int, records: int) -> dict:
@@ -87,21 +108,8 @@ def encode_range(store_path: str, model_json: str, batch_size: int, pairs_shard:
     if todo.any():
         check_shard(pairs_shard, FileEntry(**pairs_entry))
         check_shard(lr_shard, FileEntry(**lr_entry))
-        components = components_for(ModelConfig.model_validate_json(model_json))
-        K, size = store.shape.variants, store.shape.image_size[0]
-        lr_by_key = {s["__key__"]: s for s in read_samples(lr_shard)}
-        for s in read_samples(pairs_shard):
-            meta = json.loads(s["json"])
-            r = meta["index"]
-            if not todo[r - first_record]:
-                continue
-            hr = decode_hr(s["hr.png"], f"{pairs_shard}:{s['__key__']}", size)
-            try:
-                lrs = torch.stack([_lr_tensor(lr_by_key[lr_key(r, k)]["lr.png"], f"{lr_shard}:{lr_key(r, k)}")
-                                   for k in range(K)])
-            except KeyError as err:
-                raise ShardError(f"{lr_shard}: LR variant {err} of record {r} missing; re-run degrade") from None
-            z_L = torch.cat([encode_lr(components, lrs[i:i + batch_size], size) for i in range(0, K, batch_size)])
-            store.write_record(r, z0=np.load(io.BytesIO(s["latent.npy"])), noise=np.load(io.BytesIO(s["noise.npy"])),
-                               hr=(hr * 255).round().to(torch.uint8).numpy(), z_L=z_L.numpy())
+        model = ModelConfig.model_validate_json(model_json)
+        with unit_device() as device:
+            components = components_for(model if device is None else model.model_copy(update={"device": device}))
+            _encode_records(store, components, pairs_shard, lr_shard, todo, first_record, batch_size)
     return {"first_record": first_record, "records": records, "encoded": int(todo.sum())}

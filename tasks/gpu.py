@@ -271,3 +271,49 @@ def gpu_slot(name: str | None = DEFAULT_LIMIT, *, count: int = 1, timeout: float
     with limit, device_lock(count, timeout=timeout, poll=poll, directory=directory) as slot:
         _logger().info("holding GPU slot %s (%s)", slot.visible_devices, slot.device)
         yield slot
+
+
+def ensure_gpu_limit(limit: int, name: str = DEFAULT_LIMIT, *, resize: bool = True) -> str:
+    """Create the global concurrency limit ``name`` with ``limit`` slots (or resize it); says what it did.
+
+    Flows call it with ``resize=False`` so a limit an operator sized for several machines
+    is never shrunk; ``python -m deployments.setup`` resizes.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    if limit < 1:
+        raise ValueError(f"gpu limit must be at least 1, got {limit}")
+    with get_client(sync_client=True) as client:
+        try:
+            current = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+            return f"created global concurrency limit {name!r} with {limit} slot(s)"
+        if resize and (current.limit != limit or not current.active):
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit, active=True))
+            return f"resized global concurrency limit {name!r}: {current.limit} -> {limit} slot(s)"
+    return f"global concurrency limit {name!r} has {current.limit} slot(s)"
+
+
+def scheduling_enabled() -> bool:
+    """GPU slots are taken when CUDA devices are present or virtual slots are configured."""
+    return cuda_device_count() > 0 or ENV_SLOTS in os.environ
+
+
+def prepare_gpu_scheduling() -> None:
+    """Called by each stage flow: make sure the ``gpu`` limit exists when scheduling is on."""
+    if scheduling_enabled():
+        _logger().info(ensure_gpu_limit(slot_count(), resize=False))
+
+
+@contextmanager
+def unit_device() -> Iterator[str | None]:
+    """Where a GPU-capable unit of work runs: inside a ``gpu_slot`` when scheduling is on
+    (yields ``"cuda:<i>"``, or ``"cpu"`` for a virtual slot), else ``None`` (the config's device)."""
+    if not scheduling_enabled():
+        yield None
+        return
+    with gpu_slot() as slot:
+        yield slot.device

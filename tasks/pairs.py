@@ -18,6 +18,7 @@ from storage.manifest import FileEntry
 from storage.shards import shard_name, write_shard
 from tasks.caching import code_version
 from tasks.common import components_for
+from tasks.gpu import unit_device
 
 STAGE = "pairs"
 SHARD_PREFIX = "pairs"
@@ -93,9 +94,10 @@ def generate_shard(directory: str, shard: int, indices: list[int], config_json: 
     prompts = load_prompts(cfg.pairs.prompts)
     if sha256_json(prompts) != prompts_sha256:
         raise RuntimeError(f"prompt file {cfg.pairs.prompts} changed while the stage was running; re-run the stage")
-    components = components_for(cfg.model)
     p = cfg.pairs
-    records = generate_records(components, indices, prompts, resolution=p.resolution, steps=p.steps,
-                               guidance=p.guidance, run_seed=p.seed, batch_size=p.batch_size)
+    with unit_device() as device:
+        components = components_for(cfg.model if device is None else cfg.model.model_copy(update={"device": device}))
+        records = generate_records(components, indices, prompts, resolution=p.resolution, steps=p.steps,
+                                   guidance=p.guidance, run_seed=p.seed, batch_size=p.batch_size)
     entry: FileEntry = write_shard(Path(directory) / shard_name(SHARD_PREFIX, shard), map(record_sample, records))
     return entry.__dict__

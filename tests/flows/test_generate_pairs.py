@@ -108,3 +108,16 @@ def test_bad_inputs_fail_clearly_and_write_no_shard(prefect_env, tmp_path):
 def test_help_lists_stage_commands():
     r = subprocess.run([str(BIN / "fluxsr"), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "pairs" in r.stdout and "run" in r.stdout and "config" in r.stdout
+
+
+def test_gpu_stage_takes_a_slot_when_scheduling_is_on(prefect_env, tmp_path):
+    """With virtual GPU slots configured, each shard task holds a 'gpu' slot and a locked device."""
+    env = {**prefect_env, "FLUXSR_GPU_SLOTS": "1", "FLUXSR_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    r = run_cli(env, "pairs", "--out", str(tmp_path / "o"), "--set", "pairs.num_records=2",
+                "--set", "pairs.records_per_shard=1", "--set", "pairs.resolution=64", "--set", "pairs.steps=2",
+                "--set", "pairs.seed=11")
+    assert summary_of(r)["computed"] == 2
+    assert r.stderr.count("holding GPU slot") == 2
+    assert list((tmp_path / "locks").iterdir())
+    limits = subprocess.run([str(BIN / "prefect"), "gcl", "inspect", "gpu"], env=env, capture_output=True, text=True)
+    assert limits.returncode == 0 and "gpu" in limits.stdout

@@ -110,7 +110,7 @@ FLOW = """
 import json, sys, threading, time
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
-from deployments.setup import ensure_gpu_limit
+from tasks.gpu import ensure_gpu_limit
 from tasks.gpu import gpu_slot
 
 LIMIT, MISSING = sys.argv[1], sys.argv[2]
