@@ -6,11 +6,17 @@ re-run takes every finished unit from cache.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
 
+from storage.atomic import write_json
 from flows.degrade import degrade
 from flows.encode_latents import encode_latents
 from flows.generate_pairs import generate_pairs
+
+
+SUMMARY_NAME = "pipeline-summary.json"
 
 
 @flow(name="fluxsr-pipeline")
@@ -20,6 +26,7 @@ def pipeline(out: str = "runs/demo", preset: str = "tiny", config_path: str | No
     summary = {"pairs": generate_pairs(**args)}
     summary["degrade"] = degrade(**args)
     summary["encode-latents"] = encode_latents(**args)
+    write_json(Path(out) / SUMMARY_NAME, summary)  # for deployment runs, whose return value no terminal shows
     return summary
 
 

@@ -146,3 +146,79 @@ def test_worker_runs_generate_pairs_deployment(deployed, tmp_path):
     assert [f["records"] for f in manifest["files"]] == [1, 1]
     flow_run = _api(env, f"/flow_runs/{run_id}")
     assert flow_run["parameters"]["preset"] == "tiny" and flow_run["parameters"]["out"] == str(out)
+
+
+# Keep last in this module: it SIGKILLs the module's worker.
+PIPE = ["pairs.num_records=6", "pairs.records_per_shard=1", "pairs.resolution=96", "pairs.steps=24",
+        "pairs.batch_size=1"]
+
+
+def _run_deployment(env: dict, name: str, out: Path, overrides: list[str]) -> str:
+    r = subprocess.run([str(BIN / "prefect"), "deployment", "run", name, "--param", f"out={out}",
+                        "--param", f"overrides={json.dumps(overrides)}"],
+                       env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    return re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the worker and every process it started (the flow-run subprocess included)."""
+    import psutil
+
+    parent = psutil.Process(proc.pid)
+    for p in [*parent.children(recursive=True), parent]:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
+def test_kill_worker_mid_pipeline_then_rerun_is_cached_and_identical(deployed, tmp_path):
+    from helpers import run_cli, summary_of
+
+    env = deployed["env"]
+    ref = tmp_path / "ref"
+    sets = [a for o in PIPE for a in ("--set", o)]
+    reference = summary_of(run_cli(env, "run", "--out", str(ref), *sets))
+
+    out = tmp_path / "killed"
+    _run_deployment(env, "fluxsr-pipeline/default", out, PIPE)
+    _wait("two pairs shards written by the deployment run",
+          lambda: len(list(out.glob("pairs/*/pairs-*.tar.json"))) >= 2, 240, deployed["worker"],
+          deployed["worker_log"], every=0.02)
+    _kill_tree(deployed["worker"])
+    done_at_kill = len(list(out.glob("pairs/*/pairs-*.tar.json")))
+    assert done_at_kill < 6 and not (out / "pipeline-summary.json").exists()
+
+    log = tmp_path / "worker2.log"
+    with open(log, "w") as f:
+        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL],
+                                  env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, cwd=tmp_path,
+                                  stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        run_id = _run_deployment(env, "fluxsr-pipeline/default", out, PIPE)
+
+        def finished():
+            state = (_api(env, f"/flow_runs/{run_id}") or {}).get("state") or {}
+            return state if state.get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+        state = _wait("re-run finished", finished, 300, worker, log, every=0.5)
+        assert state["type"] == "COMPLETED", log.read_text()[-5000:]
+    finally:
+        _stop(worker)
+    rerun = json.loads((out / "pipeline-summary.json").read_text())
+    assert rerun["pairs"]["cached"] >= done_at_kill - 1 and rerun["pairs"]["computed"] < 6
+    assert rerun["pairs"]["cached"] + rerun["pairs"]["computed"] + rerun["pairs"]["regenerated"] == 6
+    for stage in ("pairs", "lr"):
+        mine = {p.name: p.read_bytes() for p in out.glob(f"{stage}/*/*.tar")}
+        theirs = {p.name: p.read_bytes() for p in ref.glob(f"{stage}/*/*.tar")}
+        assert mine == theirs and len(mine) == 6, stage
+    import numpy as np
+    import zarr
+
+    a = zarr.open(str(next(ref.glob("latents/*/store.zarr"))), mode="r")
+    b = zarr.open(str(next(out.glob("latents/*/store.zarr"))), mode="r")
+    for k in ("z_L", "z0", "noise", "hr", "done"):
+        np.testing.assert_array_equal(np.asarray(a[k][:]), np.asarray(b[k][:]), err_msg=k)
+    assert rerun["encode-latents"]["key"] == reference["encode-latents"]["key"]
