@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from fluxsr_core.models.codec import decode_latents
-from fluxsr_core.models.velocity import TextCondition, predict_velocity
+from fluxsr_core.latents import pack, unpack
+from fluxsr_core.models.velocity import PackedVelocity, TextCondition
 
 
 def record_seed(run_seed: int, index: int) -> int:
@@ -53,10 +54,12 @@ def sample_latents(components, noise: torch.Tensor, cond: TextCondition, steps: 
     mu = schedule_shift(scheduler, (h // components.patch_size) * (w // components.patch_size))
     kwargs = {"mu": mu} if mu is not None else {}
     scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), device=z.device, **kwargs)
+    velocity = PackedVelocity(components.transformer, h, w, cond, b, guidance, components.patch_size, device=z.device)
+    tokens = pack(z, components.patch_size)  # stay packed between steps, as FluxPipeline does
     for t in scheduler.timesteps:
-        v = predict_velocity(components.transformer, z, t.expand(b).to(z.dtype) / 1000, cond, guidance)
-        z = scheduler.step(v, t, z, return_dict=False)[0]
-    return z
+        v = velocity(tokens, t.expand(b).to(tokens.dtype) / 1000)
+        tokens = scheduler.step(v, t, tokens, return_dict=False)[0]
+    return unpack(tokens, h, w, components.patch_size)
 
 
 @dataclass

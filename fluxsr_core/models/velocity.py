@@ -27,6 +27,35 @@ class TextCondition:
         return TextCondition(self.embeds.expand(batch, -1, -1), self.pooled.expand(batch, -1))
 
 
+class PackedVelocity:
+    """The transformer on packed tokens, with ids, conditioning and guidance prepared once.
+
+    For hot loops (teacher sampling): tokens stay packed between steps, as in
+    FluxPipeline, so a step costs one transformer call and nothing else.
+    """
+
+    def __init__(self, transformer, height: int, width: int, cond: TextCondition, batch: int,
+                 guidance: float | None = None, patch: int = 2, device=None):
+        self.dtype = dtype = transformer.dtype  # diffusers walks every parameter for this: read it once
+        cond = cond.expand(batch)
+        self.transformer = transformer
+        self.embeds = cond.embeds.to(device=device, dtype=dtype)
+        self.pooled = cond.pooled.to(device=device, dtype=dtype)
+        self.img_ids = image_ids(height, width, patch, device=device, dtype=dtype)
+        self.txt_ids = text_ids(cond.embeds.shape[1], device=device, dtype=dtype)
+        self.guidance = None
+        if transformer.config.guidance_embeds:
+            self.guidance = torch.full((batch,), 1.0 if guidance is None else guidance, device=device, dtype=torch.float32)
+
+    def __call__(self, tokens: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """tokens (B, N, 4C), t (B,) in [0, 1] -> velocity tokens (B, N, 4C)."""
+        return self.transformer(
+            hidden_states=tokens.to(self.dtype), encoder_hidden_states=self.embeds, pooled_projections=self.pooled,
+            timestep=t.to(device=tokens.device, dtype=self.dtype), img_ids=self.img_ids, txt_ids=self.txt_ids,
+            guidance=self.guidance, return_dict=False,
+        )[0]
+
+
 def predict_velocity(transformer, z: torch.Tensor, t: torch.Tensor, cond: TextCondition,
                      guidance: float | None = None, patch: int = 2) -> torch.Tensor:
     """v(z_t, t): z (B, C, H, W) normalised latent, t (B,) in [0, 1] -> (B, C, H, W) velocity.
@@ -35,19 +64,5 @@ def predict_velocity(transformer, z: torch.Tensor, t: torch.Tensor, cond: TextCo
     itself, so t goes in as it is (FluxPipeline passes scheduler timesteps / 1000).
     """
     b, _, h, w = z.shape
-    dtype = transformer.dtype
-    cond = cond.expand(b)
-    g = None
-    if transformer.config.guidance_embeds:
-        g = torch.full((b,), 1.0 if guidance is None else guidance, device=z.device, dtype=torch.float32)
-    out = transformer(
-        hidden_states=pack(z, patch).to(dtype),
-        encoder_hidden_states=cond.embeds.to(device=z.device, dtype=dtype),
-        pooled_projections=cond.pooled.to(device=z.device, dtype=dtype),
-        timestep=t.to(device=z.device, dtype=dtype),
-        img_ids=image_ids(h, w, patch, device=z.device, dtype=dtype),
-        txt_ids=text_ids(cond.embeds.shape[1], device=z.device, dtype=dtype),
-        guidance=g,
-        return_dict=False,
-    )[0]
-    return unpack(out, h, w, patch).to(z.dtype)
+    call = PackedVelocity(transformer, h, w, cond, b, guidance, patch, device=z.device)
+    return unpack(call(pack(z, patch), t), h, w, patch).to(z.dtype)
