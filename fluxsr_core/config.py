@@ -298,6 +298,12 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="Training seed (t sampling, data order).")
     checkpoint_every: int = Field(10, ge=1, description="Steps between checkpoints.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward (on for full size).")
+    guidance: float = Field(
+        3.5, ge=0.0, description="Guidance-embedding value fed to the student in training (and by default at inference); "
+                                 "3.5 = what the teacher sampled the pairs with (pairs.guidance).")
+    adl_source: Literal["one_step", "ftd"] = Field(
+        "one_step", description="Which pass's block tokens ADL regularises: 'one_step' = the pass at T_L on z_L whose output "
+                                "is decoded (the inference path); 'ftd' = the FTD pass at the sampled t.")
 
 
 class BenchConfig(_Section):

@@ -1,0 +1,102 @@
+"""One-step super-resolution: bicubic up, encode, G(z_L) = z_L - T_L·v(z_L, T_L), decode.
+
+``upscale`` runs the student (a transformer carrying the trained LoRA, e.g. via
+``fluxsr_core.train.lora.load_lora``) once. For large images the transformer
+step can be tiled in latent space: overlapping tiles (even sizes, so 2x2 packing
+works), one velocity prediction per tile, blended with a cosine ramp across each
+overlap (weights 1 inside a tile, falling smoothly to ~0 at an edge shared with a
+neighbour; image borders are not ramped). Since G is linear in v, blending v is
+blending G. FLUX's RoPE is relative, so tile-local position ids give the same
+attention as global ones would within the tile.
+
+The VAE encode and decode run on the whole image (not tiled yet): for very large
+images they, not the transformer, bound memory.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fluxsr_core import ftd
+from fluxsr_core.models.codec import decode_latents, encode_images
+from fluxsr_core.models.velocity import TextCondition, predict_velocity
+
+
+def _starts(size: int, tile: int, overlap: int) -> list[int]:
+    if tile >= size:
+        return [0]
+    stride = tile - overlap
+    n = math.ceil((size - tile) / stride) + 1
+    starts = [min(i * stride, size - tile) for i in range(n)]
+    return sorted(set(starts))
+
+
+def _ramp(length: int, lead: int, trail: int, device, dtype) -> torch.Tensor:
+    """1-D weight: cosine ramp up over ``lead`` entries, down over ``trail``, 1 elsewhere (all > 0)."""
+    w = torch.ones(length, device=device, dtype=dtype)
+    if lead > 0:
+        x = (torch.arange(lead, device=device, dtype=dtype) + 0.5) / lead
+        w[:lead] = 0.5 - 0.5 * torch.cos(math.pi * x)
+    if trail > 0:
+        x = (torch.arange(trail, device=device, dtype=dtype) + 0.5) / trail
+        w[length - trail:] = torch.minimum(w[length - trail:], (0.5 - 0.5 * torch.cos(math.pi * x)).flip(0))
+    return w
+
+
+def tile_windows(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, height, width) of the latent tiles covering an h x w latent."""
+    th, tw = min(tile, h), min(tile, w)
+    return [(y, x, th, tw) for y in _starts(h, th, overlap) for x in _starts(w, tw, overlap)]
+
+
+def tiled_velocity(transformer, z: torch.Tensor, t: torch.Tensor, cond: TextCondition, guidance: float | None,
+                   tile: int, overlap: int) -> torch.Tensor:
+    """v(z, t) predicted tile by tile (``tile``/``overlap`` in latent pixels, even) and blended."""
+    if tile % 2 or overlap % 2 or not 0 <= overlap < tile:
+        raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be even latent sizes with 0 <= overlap < tile")
+    _, _, h, w = z.shape
+    wins = tile_windows(h, w, tile, overlap)
+    if len(wins) == 1:
+        return predict_velocity(transformer, z, t, cond, guidance)
+    acc = torch.zeros_like(z)
+    wsum = torch.zeros(1, 1, h, w, device=z.device, dtype=z.dtype)
+    for y, x, th, tw in wins:
+        v = predict_velocity(transformer, z[:, :, y:y + th, x:x + tw], t, cond, guidance)
+        # ramp only on sides that overlap a neighbour (i.e. not on the image border)
+        wy = _ramp(th, overlap if y > 0 else 0, overlap if y + th < h else 0, z.device, z.dtype)
+        wx = _ramp(tw, overlap if x > 0 else 0, overlap if x + tw < w else 0, z.device, z.dtype)
+        wt = wy[:, None] * wx[None, :]
+        acc[:, :, y:y + th, x:x + tw] += v * wt
+        wsum[:, :, y:y + th, x:x + tw] += wt
+    return acc / wsum
+
+
+@torch.no_grad()
+def upscale(components, image: torch.Tensor, *, scale: int = 4, T_L: float, cond: TextCondition,
+            guidance: float | None = 3.5, tile: int | None = None, overlap: int = 8) -> torch.Tensor:
+    """(1, 3, h, w) in [0, 1] -> (1, 3, h·scale, w·scale) in [0, 1], one transformer step (per tile).
+
+    The bicubic-upsampled image is padded (replicate) to a multiple of 16 pixels
+    (VAE factor 8 x patch 2) and the result is cropped back. ``tile``/``overlap``
+    are in latent pixels (1 latent px = 8 image px); ``tile=None`` runs whole-image.
+    """
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be (B, 3, h, w), got {tuple(image.shape)}")
+    H, W = image.shape[2] * scale, image.shape[3] * scale
+    up = F.interpolate(image.float(), size=(H, W), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
+    m = components.vae_factor * components.patch_size
+    ph, pw = (-H) % m, (-W) % m
+    if ph or pw:
+        up = F.pad(up, (0, pw, 0, ph), mode="replicate")
+    z_L = encode_images(components, up).float()
+    transformer = components.transformer
+    if tile is None:
+        velocity = lambda z, t: predict_velocity(transformer, z, t, cond, guidance)
+    else:
+        velocity = lambda z, t: tiled_velocity(transformer, z, t, cond, guidance, tile, overlap)
+    z_hat = ftd.one_step(velocity, z_L, T_L)
+    out = decode_latents(components, z_hat).float().clamp(0.0, 1.0)
+    return out[:, :, :H, :W]

@@ -1,0 +1,136 @@
+"""Training checkpoints: one directory per step, written atomically, no pickle.
+
+Layout of ``<run_dir>/step-000012/``::
+
+    pytorch_lora_weights.safetensors   LoRA in diffusers' FLUX format (loads for inference as is)
+    optimizer.safetensors              AdamW per-parameter tensors, keys ``state.<i>.<name>``
+    rng.safetensors                    torch CPU RNG state (uint8)
+    state.json                         step, optimizer param_groups, a user dict (config hash, ...)
+
+The directory is written as ``step-000012.tmp`` and renamed when complete, so a
+directory named ``step-N`` is always a whole checkpoint; ``*.tmp`` leftovers of a
+killed writer are removed by ``latest_checkpoint(clean=True)``. (``storage.atomic``
+does the same for files; ``fluxsr_core`` may not import ``storage``.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fluxsr_core.train import lora
+
+STATE_FILE = "state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+RNG_FILE = "rng.safetensors"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def step_dir(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / f"step-{step:06d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """Split ``optimizer.state_dict()`` into flat tensors (safetensors) and JSON-able param groups."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for idx, entry in sd["state"].items():
+        for name, value in entry.items():
+            if not torch.is_tensor(value):
+                value = torch.tensor(value)
+            tensors[f"state.{idx}.{name}"] = value.detach().to("cpu").contiguous()
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, groups
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], groups: list[dict]) -> dict:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = value
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: torch.optim.Optimizer,
+                    extra: dict[str, Any] | None = None) -> Path:
+    """Write checkpoint ``step`` under ``run_dir`` atomically; returns the final directory."""
+    from safetensors.torch import save_file
+
+    final = step_dir(run_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        lora.save_lora(transformer, tmp)
+        tensors, groups = optimizer_to_tensors(optimizer)
+        save_file(tensors, str(tmp / OPTIMIZER_FILE))
+        save_file({"cpu": torch.get_rng_state()}, str(tmp / RNG_FILE))
+        state = {"step": step, "param_groups": groups, "extra": extra or {}}
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if final.exists():  # a finished checkpoint of the same step (a re-run): replace it
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def latest_checkpoint(run_dir: str | Path, clean: bool = False) -> Path | None:
+    """The highest complete ``step-N`` directory in ``run_dir`` (None if none); ``clean`` deletes ``*.tmp`` dirs."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None
+    best: tuple[int, Path] | None = None
+    for p in run_dir.iterdir():
+        if clean and p.is_dir() and p.name.startswith("step-") and p.name.endswith(".tmp"):
+            shutil.rmtree(p, ignore_errors=True)
+            continue
+        m = _STEP_DIR.match(p.name)
+        if m and (p / STATE_FILE).is_file() and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), p)
+    return best[1] if best else None
+
+
+def load_checkpoint(path: str | Path, *, transformer, optimizer: torch.optim.Optimizer,
+                    restore_rng: bool = True) -> dict[str, Any]:
+    """Restore LoRA values, optimizer state and (optionally) the CPU RNG; returns state.json's dict.
+
+    ``transformer`` must already carry the adapter made by ``lora.add_lora`` with
+    the same LoraConfig, and ``optimizer`` must be built over ``lora.lora_parameters``.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not (path / STATE_FILE).is_file():
+        raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
+    state = json.loads((path / STATE_FILE).read_text())
+    lora.set_lora_weights(transformer, path)
+    optimizer.load_state_dict(optimizer_from_tensors(load_file(str(path / OPTIMIZER_FILE)), state["param_groups"]))
+    if restore_rng:
+        torch.set_rng_state(load_file(str(path / RNG_FILE))["cpu"])
+    return state

@@ -1,0 +1,117 @@
+"""peft LoRA adapters on the FLUX transformer, exported in diffusers' FLUX LoRA format.
+
+The student is the teacher's transformer plus LoRA (method.md section 1):
+``add_lora`` freezes every base weight and adds trainable adapters with
+``init_lora_weights="gaussian"`` (A gaussian, B zero), so the student starts
+exactly at the teacher. The effective LoRA scale is ``alpha / rank`` (1.0 with the
+default alpha = rank).
+
+Exports go through ``get_peft_model_state_dict`` and
+``FluxPipeline.save_lora_weights`` (safetensors, keys ``transformer.<module>.lora_A/B.weight``,
+adapter config stored as metadata), so ``FluxPipeline.load_lora_weights(dir)`` and
+``transformer.load_lora_adapter(file, prefix="transformer")`` both read them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fluxsr_core.config import LoraConfig
+
+ADAPTER = "default"
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+
+
+def add_lora(transformer, cfg: LoraConfig, seed: int | None = None) -> list[torch.nn.Parameter]:
+    """Freeze ``transformer`` and add adapter ``"default"``; returns the trainable LoRA parameters (in order).
+
+    ``seed`` makes the gaussian init of lora_A reproducible without touching the caller's RNG stream.
+    """
+    from peft import LoraConfig as PeftLoraConfig
+
+    transformer.requires_grad_(False)
+    peft_cfg = PeftLoraConfig(
+        r=cfg.rank, lora_alpha=cfg.alpha if cfg.alpha is not None else cfg.rank,
+        init_lora_weights="gaussian", target_modules=list(cfg.target_modules),
+    )
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        transformer.add_adapter(peft_cfg, adapter_name=ADAPTER)
+    params = lora_parameters(transformer)
+    for p in params:
+        p.requires_grad_(True)
+    if not params:
+        raise ValueError(f"no LoRA parameters were added: no module matched target_modules {cfg.target_modules}")
+    return params
+
+
+def lora_parameters(transformer) -> list[torch.nn.Parameter]:
+    """The LoRA parameters, in ``named_parameters`` order (stable across processes: the optimizer relies on it)."""
+    return [p for n, p in transformer.named_parameters() if "lora_" in n]
+
+
+def lora_state_dict(transformer) -> dict[str, torch.Tensor]:
+    """peft state dict of the adapter: ``<module>.lora_A.weight`` ... (no adapter name, no prefix), detached on CPU."""
+    from peft.utils import get_peft_model_state_dict
+
+    sd = get_peft_model_state_dict(transformer, adapter_name=ADAPTER)
+    return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+
+
+def adapter_metadata(transformer) -> dict:
+    """The adapter's peft config as a dict (rank, alpha, targets), saved beside the weights."""
+    return transformer.peft_config[ADAPTER].to_dict()
+
+
+def save_lora(transformer, directory: str | Path) -> Path:
+    """Write ``directory/pytorch_lora_weights.safetensors`` in diffusers' FLUX LoRA format; returns the file."""
+    from diffusers import FluxPipeline
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    FluxPipeline.save_lora_weights(
+        str(directory), transformer_lora_layers=lora_state_dict(transformer),
+        transformer_lora_adapter_metadata=adapter_metadata(transformer),
+        weight_name=LORA_WEIGHT_NAME, safe_serialization=True,
+    )
+    return directory / LORA_WEIGHT_NAME
+
+
+def _weight_file(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        path = path / LORA_WEIGHT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no LoRA weights at {path}: expected a {LORA_WEIGHT_NAME} written by save_lora / training")
+    return path
+
+
+def load_lora(transformer, path: str | Path, adapter_name: str = ADAPTER) -> None:
+    """Add the exported LoRA at ``path`` (file or directory) to a plain transformer, for inference.
+
+    Uses diffusers' ``load_lora_adapter(prefix="transformer")``, the same path as
+    ``FluxPipeline.load_lora_weights``; the weights are frozen.
+    """
+    transformer.load_lora_adapter(str(_weight_file(path)), prefix="transformer", adapter_name=adapter_name)
+    transformer.requires_grad_(False)
+
+
+def set_lora_weights(transformer, path: str | Path) -> None:
+    """Overwrite the values of the existing adapter ``"default"`` (made by ``add_lora``) from an export: resume."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    raw = load_file(str(_weight_file(path)))
+    sd = {k[len("transformer."):]: v for k, v in raw.items() if k.startswith("transformer.")}
+    expected = set(lora_state_dict(transformer))
+    if set(sd) != expected:
+        missing, extra = sorted(expected - set(sd))[:3], sorted(set(sd) - expected)[:3]
+        raise ValueError(f"LoRA file {path} does not match this adapter (missing {missing}, unexpected {extra}): "
+                         "different lora.rank/target_modules or model?")
+    result = set_peft_model_state_dict(transformer, sd, adapter_name=ADAPTER)
+    bad = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if bad:
+        raise ValueError(f"LoRA keys not loaded from {path}: {bad[:3]}")
