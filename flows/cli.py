@@ -93,6 +93,15 @@ def encode(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = C
                                           overrides=set_, shards=shards))
 
 
+@app.command("train")
+def train_cmd(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt,
+              set_: Optional[list[str]] = SetOpt):
+    """Stage 4: FTD LoRA training via torchrun; a killed run resumes from its last checkpoint (flow train)."""
+    from flows.train import train
+
+    _print_summary("train", _run(train, out=out, preset=preset, config_path=config, overrides=set_))
+
+
 @app.command()
 def bench(lr_dir: Optional[str] = typer.Argument(None, help="Folder of LR test images."),
           hr: Optional[str] = typer.Option(None, "--hr", help="Folder of HR references, matched to LR by file stem."),

@@ -14,6 +14,7 @@ from storage.atomic import write_json
 from flows.degrade import degrade
 from flows.encode_latents import encode_latents
 from flows.generate_pairs import generate_pairs
+from flows.train import train
 
 
 SUMMARY_NAME = "pipeline-summary.json"
@@ -26,6 +27,7 @@ def pipeline(out: str = "runs/demo", preset: str = "tiny", config_path: str | No
     summary = {"pairs": generate_pairs(**args)}
     summary["degrade"] = degrade(**args)
     summary["encode-latents"] = encode_latents(**args)
+    summary["train"] = train(**args)
     write_json(Path(out) / SUMMARY_NAME, summary)  # for deployment runs, whose return value no terminal shows
     return summary
 

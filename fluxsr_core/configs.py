@@ -10,8 +10,8 @@ from fluxsr_core.config import FluxSRConfig, build_config
 
 
 def tiny() -> FluxSRConfig:
-    """Tiny FLUX-architecture models on CPU; random LPIPS backbone explicitly allowed."""
-    return build_config({"loss": {"allow_random_lpips_backbone": True}}, "configs.tiny")
+    """Tiny FLUX-architecture models on CPU; AlexNet LPIPS (VGG16 dominated the step), random backbone allowed."""
+    return build_config({"loss": {"allow_random_lpips_backbone": True, "lpips_net": "alex"}}, "configs.tiny")
 
 
 def flux_dev() -> FluxSRConfig:

@@ -48,7 +48,9 @@ def build_lpips(net: str = "vgg", backbone_path: str | None = None, allow_random
     if net not in BACKBONE_FILES:
         raise ValueError(f"unknown LPIPS net '{net}'; choose one of {sorted(BACKBONE_FILES)}")
     path = Path(backbone_path).expanduser() if backbone_path else default_backbone_path(net)
-    model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
+    with torch.random.fork_rng(devices=[]):  # a random backbone must be the same in every process
+        torch.manual_seed(0)
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
     if path.is_file():
         _load_backbone(model, path)
     elif allow_random:

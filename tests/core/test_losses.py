@@ -96,3 +96,14 @@ def test_total_loss_combines_terms_with_config_weights(random_lpips):
     expected = 0.3 + terms.mse + 2.0 * terms.tv_lpips + 0.5 * terms.adl
     torch.testing.assert_close(terms.total, expected)
     assert set(terms.as_floats()) == {"total", "ftd", "mse", "tv_lpips", "adl"}
+
+
+def test_random_lpips_backbone_is_the_same_whatever_the_callers_rng():
+    torch.manual_seed(123)
+    a = build_lpips("alex", backbone_path="/nonexistent", allow_random=True)
+    torch.rand(1000)
+    state = torch.random.get_rng_state()
+    b = build_lpips("alex", backbone_path="/nonexistent", allow_random=True)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's stream is untouched
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), k

@@ -1,0 +1,54 @@
+"""Flow ``train``: FTD LoRA training on the encode-latents store, via torchrun, cached and resumable."""
+
+from __future__ import annotations
+
+import json
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from storage.shards import ShardError
+from storage.atomic import sha256_file
+from tasks.caching import cache_options
+from tasks.common import resolve_config
+from tasks.train import CODE_MODULES, SECTIONS, STAGE, plan_train, train_lora
+from flows.units import publish_summary, run_units
+
+
+@flow(name="train")
+def train(out: str = "runs/demo", preset: str = "tiny", config_path: str | None = None,
+          overrides: list[str] | None = None) -> dict:
+    """Train the LoRA of a config on its latents into ``<out>/train/<key>/``.
+
+    A finished training is a cache hit (its final LoRA is checked on disk); a killed one
+    is not, and its re-run resumes from the newest complete checkpoint.
+    """
+    cfg = resolve_config(preset, config_path, overrides)
+    plan = plan_train(cfg, out)
+
+    def verify(entry: dict) -> None:
+        if sha256_file(plan.directory / entry["weights"]) != entry["sha256"]:
+            raise ShardError(f"{plan.directory / entry['weights']}: differs from the finished run's weights")
+
+    unit = dict(directory=str(plan.directory), store_path=str(plan.store_path),
+                config_json=cfg.model_dump_json(include=SECTIONS), latents_digest=plan.latents_digest)
+    task = train_lora.with_options(**cache_options(out, STAGE, CODE_MODULES))
+    report = run_units(task, [unit], what="train", verify=verify)
+    entry = report.entries[0]
+    final = json.loads((plan.directory / "final" / "summary.json").read_text())
+    last = final.get("last") or {}
+    create_markdown_artifact(
+        "# train\n\n| term | last value |\n|---|---|\n"
+        + "\n".join(f"| {k} | {v:.5f} |" for k, v in last.items() if isinstance(v, float))
+        + f"\n\nLoss curves: `{plan.directory / entry['loss_plot']}`", key="train-losses")
+    summary = {"stage": STAGE, "directory": str(plan.directory), "key": plan.key,
+               "weights": str(plan.directory / entry["weights"]), "loss_plot": str(plan.directory / entry["loss_plot"]),
+               "steps": final["steps"], "last_total_loss": last.get("total"),
+               **{k: report.counts.get(k, 0) for k in ("computed", "cached", "regenerated")},
+               "seconds": round(report.seconds, 2)}
+    publish_summary("train", summary)
+    return summary
+
+
+if __name__ == "__main__":
+    train()

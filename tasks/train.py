@@ -1,0 +1,71 @@
+"""Stage 4 task: one training run, launched through torchrun, cached on (latents, config, code)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from fluxsr_core.config import FluxSRConfig
+from storage.atomic import sha256_file
+from storage.layout import stage_dir, stage_key
+from storage.manifest import manifest_digest
+from tasks.caching import code_version
+from tasks.common import finished_stage
+from tasks.encode import plan_encode
+from tasks.gpu import gpu_slot, scheduling_enabled
+
+STAGE = "train"
+CODE_MODULES = ("fluxsr_core.train", "fluxsr_core.ftd", "fluxsr_core.losses", "fluxsr_core.perceptual",
+                "fluxsr_core.models", "storage.latent_dataset", "tasks.train_worker")
+SECTIONS = {"model", "loss", "lora", "train"}
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    key: str
+    directory: Path
+    store_path: Path
+    latents_digest: str
+
+
+def plan_train(cfg: FluxSRConfig, root: str | Path) -> TrainPlan:
+    enc = plan_encode(cfg, root)
+    finished_stage(enc.directory, "encode-latents")
+    digest = manifest_digest(enc.directory)
+    key = stage_key(cfg.model_dump(mode="json", include=SECTIONS), code_version(*CODE_MODULES), {"latents": digest})
+    return TrainPlan(key=key, directory=stage_dir(root, STAGE, key), store_path=enc.store_path, latents_digest=digest)
+
+
+@task(name="train-lora", task_run_name="train-{latents_digest:.8}")
+def train_lora(directory: str, store_path: str, config_json: str, latents_digest: str) -> dict:
+    """Run (or resume) the training in ``directory`` via torchrun; returns the final LoRA's entry."""
+    log = get_run_logger()
+    run_dir = Path(directory)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=run_dir, delete=False) as f:
+        f.write(config_json)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+           "-m", "tasks.train_worker", "--config", f.name, "--store", store_path, "--run-dir", str(run_dir)]
+    with (gpu_slot() if scheduling_enabled() else nullcontext()) as slot:
+        env = slot.env() if slot is not None else dict(os.environ)  # CUDA_VISIBLE_DEVICES pinned to the slot
+        log.info("launching: %s", " ".join(cmd))
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        tail: list[str] = []
+        for line in proc.stdout:  # stream the trainer's output into the run's logs
+            line = line.rstrip()
+            tail = (tail + [line])[-40:]
+            log.info(line)
+        code = proc.wait()
+    Path(f.name).unlink(missing_ok=True)
+    if code != 0:
+        raise RuntimeError(f"training exited with {code}; last output:\n" + "\n".join(tail))
+    weights = run_dir / "final" / "pytorch_lora_weights.safetensors"
+    return {"weights": str(weights.relative_to(run_dir)), "sha256": sha256_file(weights),
+            "loss_plot": "loss.png", "losses": "losses.jsonl"}

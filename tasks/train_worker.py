@@ -1,0 +1,75 @@
+"""The training process that ``torchrun`` starts (``python -m torch.distributed.run -m tasks.train_worker``).
+
+No Prefect here: the ``train`` task launches this as a subprocess, so a cancelled
+flow run kills it and a re-run resumes from the newest complete checkpoint in
+``RUN_DIR/checkpoints``. Writes ``RUN_DIR/losses.jsonl`` (one line per step),
+``RUN_DIR/loss.png`` and, last, ``RUN_DIR/final/`` (LoRA in diffusers' format +
+``summary.json``) via a temporary directory and a rename.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+
+def _records(path: Path) -> list[dict]:
+    """Logged steps, the last line of each step winning (a resumed run re-logs from its checkpoint)."""
+    by_step: dict[int, dict] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                by_step[r["step"]] = r
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, help="JSON of the FluxSR config (model, loss, lora, train sections)")
+    ap.add_argument("--store", required=True, help="the encode-latents Zarr store")
+    ap.add_argument("--run-dir", required=True)
+    args = ap.parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        sys.exit("multi-process training is not wired yet: run with --nproc-per-node 1")
+
+    from fluxsr_core.config import FluxSRConfig
+    from fluxsr_core.models import load_components
+    from fluxsr_core.train import lora
+    from fluxsr_core.train.loop import Trainer
+    from fluxsr_core.train.plots import plot_losses
+    from storage.latent_dataset import LatentDataset
+
+    cfg = FluxSRConfig.model_validate_json(Path(args.config).read_text())
+    run_dir = Path(args.run_dir)
+    log_path = run_dir / "losses.jsonl"
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    def log(record: dict) -> None:
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+    trainer = Trainer(load_components(cfg.model), LatentDataset(args.store), loss_cfg=cfg.loss, lora_cfg=cfg.lora,
+                      train_cfg=cfg.train, run_dir=run_dir / "checkpoints", log_fn=log)
+    if trainer.resume():
+        print(f"resumed at step {trainer.step}", flush=True)
+    trainer.fit()
+    records = _records(log_path)
+    plot_losses(records, run_dir / "loss.png")
+    tmp = run_dir / "final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    weights = lora.save_lora(trainer.transformer, tmp)
+    (tmp / "summary.json").write_text(json.dumps({"steps": trainer.step, "last": records[-1] if records else None,
+                                                   "weights": weights.name}, indent=2))
+    shutil.rmtree(run_dir / "final", ignore_errors=True)
+    os.replace(tmp, run_dir / "final")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

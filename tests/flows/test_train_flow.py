@@ -1,0 +1,95 @@
+"""train flow through the CLI: torchrun subprocess, cache hit when finished, resume after SIGKILL."""
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from helpers import BIN, run_cli, summary_of
+
+CFG = ["--set", "pairs.num_records=4", "--set", "pairs.records_per_shard=2", "--set", "pairs.resolution=96",
+       "--set", "pairs.steps=2", "--set", "train.batch_size=2", "--set", "train.checkpoint_every=2"]
+
+
+@pytest.fixture(scope="module")
+def latents(prefect_env, tmp_path_factory):
+    root = tmp_path_factory.mktemp("latents")
+    for stage in ("pairs", "degrade", "encode"):
+        run_cli(prefect_env, stage, "--out", str(root), *CFG)
+    return root
+
+
+def _losses(run: Path) -> dict[int, float]:
+    out = {}
+    for line in (run / "losses.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        out[r["step"]] = r["total"]
+    return out
+
+
+def test_train_then_rerun_is_cached_and_lora_loads(prefect_env, latents, tmp_path):
+    root = tmp_path / "r"
+    shutil.copytree(latents, root)
+    s = summary_of(run_cli(prefect_env, "train", "--out", str(root), *CFG, "--set", "train.steps=3"))
+    assert s["computed"] == 1 and s["steps"] == 3 and Path(s["loss_plot"]).stat().st_size > 1000
+    run = Path(s["directory"])
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
+    assert sorted(_losses(run)) == [1, 2, 3]
+    again = summary_of(run_cli(prefect_env, "train", "--out", str(root), *CFG, "--set", "train.steps=3"))
+    assert again["cached"] == 1 and again["computed"] == 0 and again["weights"] == s["weights"]
+
+    from fluxsr_core.config import ModelConfig
+    from fluxsr_core.models import load_components
+    from fluxsr_core.models.velocity import TextCondition, predict_velocity
+    from fluxsr_core.train import lora
+
+    c = load_components(ModelConfig())
+    z, t = torch.randn(1, 16, 12, 12), torch.tensor([0.5])
+    cond = TextCondition(*c.prompt_encoder.encode([""], c.device))
+    with torch.no_grad():
+        base = predict_velocity(c.transformer, z, t, cond, 3.5)
+        lora.load_lora(c.transformer, s["weights"])
+        tuned = predict_velocity(c.transformer, z, t, cond, 3.5)
+    assert not torch.equal(base, tuned)
+
+
+def test_sigkill_mid_training_resumes_to_the_same_result(prefect_env, latents, tmp_path):
+    steps = ["--set", "train.steps=6"]
+    ref_root = tmp_path / "ref"
+    shutil.copytree(latents, ref_root)
+    ref = summary_of(run_cli(prefect_env, "train", "--out", str(ref_root), *CFG, *steps))
+
+    root = tmp_path / "killed"
+    shutil.copytree(latents, root)
+    proc = subprocess.Popen([str(BIN / "fluxsr"), "train", "--out", str(root), *CFG, *steps], env=prefect_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if list(root.glob("train/*/checkpoints/step-000002")):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed"
+    parent = psutil.Process(proc.pid)
+    for p in [*parent.children(recursive=True), parent]:  # the CLI, torchrun and the trainer
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    run = next(root.glob("train/*"))
+    assert not (run / "final").exists()
+
+    s = summary_of(run_cli(prefect_env, "train", "--out", str(root), *CFG, *steps))
+    assert s["computed"] == 1 and s["key"] == ref["key"]
+    ref_run = Path(ref["directory"])
+    assert _losses(run) == _losses(ref_run)  # steps after the resume point equal the uninterrupted run
+    from safetensors.torch import load_file  # tensors equal (peft's header lists a set, in per-process order)
+
+    mine = load_file(run / "final" / "pytorch_lora_weights.safetensors")
+    theirs = load_file(ref_run / "final" / "pytorch_lora_weights.safetensors")
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
