@@ -14,7 +14,8 @@ import zarr
 from helpers import BIN, run_cli, summary_of
 
 CFG = ["--set", "pairs.num_records=6", "--set", "pairs.records_per_shard=1", "--set", "pairs.resolution=96",
-       "--set", "pairs.steps=2", "--set", "degrade.variants=3", "--set", "encode.batch_size=1"]
+       "--set", "pairs.steps=2", "--set", "degrade.variants=3", "--set", "encode.batch_size=1",
+       "--set", "train.steps=1"]
 
 
 @pytest.fixture(scope="module")

@@ -150,7 +150,7 @@ def test_worker_runs_generate_pairs_deployment(deployed, tmp_path):
 
 # Keep last in this module: it SIGKILLs the module's worker.
 PIPE = ["pairs.num_records=6", "pairs.records_per_shard=1", "pairs.resolution=96", "pairs.steps=24",
-        "pairs.batch_size=1"]
+        "pairs.batch_size=1", "train.steps=2", "train.batch_size=1"]
 
 
 def _run_deployment(env: dict, name: str, out: Path, overrides: list[str]) -> str:
@@ -222,3 +222,4 @@ def test_kill_worker_mid_pipeline_then_rerun_is_cached_and_identical(deployed, t
     for k in ("z_L", "z0", "noise", "hr", "done"):
         np.testing.assert_array_equal(np.asarray(a[k][:]), np.asarray(b[k][:]), err_msg=k)
     assert rerun["encode-latents"]["key"] == reference["encode-latents"]["key"]
+    assert rerun["train"]["key"] == reference["train"]["key"] and Path(rerun["train"]["weights"]).is_file()
