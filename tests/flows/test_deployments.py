@@ -93,7 +93,8 @@ def deployed(prefect_env, tmp_path_factory):
 def test_setup_registers_pool_limit_and_deployments(deployed):
     env = deployed["env"]
     out = deployed["setup_log"].read_text()
-    for name in ("generate-pairs/default", "fluxsr-pipeline/default", "fluxsr-pipeline/retrain-nightly"):
+    for name in ("generate-pairs/default", "fluxsr-pipeline/default", "fluxsr-pipeline/retrain-nightly",
+                 "train/default", "benchmark/default"):
         assert f"  {name}" in out, out[-3000:]
     assert _api(env, f"/work_pools/{POOL}")["type"] == "process"
     assert _api(env, "/v2/concurrency_limits/gpu")["limit"] == 2  # FLUXSR_GPU_SLOTS virtual slots
