@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import BIN
+from helpers import BIN, stop_process_group
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FLUXSR_SHARED", REPO.parent / "shared"))
@@ -86,9 +85,5 @@ def prefect_env(tmp_path_factory):
             pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
     yield env
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_process_group(proc)
     log.close()

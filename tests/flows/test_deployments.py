@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import subprocess
 import time
 import urllib.error
@@ -14,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import BIN
+from helpers import BIN, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
@@ -51,14 +49,7 @@ def _wait(what: str, check, timeout: float, proc: subprocess.Popen | None = None
         time.sleep(every)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+_stop = stop_process_group
 
 
 @pytest.fixture(scope="module")
