@@ -3,8 +3,8 @@
 Prints (a) Real-ESRGAN degradations/s (via bench/degrade.py's measurement), (b) VAE
 encodings/s of the encode stage (bicubic x4 + encode) for the tiny VAE and TAEF1 when
 its weights are given, (c) the Zarr read rate of a training-shaped random batch from a
-real store written here, in samples/s and MB/s. Training's consumption rate is printed by
-bench/train_step.py once the training stage lands; compare the two.
+real store written here, in samples/s and MB/s, and (d) the rate at which the tiny
+preset's training step consumes samples from that store, to compare with (c).
 
     .venv/bin/python bench/data.py [--size 512] [--taef1 ../shared/weights/taef1]
 """
@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=64, help="records in the benchmark store")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--taef1", default=None, help="folder with taef1_*.safetensors (optional)")
+    ap.add_argument("--train-steps", type=int, default=3, help="tiny training steps to time (0 skips)")
     args = ap.parse_args()
 
     from degrade import bench as degrade_bench
@@ -78,6 +79,27 @@ def main() -> None:
         sample_bytes = sum(v.nbytes for v in batch()[0].values())
         print(f"{'zarr read, random batch of ' + str(args.batch):40s} {args.batch / t:10.1f} samples/s "
               f"({args.batch * sample_bytes / t / 1e6:.1f} MB/s, {sample_bytes / 1e6:.2f} MB/sample)")
+        if args.train_steps:
+            print(f"{'training consumes (tiny, batch ' + str(args.batch) + ')':40s} "
+                  f"{train_rate(Path(tmp) / 's.zarr', args.batch, args.train_steps):10.2f} samples/s")
+    print("(the full-size FLUX.1-dev step needs a GPU: not measured on CPU)")
+
+
+def train_rate(store_path: Path, batch: int, steps: int) -> float:
+    """Samples/s the tiny preset's training step (Algorithm 1, LoRA, AlexNet LPIPS) consumes."""
+    from fluxsr_core.configs import tiny
+    from fluxsr_core.models import load_components
+    from fluxsr_core.train.loop import Trainer
+    from storage.latent_dataset import LatentDataset
+
+    cfg = tiny()
+    cfg.train.batch_size = batch
+    trainer = Trainer(load_components(cfg.model), LatentDataset(store_path), loss_cfg=cfg.loss, lora_cfg=cfg.lora,
+                      train_cfg=cfg.train)
+    trainer.fit(1)  # warm-up
+    t0 = time.perf_counter()
+    trainer.fit(1 + steps)
+    return batch * steps / (time.perf_counter() - t0)
 
 
 if __name__ == "__main__":
