@@ -1,7 +1,8 @@
 """Benchmark: generate-pairs records/s against diffusers' FluxPipeline, same model and settings.
 
 Prints records/s of (a) our teacher sampling alone, (b) the whole stage unit
-(sampling + decode + npy/png encoding + atomic shard write), and (c) FluxPipeline
+(``tasks.pairs.write_pairs_shard``: sampling + decode + npy/png encoding + atomic shard
+write), and (c) FluxPipeline
 called directly (packed noise in, decoded PIL images out), then ratios. Both paths
 get the same noise, prompt embeddings, steps and guidance, and run interleaved.
 
@@ -70,8 +71,8 @@ def main() -> None:
 
     from fluxsr_core import teacher
     from fluxsr_core.latents import pack
-    from storage.shards import write_shard
-    from tasks.pairs import record_sample
+    from fluxsr_core.config import PairsConfig
+    from tasks.pairs import write_pairs_shard
 
     c = build(args.model, args.device)
     prompts = ["a street market at noon"] * args.batch_size
@@ -87,8 +88,11 @@ def main() -> None:
     def ours_sampling():
         return teacher.generate_records(c, indices, prompts, **kw)
 
-    def ours_stage(tmp=Path(tempfile.mkdtemp())):
-        write_shard(tmp / "bench-000000.tar", map(record_sample, teacher.generate_records(c, indices, prompts, **kw)))
+    pairs_cfg = PairsConfig(resolution=args.resolution, steps=args.steps, guidance=args.guidance, seed=0,
+                            batch_size=args.batch_size)
+
+    def ours_stage(tmp=Path(tempfile.mkdtemp())):  # exactly what the generate-shard task runs
+        write_pairs_shard(c, tmp / "bench-000000.tar", indices, prompts, pairs_cfg)
 
     def diffusers_pipeline():
         return pipe(prompt_embeds=emb, pooled_prompt_embeds=pooled, latents=pack(noise), height=args.resolution,
