@@ -6,7 +6,7 @@ from prefect import flow
 
 from storage.atomic import remove_stale_temps
 from storage.manifest import FileEntry, Manifest, write_manifest
-from storage.shards import check_shard, shard_name
+from storage.shards import check_shard, confirmed_shards, shard_name
 from tasks.caching import cache_options
 from tasks.common import resolve_config
 from tasks.degrade import CODE_MODULES, SHARD_PREFIX, STAGE, degrade_shard, plan_degrade
@@ -22,20 +22,16 @@ def degrade(out: str = "runs/demo", preset: str = "tiny", config_path: str | Non
     plan.directory.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(plan.directory)
     degrade_json = cfg.degrade.model_dump_json()
+    selected = set(parse_range(shards, len(plan.pairs_files)))
     units = [dict(directory=str(plan.directory), shard=i, pairs_shard=str(plan.pairs_dir / e.name),
                   pairs_entry=e.__dict__, degrade_json=degrade_json)
-             for i, e in enumerate(plan.pairs_files) if i in set(parse_range(shards, len(plan.pairs_files)))]
+             for i, e in enumerate(plan.pairs_files) if i in selected]
     task = degrade_shard.with_options(**cache_options(out, STAGE, CODE_MODULES))
     report = run_units(task, units, what="degrade", gpu=True,
                        verify=lambda e: check_shard(plan.directory / e["name"], FileEntry(**e)))
-    entries = []
-    for i in range(len(plan.pairs_files)):
-        try:
-            entries.append(check_shard(plan.directory / shard_name(SHARD_PREFIX, i)))
-        except ValueError:
-            break
+    entries = confirmed_shards([plan.directory / shard_name(SHARD_PREFIX, i) for i in range(len(plan.pairs_files))])
     manifest = None
-    if len(entries) == len(plan.pairs_files):
+    if entries is not None:
         manifest = write_manifest(plan.directory, Manifest(stage=STAGE, key=plan.key, config=plan.config, files=entries,
                                                            summary={"variants": cfg.degrade.variants}))
     summary = {"stage": STAGE, "directory": str(plan.directory), "key": plan.key, "shards": len(units),

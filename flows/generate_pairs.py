@@ -8,7 +8,7 @@ from prefect import flow
 
 from storage.atomic import remove_stale_temps
 from storage.manifest import FileEntry, Manifest, write_manifest
-from storage.shards import ShardError, check_shard
+from storage.shards import check_shard, confirmed_shards
 from tasks.caching import cache_options
 from tasks.common import resolve_config
 from tasks.pairs import CODE_MODULES, STAGE, generate_shard, plan_pairs
@@ -44,12 +44,9 @@ def generate_pairs(out: str = "runs/demo", preset: str = "tiny", config_path: st
 
 def _finalize(plan) -> Path | None:
     """Write the stage manifest when every shard of the stage is present and confirmed."""
-    entries = []
-    for s in range(plan.num_shards):
-        try:
-            entries.append(check_shard(plan.shard_path(s)))
-        except ShardError:
-            return None
+    entries = confirmed_shards([plan.shard_path(s) for s in range(plan.num_shards)])
+    if entries is None:
+        return None
     manifest = Manifest(stage=STAGE, key=plan.key, config=plan.config, files=entries,
                         summary={"records": sum(e.records for e in entries)})
     return write_manifest(plan.directory, manifest)

@@ -7,7 +7,6 @@ import json
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from storage.shards import ShardError
 from storage.atomic import sha256_file
 from tasks.caching import cache_options
 from tasks.common import resolve_config
@@ -28,7 +27,7 @@ def train(out: str = "runs/demo", preset: str = "tiny", config_path: str | None 
 
     def verify(entry: dict) -> None:
         if sha256_file(plan.directory / entry["weights"]) != entry["sha256"]:
-            raise ShardError(f"{plan.directory / entry['weights']}: differs from the finished run's weights")
+            raise ValueError(f"{plan.directory / entry['weights']}: differs from the finished run's weights")
 
     unit = dict(directory=str(plan.directory), store_path=str(plan.store_path),
                 config_json=cfg.model_dump_json(include=SECTIONS), latents_digest=plan.latents_digest)

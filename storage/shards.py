@@ -83,3 +83,11 @@ def read_samples(path: str | Path) -> list[dict[str, bytes]]:
     except (tarfile.TarError, EOFError, OSError) as err:
         raise ShardError(f"{path}: not a readable tar shard ({err}); delete it and re-run its stage") from None
     return list(samples.values())
+
+
+def confirmed_shards(paths: list[Path]) -> list[FileEntry] | None:
+    """Every shard's confirmed entry, or None while any is missing or not good (the stage is not done)."""
+    try:
+        return [check_shard(p) for p in paths]
+    except ShardError:
+        return None
