@@ -95,11 +95,70 @@ def encode(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = C
 
 @app.command("train")
 def train_cmd(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt,
-              set_: Optional[list[str]] = SetOpt):
-    """Stage 4: FTD LoRA training via torchrun; a killed run resumes from its last checkpoint (flow train)."""
+              set_: Optional[list[str]] = SetOpt,
+              node_rank: int = typer.Option(0, "--node-rank", help="This machine's rank when train.nnodes > 1."),
+              rdzv_endpoint: Optional[str] = typer.Option(
+                  None, "--rdzv-endpoint", help="HOST:PORT every machine reaches, when train.nnodes > 1.")):
+    """Stage 4: FTD LoRA training via torchrun; a killed run resumes from its last checkpoint (flow train).
+
+    Several processes: --set train.nproc_per_node=8 (DDP, one GPU each; gloo on CPU).
+    Several machines: --set train.nnodes=2 on each, with --node-rank and one --rdzv-endpoint.
+    """
     from flows.train import train
 
-    _print_summary("train", _run(train, out=out, preset=preset, config_path=config, overrides=set_))
+    _print_summary("train", _run(train, out=out, preset=preset, config_path=config, overrides=set_,
+                                 node_rank=node_rank, rdzv_endpoint=rdzv_endpoint))
+
+
+@app.command()
+def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or folders of images (LR inputs)."),
+            out: str = typer.Option(..., "--out", "-o", help="Folder for the outputs, one <stem>.png per input."),
+            lora_path: Optional[str] = typer.Option(
+                None, "--lora", help="Trained LoRA: a train run's final/ folder, a checkpoint folder or a .safetensors "
+                                     "file (without it the base transformer runs, a smoke test only)."),
+            scale: Optional[float] = typer.Option(None, "--scale", help="Output/input size (default infer.scale, 4)."),
+            color_fix: Optional[str] = typer.Option(None, "--color-fix", help="none | wavelet | adain (default infer.color_fix)."),
+            tile: Optional[int] = typer.Option(None, "--tile", help="Latent tile size (8 px each; default infer.tile)."),
+            on_error: str = typer.Option("skip", "--on-error", help="A bad input (not an image, truncated): "
+                                                                    "skip = report it and go on, stop = stop there."),
+            preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """One-step super-resolution of images: bicubic up, encode, G(z_L), decode, colour fix, save PNG.
+
+    Exit status 1 when any input failed (each is listed with its reason); 2 on a usage error.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from fluxsr_core.student import load_student
+    from fluxsr_core.upscale_files import collect_inputs, upscale_files
+    from tasks.common import resolve_config
+
+    if on_error not in ("skip", "stop"):
+        _fail(ValueError(f"--on-error must be skip or stop, not {on_error!r}"))
+    extra = [f"infer.{k}={v}" for k, v in (("scale", scale), ("color_fix", color_fix), ("tile", tile)) if v is not None]
+    try:
+        cfg = resolve_config(preset, config, [*(set_ or []), *extra])
+        files = collect_inputs(inputs)
+        student = load_student(cfg, lora_path)
+    except _user_errors() as err:
+        _fail(err)
+    bar = tqdm(total=len(files), unit="img", desc="upscale")
+
+    def report(o) -> None:
+        bar.update()
+        for note in o.notes:
+            bar.write(f"note: {o.source}: {note}")
+        if o.error:
+            bar.write(typer.style(f"failed: {o.error}", fg=typer.colors.RED))
+
+    with torch.inference_mode():
+        outcomes = upscale_files(student, files, out, cfg.infer, on_error=on_error, progress=report)
+    bar.close()
+    failed = [o for o in outcomes if o.error]
+    typer.echo(f"{len(outcomes) - len(failed)} written to {out}, {len(failed)} failed"
+               + (f", {len(files) - len(outcomes)} not attempted (--on-error stop)" if len(outcomes) < len(files) else ""))
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

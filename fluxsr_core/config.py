@@ -295,12 +295,20 @@ class TrainConfig(_Section):
     steps: int = Field(20, ge=1, description="Optimiser steps.")
     batch_size: int = Field(2, ge=1, description="Samples per step per process.")
     learning_rate: float = Field(1e-4, gt=0.0, description="AdamW learning rate.")
+    lr_warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up over this many steps (0 = constant).")
     seed: int = Field(0, description="Training seed (t sampling, data order).")
     checkpoint_every: int = Field(10, ge=1, description="Steps between checkpoints.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward (on for full size).")
     guidance: float = Field(
         3.5, ge=0.0, description="Guidance-embedding value fed to the student in training (and by default at inference); "
                                  "3.5 = what the teacher sampled the pairs with (pairs.guidance).")
+    compile: bool = Field(False, description="torch.compile each transformer block (CUDA; slow first steps on CPU).")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="Data-parallel engine when more than one process trains: 'ddp' replicates the model "
+                           "(fits up to a GPU's memory), 'fsdp' shards it over the processes (FSDP2 fully_shard per block).")
+    nproc_per_node: int = Field(1, ge=1, description="Training processes per machine (torchrun --nproc-per-node; "
+                                                     "one GPU each on CUDA). The global batch is batch_size x processes.")
+    nnodes: int = Field(1, ge=1, description="Machines in the training job (torchrun --nnodes); see the README.")
     adl_source: Literal["one_step", "ftd"] = Field(
         "one_step", description="Which pass's block tokens ADL regularises: 'one_step' = the pass at T_L on z_L whose output "
                                 "is decoded (the inference path); 'ftd' = the FTD pass at the sampled t.")
@@ -320,6 +328,28 @@ class BenchConfig(_Section):
     synthetic_seed: int = Field(0, description="Synthetic test sets: degradation seed (fixed for comparability).")
 
 
+class InferConfig(_Section):
+    """One-step inference (``fluxsr upscale`` and the benchmark's model rows)."""
+
+    scale: float = Field(4.0, gt=0.0, le=16.0, description="Output size / input size; the input is bicubic-resized by "
+                                                         "this factor, then one step restores it (trained at 4).")
+    color_fix: Literal["none", "wavelet", "adain"] = Field(
+        "adain", description="Colour correction towards the bicubic input: 'adain' (per-channel mean/std, as OSEDiff), "
+                             "'wavelet' (the input's low frequencies, as StableSR), 'none'.")
+    t: float = Field(1.0, ge=0.0, le=1.0, description="Fraction of the one step taken, z_L + t·(G(z_L) - z_L): 1 = the model, "
+                                                      "0 = bicubic; an OFTSR-style fidelity (0) to realism (1) knob.")
+    tile: int | None = Field(128, ge=4, description="Latent tile size for the transformer and VAE (8 px per latent px; "
+                                                    "even); larger images are tiled and blended. null = whole image.")
+    overlap: int = Field(16, ge=0, description="Latent overlap between tiles (even, < tile).")
+    guidance: float | None = Field(None, ge=0.0, description="Guidance-embedding value; null = train.guidance.")
+
+    @model_validator(mode="after")
+    def _tiles(self) -> "InferConfig":
+        if self.tile is not None and (self.tile % 2 or self.overlap % 2 or self.overlap >= self.tile):
+            raise ValueError(f"infer.tile ({self.tile}) and infer.overlap ({self.overlap}) must be even with overlap < tile")
+        return self
+
+
 class FluxSRConfig(_Section):
     """Root config: one section per stage."""
 
@@ -331,6 +361,7 @@ class FluxSRConfig(_Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    infer: InferConfig = Field(default_factory=InferConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "FluxSRConfig":

@@ -9,18 +9,22 @@ neighbour; image borders are not ramped). Since G is linear in v, blending v is
 blending G. FLUX's RoPE is relative, so tile-local position ids give the same
 attention as global ones would within the tile.
 
-The VAE encode and decode run on the whole image (not tiled yet): for very large
-images they, not the transformer, bound memory.
+The VAE encode and decode of a tiled run use diffusers' own tiled VAE paths
+(``use_tiling`` with tiles of the same latent size), so no stage holds a
+whole-image activation of a large input. Colour correction
+(``fluxsr_core.colorfix``) pulls the output towards the bicubic input.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
 from fluxsr_core import ftd
+from fluxsr_core.colorfix import color_correct
 from fluxsr_core.models.codec import decode_latents, encode_images
 from fluxsr_core.models.velocity import TextCondition, predict_velocity
 
@@ -52,11 +56,15 @@ def tile_windows(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int
     return [(y, x, th, tw) for y in _starts(h, th, overlap) for x in _starts(w, tw, overlap)]
 
 
+def check_tiles(tile: int, overlap: int) -> None:
+    if tile % 2 or overlap % 2 or not 0 <= overlap < tile:
+        raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be even latent sizes with 0 <= overlap < tile")
+
+
 def tiled_velocity(transformer, z: torch.Tensor, t: torch.Tensor, cond: TextCondition, guidance: float | None,
                    tile: int, overlap: int) -> torch.Tensor:
     """v(z, t) predicted tile by tile (``tile``/``overlap`` in latent pixels, even) and blended."""
-    if tile % 2 or overlap % 2 or not 0 <= overlap < tile:
-        raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be even latent sizes with 0 <= overlap < tile")
+    check_tiles(tile, overlap)
     _, _, h, w = z.shape
     wins = tile_windows(h, w, tile, overlap)
     if len(wins) == 1:
@@ -74,29 +82,61 @@ def tiled_velocity(transformer, z: torch.Tensor, t: torch.Tensor, cond: TextCond
     return acc / wsum
 
 
+@contextmanager
+def vae_tiling(vae, tile: int | None):
+    """diffusers' tiled VAE encode/decode with ``tile`` latent px tiles (8x in pixels) while inside; restored after."""
+    if tile is None or not hasattr(vae, "use_tiling"):
+        yield
+        return
+    names = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size")
+    saved = {n: getattr(vae, n) for n in names if hasattr(vae, n)}
+    factor = 8
+    vae.use_tiling = True
+    if hasattr(vae, "tile_latent_min_size"):
+        vae.tile_latent_min_size = tile
+    if hasattr(vae, "tile_sample_min_size"):
+        vae.tile_sample_min_size = tile * factor
+    try:
+        yield
+    finally:
+        for n, v in saved.items():
+            setattr(vae, n, v)
+
+
+def output_size(h: int, w: int, scale: float) -> tuple[int, int]:
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
 @torch.no_grad()
-def upscale(components, image: torch.Tensor, *, scale: int = 4, T_L: float, cond: TextCondition,
-            guidance: float | None = 3.5, tile: int | None = None, overlap: int = 8) -> torch.Tensor:
-    """(1, 3, h, w) in [0, 1] -> (1, 3, h·scale, w·scale) in [0, 1], one transformer step (per tile).
+def upscale(components, image: torch.Tensor, *, scale: float = 4.0, T_L: float, cond: TextCondition,
+            guidance: float | None = 3.5, tile: int | None = None, overlap: int = 8, t: float = 1.0,
+            color_fix: str = "none") -> torch.Tensor:
+    """(1, 3, h, w) in [0, 1] -> (1, 3, round(h·scale), round(w·scale)) in [0, 1], one transformer step (per tile).
 
     The bicubic-upsampled image is padded (replicate) to a multiple of 16 pixels
     (VAE factor 8 x patch 2) and the result is cropped back. ``tile``/``overlap``
     are in latent pixels (1 latent px = 8 image px); ``tile=None`` runs whole-image.
+    ``t`` takes that fraction of the step (z_L + t·(G(z_L) - z_L)); ``color_fix``
+    is 'none', 'wavelet' or 'adain' against the bicubic image.
     """
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"image must be (B, 3, h, w), got {tuple(image.shape)}")
-    H, W = image.shape[2] * scale, image.shape[3] * scale
-    up = F.interpolate(image.float(), size=(H, W), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
+    if tile is not None:
+        check_tiles(tile, overlap)
+    H, W = output_size(image.shape[2], image.shape[3], scale)
+    bicubic = F.interpolate(image.float(), size=(H, W), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
     m = components.vae_factor * components.patch_size
     ph, pw = (-H) % m, (-W) % m
-    if ph or pw:
-        up = F.pad(up, (0, pw, 0, ph), mode="replicate")
-    z_L = encode_images(components, up).float()
+    up = F.pad(bicubic, (0, pw, 0, ph), mode="replicate") if (ph or pw) else bicubic
     transformer = components.transformer
     if tile is None:
-        velocity = lambda z, t: predict_velocity(transformer, z, t, cond, guidance)
+        velocity = lambda z, s: predict_velocity(transformer, z, s, cond, guidance)
     else:
-        velocity = lambda z, t: tiled_velocity(transformer, z, t, cond, guidance, tile, overlap)
-    z_hat = ftd.one_step(velocity, z_L, T_L)
-    out = decode_latents(components, z_hat).float().clamp(0.0, 1.0)
-    return out[:, :, :H, :W]
+        velocity = lambda z, s: tiled_velocity(transformer, z, s, cond, guidance, tile, overlap)
+    with vae_tiling(components.vae, tile):
+        z_L = encode_images(components, up).float()
+        z_hat = ftd.one_step(velocity, z_L, T_L)
+        if t != 1.0:
+            z_hat = z_L + t * (z_hat - z_L)
+        out = decode_latents(components, z_hat).float().clamp(0.0, 1.0)
+    return color_correct(out[:, :, :H, :W], bicubic, color_fix)

@@ -27,9 +27,11 @@ from storage.atomic import sha256_json
 from storage.layout import results_dir
 
 CACHE_VERSION = 1
-# Task arguments that say where files are, not what they hold: they never count in a key.
+# Task arguments that say where files are (or where training processes meet), not what they hold:
+# they never count in a key.
 # What a unit reads is identified by the upstream entries (sha256) passed beside them.
-LOCATION_ARGS = ("directory", "store_path", "pairs_shard", "lr_shard", "lr_dir", "hr_dir", "method_dirs")
+LOCATION_ARGS = ("directory", "store_path", "pairs_shard", "lr_shard", "lr_dir", "hr_dir", "method_dirs",
+                 "node_rank", "rdzv_endpoint")
 
 
 @lru_cache(maxsize=None)

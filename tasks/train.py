@@ -43,17 +43,39 @@ def plan_train(cfg: FluxSRConfig, root: str | Path) -> TrainPlan:
     return TrainPlan(key=key, directory=stage_dir(root, STAGE, key), store_path=enc.store_path, latents_digest=digest)
 
 
+def torchrun_command(config_file: str, store_path: str, run_dir: str, *, nproc_per_node: int = 1, nnodes: int = 1,
+                     node_rank: int = 0, rdzv_endpoint: str | None = None) -> list[str]:
+    """The torchrun command line of the worker: ``--standalone`` on one machine, c10d rendezvous across several."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc_per_node)]
+    if nnodes == 1:
+        cmd.append("--standalone")
+    else:
+        if not rdzv_endpoint:
+            raise ValueError(f"train.nnodes={nnodes} needs rdzv_endpoint=HOST:PORT (a machine every node reaches)")
+        cmd += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", Path(run_dir).name]
+    return cmd + ["-m", "tasks.train_worker", "--config", config_file, "--store", store_path, "--run-dir", run_dir]
+
+
 @task(name="train-lora", task_run_name="train-{latents_digest:.8}")
-def train_lora(directory: str, store_path: str, config_json: str, latents_digest: str) -> dict:
-    """Run (or resume) the training in ``directory`` via torchrun; returns the final LoRA's entry."""
+def train_lora(directory: str, store_path: str, config_json: str, latents_digest: str,
+               node_rank: int = 0, rdzv_endpoint: str | None = None) -> dict:
+    """Run (or resume) the training in ``directory`` via torchrun; returns the final LoRA's entry.
+
+    ``train.nproc_per_node`` processes start here, each on its own GPU of the slot
+    (or gloo processes on CPU); with ``train.nnodes`` > 1 every machine runs this
+    task with its ``node_rank`` and the same ``rdzv_endpoint``, on a shared ``directory``.
+    """
     log = get_run_logger()
+    train_cfg = FluxSRConfig.model_validate_json(config_json).train
     run_dir = Path(directory)
     run_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=run_dir, delete=False) as f:
         f.write(config_json)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-           "-m", "tasks.train_worker", "--config", f.name, "--store", store_path, "--run-dir", str(run_dir)]
-    with (gpu_slot() if scheduling_enabled() else nullcontext()) as slot:
+    cmd = torchrun_command(f.name, store_path, str(run_dir), nproc_per_node=train_cfg.nproc_per_node,
+                           nnodes=train_cfg.nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+    slots = gpu_slot(count=train_cfg.nproc_per_node) if scheduling_enabled() else nullcontext()
+    with slots as slot:
         env = slot.env() if slot is not None else dict(os.environ)  # CUDA_VISIBLE_DEVICES pinned to the slot
         log.info("launching: %s", " ".join(cmd))
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -34,9 +34,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", required=True, help="the encode-latents Zarr store")
     ap.add_argument("--run-dir", required=True)
     args = ap.parse_args(argv)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        sys.exit("multi-process training is not wired yet: run with --nproc-per-node 1")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        return _distributed(args, world)
+    return train(args)
 
+
+def _distributed(args, world: int) -> int:
+    """Join torchrun's process group (NCCL on GPUs, gloo on CPU), one GPU per local rank, then train."""
+    import torch
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    if cuda:
+        if local_rank >= torch.cuda.device_count():
+            sys.exit(f"local rank {local_rank} has no GPU: {torch.cuda.device_count()} visible "
+                     "(lower train.nproc_per_node to the GPUs of this machine)")
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        return train(args, device=f"cuda:{local_rank}" if cuda else "cpu")
+    finally:
+        dist.destroy_process_group()
+
+
+def train(args, device: str | None = None) -> int:
     from fluxsr_core.config import FluxSRConfig
     from fluxsr_core.models import load_components
     from fluxsr_core.train import lora
@@ -45,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from storage.latent_dataset import LatentDataset
 
     cfg = FluxSRConfig.model_validate_json(Path(args.config).read_text())
+    if device is not None:
+        cfg.model.device = device
     run_dir = Path(args.run_dir)
     log_path = run_dir / "losses.jsonl"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -56,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer = Trainer(load_components(cfg.model), LatentDataset(args.store), loss_cfg=cfg.loss, lora_cfg=cfg.lora,
                       train_cfg=cfg.train, run_dir=run_dir / "checkpoints", log_fn=log)
-    if trainer.resume():
+    if trainer.resume() and trainer.rank == 0:
         print(f"resumed at step {trainer.step}", flush=True)
     trainer.fit()
+    if trainer.rank != 0:
+        return 0
     records = _records(log_path)
     plot_losses(records, run_dir / "loss.png")
     tmp = run_dir / "final.tmp"

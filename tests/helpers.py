@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_cli(env: dict, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -35,3 +36,16 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def latest_artifact(env: dict, key: str) -> dict:
+    """The newest artifact with ``key`` on the Prefect server of ``env`` (its REST API, as the UI reads it)."""
+    import urllib.request
+
+    body = json.dumps({"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1}).encode()
+    req = urllib.request.Request(env["PREFECT_API_URL"].rstrip("/") + "/artifacts/filter", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        found = json.loads(r.read())
+    assert found, f"no artifact with key {key!r}"
+    return found[0]

@@ -5,7 +5,7 @@ Layout of ``<run_dir>/step-000012/``::
     pytorch_lora_weights.safetensors   LoRA in diffusers' FLUX format (loads for inference as is)
     optimizer.safetensors              AdamW per-parameter tensors, keys ``state.<i>.<name>``
     rng.safetensors                    torch CPU RNG state (uint8)
-    state.json                         step, optimizer param_groups, a user dict (config hash, ...)
+    state.json                         step, optimizer param_groups, LR scheduler state, a user dict
 
 The directory is written as ``step-000012.tmp`` and renamed when complete, so a
 directory named ``step-N`` is always a whole checkpoint; ``*.tmp`` leftovers of a
@@ -70,7 +70,7 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], groups: list[dict])
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: torch.optim.Optimizer,
-                    extra: dict[str, Any] | None = None) -> Path:
+                    scheduler=None, extra: dict[str, Any] | None = None) -> Path:
     """Write checkpoint ``step`` under ``run_dir`` atomically; returns the final directory."""
     from safetensors.torch import save_file
 
@@ -84,7 +84,8 @@ def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: t
         tensors, groups = optimizer_to_tensors(optimizer)
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
         save_file({"cpu": torch.get_rng_state()}, str(tmp / RNG_FILE))
-        state = {"step": step, "param_groups": groups, "extra": extra or {}}
+        state = {"step": step, "param_groups": groups, "extra": extra or {},
+                 "scheduler": scheduler.state_dict() if scheduler is not None else None}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -116,9 +117,9 @@ def latest_checkpoint(run_dir: str | Path, clean: bool = False) -> Path | None:
     return best[1] if best else None
 
 
-def load_checkpoint(path: str | Path, *, transformer, optimizer: torch.optim.Optimizer,
+def load_checkpoint(path: str | Path, *, transformer, optimizer: torch.optim.Optimizer, scheduler=None,
                     restore_rng: bool = True) -> dict[str, Any]:
-    """Restore LoRA values, optimizer state and (optionally) the CPU RNG; returns state.json's dict.
+    """Restore LoRA values, optimizer and LR-scheduler state and (optionally) the CPU RNG; returns state.json's dict.
 
     ``transformer`` must already carry the adapter made by ``lora.add_lora`` with
     the same LoraConfig, and ``optimizer`` must be built over ``lora.lora_parameters``.
@@ -131,6 +132,8 @@ def load_checkpoint(path: str | Path, *, transformer, optimizer: torch.optim.Opt
     state = json.loads((path / STATE_FILE).read_text())
     lora.set_lora_weights(transformer, path)
     optimizer.load_state_dict(optimizer_from_tensors(load_file(str(path / OPTIMIZER_FILE)), state["param_groups"]))
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
     if restore_rng:
         torch.set_rng_state(load_file(str(path / RNG_FILE))["cpu"])
     return state

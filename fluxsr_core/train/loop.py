@@ -25,6 +25,14 @@ Determinism: step k (1-based) draws its data indices and its t from
 per-epoch permutation seeded by (seed, epoch); so a run resumed from the
 checkpoint of step k repeats exactly what an uninterrupted run does (CPU).
 On CUDA, steps run under bf16 autocast with the LoRA weights kept in float32.
+
+Data parallel (under ``torchrun``, a process group initialised by the caller):
+each of W processes takes its slice of the step's W·batch_size indices and of
+its t draws, so W processes with batch b take the same samples and t as one
+process with batch W·b; DDP averages the LoRA gradients. The whole loss is one
+``StepLoss`` forward because the transformer runs twice per step (FTD pass and
+one-step pass) and DDP expects one forward per backward. Rank 0 logs and writes
+checkpoints; every rank resumes from the checkpoint rank 0 picks.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from fluxsr_core import ftd
 from fluxsr_core.config import LoraConfig, LossConfig, TrainConfig
@@ -49,6 +58,7 @@ from fluxsr_core.train import lora
 log = logging.getLogger(__name__)
 
 BATCH_KEYS = ("z_L", "z0", "noise", "hr")
+TERMS = ("total", "ftd", "mse", "tv_lpips", "adl")
 HISTORY_IN_CHECKPOINT = 50  # recent per-step records kept in state.json (inspection only)
 _MIX = 1_000_003  # mixes (seed, counter) into one 63-bit generator seed
 
@@ -61,6 +71,55 @@ def encode_empty_prompt(components, prompt: str = "") -> TextCondition:
     """The fixed training/inference condition: ``prompt`` (default empty) encoded once."""
     emb, pooled = components.prompt_encoder.encode([prompt], components.device)
     return TextCondition(emb.detach(), pooled.detach())
+
+
+class StepLoss(torch.nn.Module):
+    """Algorithm 1's loss for one batch and its t as one forward (both transformer passes, decode, all terms).
+
+    Returns the ``LossTerms`` fields as a dict of tensors. Only the transformer's
+    LoRA parameters train; the VAE is read through ``components`` and the LPIPS
+    network is frozen.
+    """
+
+    def __init__(self, components, lpips_model, cond: TextCondition, loss_cfg: LossConfig, train_cfg: TrainConfig):
+        super().__init__()
+        self.transformer = components.transformer
+        self.lpips = lpips_model
+        self.components, self.cond, self.loss_cfg, self.train_cfg = components, cond, loss_cfg, train_cfg
+        self.use_autocast = components.device.type == "cuda"
+
+    def velocity(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return predict_velocity(self.transformer, z, t, self.cond, self.train_cfg.guidance).float()
+
+    def forward(self, z_L, z0, eps, hr, t) -> dict[str, torch.Tensor]:
+        T_L = self.loss_cfg.T_L
+        z_t = ftd.interpolate(z_L, eps, t, T_L)
+        adl_on_ftd = self.train_cfg.adl_source == "ftd"
+        need_tokens = self.loss_cfg.mu_adl > 0
+        capture = lambda on: capture_block_tokens(self.transformer) if on else contextlib.nullcontext([])
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.use_autocast else contextlib.nullcontext()
+        with autocast:
+            with capture(need_tokens and adl_on_ftd) as f1:
+                v = self.velocity(z_t, t)
+            l_ftd = ftd.ftd_loss(v.float(), eps, z0, z_L, T_L)
+            with capture(need_tokens and not adl_on_ftd) as f2:
+                z_hat = ftd.one_step(self.velocity, z_L, T_L)
+            x_hat = decode_latents(self.components, z_hat).float()
+        terms = total_loss(self.loss_cfg, ftd=l_ftd, x_hat=x_hat, x_hr=hr, block_tokens=f1 if adl_on_ftd else f2,
+                           lpips_model=self.lpips)
+        return {k: getattr(terms, k) for k in TERMS}
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of the current process group, (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def warmup_factor(warmup_steps: int) -> Callable[[int], float]:
+    """LambdaLR factor: step k (1-based, the scheduler's epoch k-1) runs at min(1, k / warmup) of the rate."""
+    return lambda epoch: min(1.0, (epoch + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
 class Trainer:
@@ -83,13 +142,16 @@ class Trainer:
         self.log_fn = log_fn
         self.extra_state = extra_state or {}
         self.device = components.device
-        self.use_autocast = self.device.type == "cuda"
+        self.rank, self.world = _world()
         self.transformer = components.transformer
         self.params = lora.add_lora(self.transformer, lora_cfg, seed=train_cfg.seed)
         for p in self.params:  # master weights of the adapters in float32 even when the model is bf16
             p.data = p.data.float()
         if train_cfg.gradient_checkpointing:
             self.transformer.enable_gradient_checkpointing()
+        if train_cfg.compile:
+            for block in list(self.transformer.transformer_blocks) + list(self.transformer.single_transformer_blocks):
+                block.compile()
         self.transformer.train()
         if lpips_model is None and loss_cfg.lambda_tv_lpips > 0:
             from fluxsr_core.perceptual import build_lpips
@@ -97,17 +159,40 @@ class Trainer:
             lpips_model = build_lpips(loss_cfg.lpips_net, loss_cfg.lpips_backbone_path, loss_cfg.allow_random_lpips_backbone)
         self.lpips = lpips_model.to(self.device) if lpips_model is not None else None
         self.cond = cond if cond is not None else encode_empty_prompt(components)
+        self.loss_module = StepLoss(components, self.lpips, self.cond, loss_cfg, train_cfg)
+        self.model = self._parallel(self.loss_module)
         self.optimizer = torch.optim.AdamW(self.params, lr=train_cfg.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(train_cfg.lr_warmup_steps))
         self.step = 0  # completed steps
         self.history: list[dict[str, Any]] = []
+
+    def _parallel(self, module: StepLoss) -> torch.nn.Module:
+        """DDP over the LoRA parameters when several processes train; the module itself otherwise."""
+        if self.world == 1:
+            return module
+        if self.train_cfg.strategy == "fsdp":
+            raise NotImplementedError("train.strategy=fsdp is not available yet; use train.strategy=ddp")
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # frozen weights are identical on every rank by construction: broadcast and reduce only the adapters
+        frozen = [n for n, p in module.named_parameters() if not p.requires_grad]
+        frozen += [n for n, _ in module.named_buffers()]
+        DDP._set_params_and_buffers_to_ignore_for_model(module, frozen)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(module, device_ids=device_ids, broadcast_buffers=False)
 
     # -- data and randomness, pure functions of (seed, step) -----------------------------------
     def step_generator(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(_seed(self.train_cfg.seed, step, 1))
 
+    def _local(self, values: list | torch.Tensor):
+        """This rank's slice of a step's global batch (all of it with one process)."""
+        b = self.train_cfg.batch_size
+        return values[self.rank * b:(self.rank + 1) * b]
+
     def indices_for_step(self, step: int) -> list[int]:
-        """Sample indices of step ``step`` (1-based): consecutive slices of per-epoch permutations."""
-        n, b = len(self.dataset), self.train_cfg.batch_size
+        """All ranks' sample indices of step ``step`` (1-based): consecutive slices of per-epoch permutations."""
+        n, b = len(self.dataset), self.train_cfg.batch_size * self.world
         out = []
         for pos in range((step - 1) * b, step * b):
             epoch, i = divmod(pos, n)
@@ -116,42 +201,38 @@ class Trainer:
         return out
 
     def batch_for_step(self, step: int) -> dict[str, torch.Tensor]:
-        items = [self.dataset[i] for i in self.indices_for_step(step)]
+        """This rank's batch of step ``step``."""
+        items = [self.dataset[i] for i in self._local(self.indices_for_step(step))]
         return {k: torch.stack([torch.as_tensor(it[k]) for it in items]).to(self.device, torch.float32) for k in BATCH_KEYS}
 
     # -- one step ----------------------------------------------------------------------------------
-    def _velocity(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return predict_velocity(self.transformer, z, t, self.cond, self.train_cfg.guidance).float()
-
     def compute_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> tuple[LossTerms, torch.Tensor]:
-        """Algorithm 1's loss for one batch; returns (terms, sampled t)."""
-        T_L = self.loss_cfg.T_L
-        z_L, z0, eps, hr = (batch[k] for k in BATCH_KEYS)
-        t = ftd.sample_t(z_L.shape[0], T_L, generator=generator).to(self.device)
-        z_t = ftd.interpolate(z_L, eps, t, T_L)
-        adl_on_ftd = self.train_cfg.adl_source == "ftd"
-        need_tokens = self.loss_cfg.mu_adl > 0
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.use_autocast else contextlib.nullcontext())
-        with autocast:
-            with capture_block_tokens(self.transformer) if (need_tokens and adl_on_ftd) else contextlib.nullcontext([]) as f1:
-                v = self._velocity(z_t, t)
-            l_ftd = ftd.ftd_loss(v.float(), eps, z0, z_L, T_L)
-            with capture_block_tokens(self.transformer) if (need_tokens and not adl_on_ftd) else contextlib.nullcontext([]) as f2:
-                z_hat = ftd.one_step(self._velocity, z_L, T_L)
-            x_hat = decode_latents(self.components, z_hat).float()
-        terms = total_loss(self.loss_cfg, ftd=l_ftd, x_hat=x_hat, x_hr=hr, block_tokens=f1 if adl_on_ftd else f2,
-                           lpips_model=self.lpips)
-        return terms, t
+        """Algorithm 1's loss for this rank's batch; returns (terms, this rank's t)."""
+        global_batch = batch["z_L"].shape[0] * self.world
+        t = self._local(ftd.sample_t(global_batch, self.loss_cfg.T_L, generator=generator)).to(self.device)
+        terms = self.model(*(batch[k] for k in BATCH_KEYS), t)
+        return LossTerms(**terms), t
+
+    def _mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        if self.world == 1:
+            return values
+        vec = torch.tensor(list(values.values()), dtype=torch.float64,
+                           device=self.device if self.device.type == "cuda" else "cpu")
+        dist.all_reduce(vec)
+        return dict(zip(values, (vec / self.world).tolist()))
 
     def train_step(self, step: int, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """One optimiser step; returns the logged record (every loss term as a float)."""
+        """One optimiser step; returns the logged record (every loss term as a float, averaged over ranks)."""
         self.optimizer.zero_grad(set_to_none=True)
         terms, t = self.compute_loss(batch, self.step_generator(step))
         if not torch.isfinite(terms.total):
             raise FloatingPointError(f"step {step}: non-finite loss {terms.as_floats()} (lower train.learning_rate?)")
         terms.total.backward()
+        lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
-        return {"step": step, **terms.as_floats(), "t_mean": float(t.mean()), "lr": self.optimizer.param_groups[0]["lr"]}
+        self.scheduler.step()
+        logged = self._mean_over_ranks({**terms.as_floats(), "t_mean": float(t.mean())})
+        return {"step": step, **logged, "lr": lr}
 
     # -- the run -------------------------------------------------------------------------------------
     def fit(self, steps: int | None = None) -> list[dict[str, Any]]:
@@ -165,32 +246,45 @@ class Trainer:
             record["seconds"] = time.perf_counter() - t0
             self.step = step
             self.history.append(record)
-            if self.log_fn is not None:
-                self.log_fn(record)
-            log.info("step %d %s", step, {k: round(v, 5) for k, v in record.items() if isinstance(v, float)})
+            if self.rank == 0:
+                if self.log_fn is not None:
+                    self.log_fn(record)
+                log.info("step %d %s", step, {k: round(v, 5) for k, v in record.items() if isinstance(v, float)})
             if self.run_dir is not None and (step % every == 0 or step == end):
                 self.save_checkpoint()
         return self.history
 
     def save_checkpoint(self) -> Path:
+        """Rank 0 writes the checkpoint of ``self.step``; every rank waits for it and returns its path."""
         if self.run_dir is None:
             raise ValueError("Trainer has no run_dir to checkpoint into")
-        return ckpt.save_checkpoint(self.run_dir, self.step, transformer=self.transformer, optimizer=self.optimizer,
-                                    extra={**self.extra_state, "recent": self.history[-HISTORY_IN_CHECKPOINT:]})
+        if self.rank == 0:
+            ckpt.save_checkpoint(self.run_dir, self.step, transformer=self.transformer, optimizer=self.optimizer,
+                                 scheduler=self.scheduler,
+                                 extra={**self.extra_state, "recent": self.history[-HISTORY_IN_CHECKPOINT:]})
+        if self.world > 1:
+            dist.barrier()
+        return ckpt.step_dir(self.run_dir, self.step)
 
     def resume(self, path: str | Path | None = None) -> bool:
-        """Load ``path`` or the latest complete checkpoint in ``run_dir``; False when there is none."""
-        if path is None:
-            if self.run_dir is None:
-                return False
+        """Load ``path`` or the latest complete checkpoint in ``run_dir``; False when there is none.
+
+        With several processes, rank 0 picks (and cleans up after killed writers)
+        and every rank loads the same checkpoint.
+        """
+        if path is None and self.run_dir is not None and self.rank == 0:
             path = ckpt.latest_checkpoint(self.run_dir, clean=True)
-            if path is None:
-                return False
-        state = ckpt.load_checkpoint(path, transformer=self.transformer, optimizer=self.optimizer)
+        if self.world > 1:
+            box = [str(path) if path is not None else None]
+            dist.broadcast_object_list(box, src=0)
+            path = box[0]
+        if path is None:
+            return False
+        state = ckpt.load_checkpoint(path, transformer=self.transformer, optimizer=self.optimizer,
+                                     scheduler=self.scheduler)
         self.step = int(state["step"])
         log.info("resumed from %s at step %d", path, self.step)
         return True
 
     def epochs_done(self) -> float:
-        return self.step * self.train_cfg.batch_size / len(self.dataset)
-
+        return self.step * self.train_cfg.batch_size * self.world / len(self.dataset)

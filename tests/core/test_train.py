@@ -1,6 +1,9 @@
 """Training core on the tiny preset, CPU: loss goes down, only LoRA trains, exports load, resume is exact."""
 
+import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from fluxsr_core.perceptual import build_lpips
 from fluxsr_core.train import lora
 from fluxsr_core.train.checkpoint import latest_checkpoint
 from fluxsr_core.train.loop import Trainer, encode_empty_prompt
+from helpers import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -100,15 +104,53 @@ def test_exported_lora_round_trip(tmp_path, lpips_model):
 
 
 def test_kill_and_resume_repeats_the_loss_sequence(tmp_path, lpips_model):
-    full = _trainer(lpips_model, tmp_path / "full", steps=6, checkpoint_every=3)
+    full = _trainer(lpips_model, tmp_path / "full", steps=6, checkpoint_every=3, lr_warmup_steps=5)
     losses = [r["total"] for r in full.fit()]
+    lrs = [r["lr"] for r in full.history]
+    assert lrs == pytest.approx([1e-3 * k / 5 for k in range(1, 6)] + [1e-3])  # warm-up, then constant
     assert latest_checkpoint(tmp_path / "full").name == "step-000006"
     # a run "killed" after its step-3 checkpoint (plus a half-written checkpoint left behind)
     shutil.copytree(tmp_path / "full" / "step-000003", tmp_path / "killed" / "step-000003")
     (tmp_path / "killed" / "step-000004.tmp").mkdir()
-    resumed = _trainer(lpips_model, tmp_path / "killed", steps=6, checkpoint_every=3)
+    resumed = _trainer(lpips_model, tmp_path / "killed", steps=6, checkpoint_every=3, lr_warmup_steps=5)
     assert resumed.resume()
     assert resumed.step == 3 and not (tmp_path / "killed" / "step-000004.tmp").exists()
     again = [r["total"] for r in resumed.fit()]
     assert again == losses[3:]
+    assert [r["lr"] for r in resumed.history] == lrs[3:]  # the LR scheduler resumed too
     assert [r["step"] for r in resumed.history] == [4, 5, 6]
+
+
+def test_two_process_gloo_ddp_matches_one_process_on_the_combined_batch(tmp_path):
+    """torchrun, 2 CPU processes x batch 1 vs one process x batch 2: same samples, same t, averaged gradients."""
+    import ddp_trainer
+
+    steps = 3
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(REPO / "tests" / "ddp_trainer.py"), str(tmp_path), "1", str(steps)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys() and ranks[0]
+    for k in ranks[0]:  # DDP keeps the replicas identical, bit for bit
+        assert torch.equal(ranks[0][k], ranks[1][k]), k
+    logs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    single = ddp_trainer.run(batch=2, steps=steps)
+    ref = lora.lora_state_dict(single.transformer)
+    start = lora.lora_state_dict(_fresh_lora())
+    for k, v in ref.items():
+        assert torch.allclose(ranks[0][k], v, atol=1e-6, rtol=1e-5), (k, (ranks[0][k] - v).abs().max())
+    assert any(not torch.equal(ref[k], start[k]) for k in ref)  # training moved the adapters
+    for rec2, rec1 in zip(logs[0], single.history):  # rank-averaged terms = the combined batch's terms
+        for term in ("total", "ftd", "mse", "tv_lpips", "adl", "t_mean", "lr"):
+            assert rec2[term] == pytest.approx(rec1[term], rel=1e-5, abs=1e-7), (rec2["step"], term)
+
+
+def _fresh_lora():
+    from fluxsr_core.train.lora import add_lora
+
+    tr = load_components(ModelConfig()).transformer
+    add_lora(tr, LoraConfig(rank=4), seed=5)
+    return tr

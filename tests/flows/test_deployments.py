@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import BIN, stop_process_group
+from helpers import BIN, REPO, stop_process_group
 
-REPO = Path(__file__).resolve().parents[2]
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
 POOL = "fluxsr-process"
 SMALL = ["pairs.num_records=2", "pairs.records_per_shard=1", "pairs.resolution=64", "pairs.steps=2",

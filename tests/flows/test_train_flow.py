@@ -10,7 +10,7 @@ import psutil
 import pytest
 import torch
 
-from helpers import BIN, run_cli, summary_of
+from helpers import BIN, latest_artifact, run_cli, summary_of
 
 CFG = ["--set", "pairs.num_records=4", "--set", "pairs.records_per_shard=2", "--set", "pairs.resolution=96",
        "--set", "pairs.steps=2", "--set", "train.batch_size=2", "--set", "train.checkpoint_every=2"]
@@ -32,15 +32,22 @@ def _losses(run: Path) -> dict[int, float]:
     return out
 
 
-def test_train_then_rerun_is_cached_and_lora_loads(prefect_env, latents, tmp_path):
+def test_two_process_train_then_rerun_is_cached_and_lora_loads(prefect_env, latents, tmp_path):
+    """torchrun with 2 gloo processes x batch 1 through the real worker; artifacts on the server; cache hit."""
     root = tmp_path / "r"
     shutil.copytree(latents, root)
-    s = summary_of(run_cli(prefect_env, "train", "--out", str(root), *CFG, "--set", "train.steps=3"))
+    ddp = ["--set", "train.steps=3", "--set", "train.nproc_per_node=2", "--set", "train.batch_size=1"]
+    s = summary_of(run_cli(prefect_env, "train", "--out", str(root), *CFG, *ddp))
     assert s["computed"] == 1 and s["steps"] == 3 and Path(s["loss_plot"]).stat().st_size > 1000
     run = Path(s["directory"])
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
-    assert sorted(_losses(run)) == [1, 2, 3]
-    again = summary_of(run_cli(prefect_env, "train", "--out", str(root), *CFG, "--set", "train.steps=3"))
+    logged = [json.loads(line)["step"] for line in (run / "losses.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3]  # rank 0 alone logs
+    table = latest_artifact(prefect_env, "train-loss-table")
+    rows = json.loads(table["data"]) if isinstance(table["data"], str) else table["data"]
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["total"] == pytest.approx(_losses(run)[3])
+    assert "data:image/png;base64," in latest_artifact(prefect_env, "train-losses")["data"]
+    again = summary_of(run_cli(prefect_env, "train", "--out", str(root), *CFG, *ddp))
     assert again["cached"] == 1 and again["computed"] == 0 and again["weights"] == s["weights"]
 
     from fluxsr_core.config import ModelConfig

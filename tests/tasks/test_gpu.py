@@ -13,10 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import REPO
 from tasks.gpu import Device, GpuSlot, device_lock, local_devices
-
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _virtual(n: int) -> list[Device]:
     return [Device(i, str(i), virtual=True) for i in range(n)]

@@ -1,0 +1,333 @@
+"""Benchmark: cost of one FluxSR training step against a plain flow-matching LoRA step.
+
+What a FluxSR step costs is the question behind the training budget: Algorithm 1 runs
+the transformer twice (the FTD pass at a random t ∈ [T_L, 1] and the one-step pass at
+T_L), decodes the one-step latent with the VAE and back-propagates MSE + TV-LPIPS (two
+LPIPS forwards) + ADL through all of it, where an ordinary LoRA fine-tune of the same
+transformer runs it once on a latent. Both modes run in the same process on the same
+model, the same LoRA adapter, the same batches, interleaved so that drift hits both:
+
+  (a) plain flow-matching LoRA step: x_t = (1-t)·z0 + t·ε, t ~ U[0, 1], target ε - z0,
+      MSE, backward, AdamW (its own optimiser, on the Trainer's LoRA parameters);
+  (b) FluxSR step: ``fluxsr_core.train.loop.Trainer.train_step`` (Algorithm 1: FTD pass +
+      one-step pass + VAE decode + MSE + TV-LPIPS + ADL, backward, AdamW).
+
+Printed per mode: s/step (median over --steps timed steps after --warmup), peak memory
+(CUDA: torch.cuda.max_memory_allocated, weights included, and its growth over the level
+just before the step; CPU: peak process RSS sampled with psutil every ~1 ms during one
+dedicated step, and its growth over the RSS just before it, after malloc_trim, so an
+approximation), FLOPs of one step counted once with torch.utils.flop_counter.FlopCounterMode
+(forward + backward, recomputation under gradient checkpointing included; attention
+included on CPU too), and achieved TFLOP/s = FLOPs / median step time; then the ratios
+FluxSR/plain. On CUDA both steps run under bf16 autocast with float32 LoRA weights, as
+the Trainer does. The data are random in-memory tensors of the right shapes (no store
+reads): this measures compute, not I/O (bench/data.py measures the store).
+
+    .venv/bin/python bench/train_step.py                         # tiny preset, CPU, 256²
+    .venv/bin/python bench/train_step.py --model flux-dev-random  # on a GPU: FLUX.1-dev architecture,
+                                                                  # random weights, 1024², rank 64, grad. ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+GiB = 2**30
+
+
+# -- model --------------------------------------------------------------------------------------------
+def config_for(model: str):
+    """The named config the benchmark starts from: tiny() or flux_dev()."""
+    from fluxsr_core import configs
+
+    cfg = configs.tiny() if model == "tiny" else configs.flux_dev()
+    # The LPIPS backbone may be absent (no downloads); a random one costs exactly the same FLOPs.
+    cfg.loss.allow_random_lpips_backbone = True
+    return cfg
+
+
+def build_components(model: str, cfg, device: str):
+    """tiny: ``load_components(cfg.model)``; flux-dev-random: FLUX.1-dev architecture, random weights, bf16."""
+    if model == "tiny":
+        from fluxsr_core.models import load_components
+
+        cfg.model.device = device
+        return load_components(cfg.model)
+    from pairs import build  # bench/pairs.py: random FLUX.1-dev transformer + VAE + random text embeddings
+
+    return build("flux-dev-random", device)
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- measurement ----------------------------------------------------------------------------------------
+def _malloc_trim() -> None:
+    """Give freed heap back to the OS (glibc), so an RSS baseline is not inflated by earlier steps."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class _RssSampler:
+    """Max RSS of this process, sampled every ``interval`` seconds in a thread."""
+
+    def __init__(self, interval: float = 0.001):
+        import psutil
+
+        self.proc, self.interval = psutil.Process(), interval
+        self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def measure_memory(fn, device: torch.device) -> tuple[float, float]:
+    """(peak bytes, growth over the level just before) of one call of ``fn``.
+
+    CUDA: torch.cuda.max_memory_allocated (tensors only; weights and optimiser state
+    included in the peak). CPU: process RSS (psutil sampling), after gc + malloc_trim.
+    """
+    gc.collect()
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        sync(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        return peak, peak - base
+    _malloc_trim()
+    try:
+        import psutil  # noqa: F401
+    except ImportError:  # fall back to the lifetime peak: only growth beyond every earlier peak shows
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        fn()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return peak, peak - before
+    sampler = _RssSampler()
+    base = sampler.peak
+    with sampler:
+        fn()
+    return sampler.peak, sampler.peak - base
+
+
+def _cpu_attention_flops() -> dict:
+    """FlopCounterMode has no formula for the CPU flash-attention kernels SDPA uses on CPU: add them."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    aten = torch.ops.aten
+    out = {}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        out[aten._scaled_dot_product_flash_attention_for_cpu] = (
+            lambda q, k, v, *a, out_shape=None, **kw: sdpa_flop_count(q, k, v))
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        out[aten._scaled_dot_product_flash_attention_for_cpu_backward] = (
+            lambda g, q, k, v, *a, out_shape=None, **kw: sdpa_backward_flop_count(g, q, k, v))
+    return out
+
+
+FLOP_PARTS = {  # module names (last path segment in FlopCounterMode's module tree) -> part of the step
+    "transformer": ("transformer", "FluxTransformer2DModel"),
+    "VAE": ("vae", "AutoencoderKL", "AutoencoderTiny", "decoder", "Decoder", "encoder", "Encoder"),
+    "LPIPS": ("lpips", "LPIPS"),
+}
+
+
+def count_flops(fn) -> tuple[int, dict[str, int]]:
+    """FLOPs of one call of ``fn`` (matmuls, convolutions, attention; forward and backward), and by part.
+
+    A part's count is the largest count among modules named like it (the outermost one
+    holds its children's); "other" is what no part claims (losses, optimiser, glue).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False, custom_mapping=_cpu_attention_flops()) as counter:
+        fn()
+    total = int(counter.get_total_flops())
+    parts = {part: 0 for part in FLOP_PARTS}
+    for key, per_op in counter.get_flop_counts().items():
+        last = key.rsplit(".", 1)[-1]
+        for part, names in FLOP_PARTS.items():
+            if last in names:
+                parts[part] = max(parts[part], int(sum(per_op.values())))
+    parts["other"] = max(0, total - sum(parts.values()))
+    return total, parts
+
+
+def timed(fn, device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+# -- the two steps --------------------------------------------------------------------------------------
+def random_dataset(n: int, resolution: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """``n`` training samples of the Trainer's layout: z_L, z0, noise (16, h, w); hr (3, 8h, 8w) in [0, 1]."""
+    h = resolution // 8
+    g = torch.Generator().manual_seed(seed)
+    return [{"z_L": torch.randn(16, h, h, generator=g), "z0": torch.randn(16, h, h, generator=g),
+             "noise": torch.randn(16, h, h, generator=g), "hr": torch.rand(3, resolution, resolution, generator=g)}
+            for _ in range(n)]
+
+
+def plain_step_fn(trainer, guidance: float):
+    """A plain flow-matching LoRA step on the Trainer's transformer, LoRA parameters and condition."""
+    from fluxsr_core.models.velocity import predict_velocity
+
+    optimizer = torch.optim.AdamW(trainer.params, lr=trainer.train_cfg.learning_rate)
+    device = trainer.components.device
+    use_autocast = device.type == "cuda"
+
+    def step(k: int, batch: dict[str, torch.Tensor]) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        z0, eps = batch["z0"], batch["noise"]
+        t = torch.rand(z0.shape[0], generator=torch.Generator().manual_seed(k)).to(device)
+        tt = t.view(-1, 1, 1, 1)
+        x_t = (1 - tt) * z0 + tt * eps
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
+        with autocast:
+            v = predict_velocity(trainer.transformer, x_t, t, trainer.cond, guidance).float()
+        loss = torch.nn.functional.mse_loss(v, eps - z0)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    return step
+
+
+# -- main -------------------------------------------------------------------------------------------------
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["tiny", "flux-dev-random"], default="tiny",
+                    help="tiny: configs.tiny() preset (CPU-sized); flux-dev-random: configs.flux_dev() with the full "
+                         "FLUX.1-dev transformer + VAE built with random weights in bf16 (needs a GPU)")
+    ap.add_argument("--resolution", type=int, default=None,
+                    help="HR side in pixels, multiple of 16 (default 256 tiny, 1024 flux-dev-random)")
+    ap.add_argument("--batch", type=int, default=None, help="samples per step (default train.batch_size of the config)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per mode (the median is reported)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per mode")
+    ap.add_argument("--rank", type=int, default=None, help="LoRA rank (default lora.rank of the config: 8 tiny, 64 flux-dev)")
+    ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                    help="recompute activations in backward (default train.gradient_checkpointing: off tiny, on flux-dev)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--device", default=default_device(), help="cuda when available, else cpu")
+    args = ap.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.model == "flux-dev-random" and device.type != "cuda":
+        ap.error("--model flux-dev-random needs a CUDA device (12 B parameters); use --model tiny on CPU")
+    resolution = args.resolution or (256 if args.model == "tiny" else 1024)
+    if resolution % 16:
+        ap.error(f"--resolution must be a multiple of 16, got {resolution}")
+
+    from fluxsr_core.train.loop import Trainer
+
+    cfg = config_for(args.model)
+    if args.batch is not None:
+        cfg.train.batch_size = args.batch
+    if args.rank is not None:
+        cfg.lora.rank = args.rank
+    if args.gradient_checkpointing is not None:
+        cfg.train.gradient_checkpointing = args.gradient_checkpointing
+
+    components = build_components(args.model, cfg, args.device)
+    dataset = random_dataset(max(4, 2 * cfg.train.batch_size), resolution)
+    trainer = Trainer(components, dataset, loss_cfg=cfg.loss, lora_cfg=cfg.lora, train_cfg=cfg.train)
+    plain = plain_step_fn(trainer, cfg.train.guidance)
+    n_lora = sum(p.numel() for p in trainer.params)
+
+    modes = {"plain flow-matching LoRA": lambda k, b: plain(k, b),
+             "FluxSR step (Algorithm 1)": lambda k, b: trainer.train_step(k, b)}
+
+    def run(name: str, k: int):
+        batch = trainer.batch_for_step(k)  # outside the timing: data loading is not measured here
+        for p in trainer.params:  # both steps start without gradients (both zero_grad(set_to_none) anyway)
+            p.grad = None
+        return lambda: modes[name](k, batch)
+
+    k = 0
+    for _ in range(args.warmup):
+        k += 1
+        for name in modes:
+            run(name, k)()
+            sync(device)
+    memory, flops, parts = {}, {}, {}
+    for name in modes:
+        k += 1
+        memory[name] = measure_memory(run(name, k), device)
+    for name in modes:
+        k += 1
+        flops[name], parts[name] = count_flops(run(name, k))
+    times: dict[str, list[float]] = {name: [] for name in modes}
+    for _ in range(args.steps):  # interleaved, so drift hits both alike
+        k += 1
+        for name in modes:
+            times[name].append(timed(run(name, k), device))
+
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print(f"\ntrain-step benchmark: model={args.model} device={device_name(device)} res={resolution} "
+          f"batch={cfg.train.batch_size} LoRA rank={cfg.lora.rank} ({n_lora / 1e6:.2f} M params) "
+          f"grad-ckpt={cfg.train.gradient_checkpointing} dtype={components.dtype}"
+          f"{' + bf16 autocast' if device.type == 'cuda' else ''} steps={args.steps} (median) warmup={args.warmup}")
+    mem_what = "max_memory_allocated" if device.type == "cuda" else "process RSS"
+    print(f"{'mode':28s} {'s/step':>9s} {'min':>9s} {'max':>9s} {'peak GiB':>9s} {'+GiB':>8s} "
+          f"{'TFLOP/step':>11s} {'TFLOP/s':>9s}")
+    for name in modes:
+        peak, growth = memory[name]
+        print(f"{name:28s} {med[name]:9.4f} {min(times[name]):9.4f} {max(times[name]):9.4f} {peak / GiB:9.3f} "
+              f"{growth / GiB:8.3f} {flops[name] / 1e12:11.5f} {flops[name] / med[name] / 1e12:9.4f}")
+    p, f = modes  # names, in order
+    print(f"ratio FluxSR/plain: time {med[f] / med[p]:.2f}x   FLOPs {flops[f] / flops[p]:.2f}x   "
+          f"step memory (+GiB) {memory[f][1] / max(memory[p][1], 1):.2f}x")
+    for name in modes:
+        print(f"FLOPs of {name} by part: " + ", ".join(
+            f"{part} {n / 1e12:.5f} T ({100 * n / max(flops[name], 1):.0f}%)" for part, n in parts[name].items() if n))
+    print(f"(peak GiB = {mem_what} during one step; +GiB = growth over the level just before it; "
+          "FLOPs by FlopCounterMode, forward+backward)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""``fluxsr upscale IN... -o OUT``: image files and folders through the student, one PNG each.
+
+Every input is reported, none dropped silently: a file that is not an image, is
+truncated or cannot be read is listed as failed with the reason (``on_error="skip"``
+goes on with the rest, ``"stop"`` stops at it); grayscale, RGBA and 16-bit inputs
+are upscaled as RGB with a note saying what was converted (alpha dropped, 16-bit
+written as 8-bit). Outputs are written to a temporary name and renamed, so
+``OUT`` never holds a half-written PNG.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from PIL import Image
+
+from fluxsr_core.config import InferConfig
+from fluxsr_core.imageio import IMAGE_SUFFIXES, read_image, write_image
+
+
+@dataclass
+class Outcome:
+    source: Path
+    output: Path | None = None
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def collect_inputs(paths: list[str | Path]) -> list[Path]:
+    """Named files as given (whatever their suffix, so a bad one is reported) and each folder's image files, sorted."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.exists():
+            found.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    if not found:
+        raise ValueError(f"no image files in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    stems: dict[str, Path] = {}
+    for f in found:
+        if f.stem in stems and stems[f.stem] != f:
+            raise ValueError(f"{stems[f.stem]} and {f} would both be written as {f.stem}.png: rename one")
+        stems[f.stem] = f
+    return list(dict.fromkeys(found))
+
+
+def conversion_notes(path: Path) -> list[str]:
+    """What reading ``path`` as 8-bit RGB changes (empty for an RGB 8-bit file)."""
+    try:
+        with Image.open(path) as im:
+            mode, transparent = im.mode, "transparency" in im.info
+    except Exception:  # unreadable by PIL: read_image reports the real reason
+        return []
+    notes = []
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and transparent):
+        notes.append("alpha channel dropped (output is RGB)")
+    if mode in ("L", "LA", "1", "I;16", "I;16L", "I;16B", "I"):
+        notes.append("grayscale input, output is RGB")
+    if mode.startswith("I;16") or mode == "I" or (path.suffix.lower() == ".png" and _png_bit_depth(path) == 16):
+        notes.append("16-bit input, output is 8-bit")
+    return notes
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    with open(path, "rb") as f:
+        head = f.read(25)
+    return head[24] if len(head) > 24 and head.startswith(b"\x89PNG") else None
+
+
+def _write_atomic(path: Path, image) -> None:
+    tmp = path.with_name(f".{path.stem}.partial.png")
+    try:
+        write_image(tmp, image)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def upscale_files(student, inputs: list[Path], out_dir: str | Path, cfg: InferConfig, *,
+                  on_error: Literal["skip", "stop"] = "skip", progress=None) -> list[Outcome]:
+    """Upscale each input into ``out_dir/<stem>.png``; returns one Outcome per input, in order."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for src in inputs:
+        outcome = Outcome(source=src, notes=conversion_notes(src))
+        try:
+            image = read_image(src)
+        except ValueError as err:
+            outcome.error = str(err)
+        else:
+            target = out_dir / f"{src.stem}.png"
+            _write_atomic(target, student.upscale(image, cfg))
+            outcome.output = target
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(outcome)
+        if outcome.error and on_error == "stop":
+            break
+    return outcomes

@@ -1,0 +1,59 @@
+"""A tiny-preset training run that works alone or under ``torchrun`` (gloo on CPU): the DDP parity test's worker.
+
+``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_trainer.py OUT BATCH STEPS``
+trains with BATCH samples per process and writes each rank's LoRA tensors and
+logged records to ``OUT/rank<r>.safetensors`` / ``OUT/rank<r>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import save_file
+
+from fluxsr_core.config import LoraConfig, LossConfig, ModelConfig, TrainConfig
+from fluxsr_core.models import load_components
+from fluxsr_core.train import lora
+from fluxsr_core.train.loop import Trainer
+
+N_SAMPLES = 8
+
+
+def dataset() -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(321)
+    items = []
+    for _ in range(N_SAMPLES):
+        z0 = torch.randn(16, 8, 8, generator=g)
+        items.append({"z_L": z0 + 0.5 * torch.randn(16, 8, 8, generator=g), "z0": z0,
+                      "noise": torch.randn(16, 8, 8, generator=g), "hr": torch.rand(3, 64, 64, generator=g)})
+    return items
+
+
+def run(batch: int, steps: int) -> Trainer:
+    loss = LossConfig(lpips_net="alex", allow_random_lpips_backbone=True)
+    train = TrainConfig(batch_size=batch, steps=steps, learning_rate=1e-3, lr_warmup_steps=2, seed=5)
+    trainer = Trainer(load_components(ModelConfig()), dataset(), loss_cfg=loss, lora_cfg=LoraConfig(rank=4),
+                      train_cfg=train)
+    trainer.fit()
+    return trainer
+
+
+def main(out: str, batch: int, steps: int) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    try:
+        trainer = run(batch, steps)
+        rank = dist.get_rank()
+        save_file({k: v.contiguous() for k, v in lora.lora_state_dict(trainer.transformer).items()},
+                  str(Path(out) / f"rank{rank}.safetensors"))
+        Path(out, f"rank{rank}.json").write_text(json.dumps(trainer.history))
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
