@@ -65,7 +65,8 @@ def build_components(model: str, cfg, device: str):
 
         cfg.model.device = device
         return load_components(cfg.model)
-    from pairs import build  # bench/pairs.py: random FLUX.1-dev transformer + VAE + random text embeddings
+    # bench/pairs.py: random FLUX.1-dev transformer + VAE, random text embeddings
+    from pairs import build
 
     return build("flux-dev-random", device)
 

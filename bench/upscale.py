@@ -3,8 +3,9 @@
 The product's promise is one transformer step per image: this prints what a whole
 call costs at HR output sizes 512 and 1024 (input = output / 4): bicubic up, VAE
 encode, G(z_L) = z_L - T_L·v(z_L, T_L) (whole image or tiled with --tile), VAE
-decode. The call is ``upscale(components, lr, scale=4, T_L=loss.T_L, cond=<empty
-prompt>, guidance=train.guidance, tile=--tile)``, exactly what inference runs. The
+decode (with --tile, infer also tiles the VAE). The call is ``upscale(components, lr,
+scale=4, T_L=loss.T_L, cond=<empty prompt>, guidance=train.guidance, tile=--tile)``
+(no colour correction), exactly what inference runs. The
 transformer carries an unfused LoRA adapter of the config's rank (--rank, 0 = none),
 as a student loaded with ``lora.load_lora`` does.
 
@@ -34,18 +35,26 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from train_step import GiB, build_components, config_for, default_device, device_name, measure_memory, sync  # noqa: E402
+from train_step import (
+    GiB,
+    build_components,
+    config_for,
+    default_device,
+    device_name,
+    measure_memory,
+    sync,
+)
 
 
 class StageTimer:
     """Times ``fluxsr_core.infer``'s calls of encode_images / decode_latents while active (sync before and after)."""
 
-    STAGES = {"encode": "encode_images", "decode": "decode_latents"}
+    STAGES = (("encode", "encode_images"), ("decode", "decode_latents"))  # (stage, infer's name)
 
     def __init__(self, device: torch.device):
         self.device = device
-        self.seconds = {stage: 0.0 for stage in self.STAGES}
-        self.calls = {stage: 0 for stage in self.STAGES}
+        self.seconds = {stage: 0.0 for stage, _ in self.STAGES}
+        self.calls = {stage: 0 for stage, _ in self.STAGES}
 
     def _wrap(self, stage: str, fn):
         def timed(*args, **kwargs):
@@ -63,14 +72,14 @@ class StageTimer:
     def active(self):
         from fluxsr_core import infer
 
-        originals = {stage: getattr(infer, name) for stage, name in self.STAGES.items() if hasattr(infer, name)}
-        for stage, fn in originals.items():
-            setattr(infer, self.STAGES[stage], self._wrap(stage, fn))
+        originals = {name: (stage, getattr(infer, name)) for stage, name in self.STAGES if hasattr(infer, name)}
+        for name, (stage, fn) in originals.items():
+            setattr(infer, name, self._wrap(stage, fn))
         try:
             yield self
         finally:
-            for stage, fn in originals.items():
-                setattr(infer, self.STAGES[stage], fn)
+            for name, (_, fn) in originals.items():
+                setattr(infer, name, fn)
 
 
 def main() -> None:
@@ -82,7 +91,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per size (the median is reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls per size before timing")
     ap.add_argument("--tile", type=int, default=None,
-                    help="transformer tile in latent pixels (even; 1 latent px = 8 image px); default whole image")
+                    help="tile in latent pixels (even; 1 latent px = 8 image px) for the transformer step and the "
+                         "VAE (infer's tiled VAE); default whole image")
     ap.add_argument("--overlap", type=int, default=8, help="tile overlap in latent pixels (with --tile)")
     ap.add_argument("--rank", type=int, default=None,
                     help="rank of the unfused LoRA adapter on the transformer (default lora.rank of the config; 0 = none)")
@@ -117,7 +127,7 @@ def main() -> None:
     for size in sizes:
         lr = torch.rand(1, 3, size // 4, size // 4, generator=torch.Generator().manual_seed(size)).to(device)
 
-        def call():
+        def call(lr=lr):
             return upscale(components, lr, scale=4, T_L=cfg.loss.T_L, cond=cond, guidance=cfg.train.guidance,
                            tile=args.tile, overlap=args.overlap)
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
+from fluxsr_core.train import lora
+from storage.atomic import sha256_file
 from storage.layout import stage_dir, stage_key
-from tasks.benchmark import (CODE_MODULES, STAGE, SYNTH_MODULES, SYNTH_STAGE, folder_digest, score_testset,
-                             synthesize_testset)
+from tasks.benchmark import (CODE_MODULES, MODEL_MODULES, STAGE, SYNTH_MODULES, SYNTH_STAGE, folder_digest,
+                             model_methods, score_testset, synthesize_testset)
 from tasks.caching import cache_options, code_version
 from tasks.common import resolve_config
 from flows.units import publish_summary, run_units
@@ -32,12 +35,21 @@ def _synthetic(cfg, hr_source: str, out: str) -> tuple[str, str]:
     return str(directory / entry["lr_dir"]), str(directory / entry["hr_dir"])
 
 
+# what a model row depends on: the preset, T_L, the training guidance (inference default) and the infer settings
+STUDENT_SECTIONS = {"model", "loss", "train", "infer"}
+
+
 @flow(name="benchmark")
 def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[str, str] | None = None,
-              synthetic_from: str | None = None, out: str = "runs/demo", preset: str = "tiny",
+              synthetic_from: str | None = None, models: dict[str, str] | None = None,
+              t_values: list[float] | None = None, out: str = "runs/demo", preset: str = "tiny",
               config_path: str | None = None, overrides: list[str] | None = None) -> dict:
-    """Score ``bicubic`` and each peer output folder (name -> folder, matched by file stem) on the test set.
+    """Score ``bicubic``, each trained model and each peer output folder on the test set, in one table.
 
+    ``models`` maps a row name to a trained LoRA (a train run's ``final/``, a checkpoint
+    directory or a .safetensors file) run by the preset of the config with its ``infer``
+    settings; ``t_values`` (default ``[infer.t]``) gives one row per model and t.
+    ``peers`` maps a name to a folder of another system's outputs (matched by file stem).
     The test set is ``lr_dir`` (+ ``hr_dir`` for paired metrics), or, with ``synthetic_from``, an HR
     folder degraded by the degrade stage's config at ``bench.synthetic_seed`` (DIV2K-val protocol).
     """
@@ -46,18 +58,31 @@ def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[
         if lr_dir or hr_dir:
             raise ValueError("give either synthetic_from or lr_dir/hr_dir, not both")
         lr_dir, hr_dir = _synthetic(cfg, synthetic_from, out)
+        title = f"{Path(synthetic_from).name}, synthetic x4 (crop {cfg.bench.synthetic_crop}, seed {cfg.bench.synthetic_seed})"
     elif not lr_dir:
         raise ValueError("no test set: give lr_dir (and hr_dir), or synthetic_from=HR_FOLDER")
-    peers = dict(peers or {})
-    if "bicubic" in peers:
-        raise ValueError("'bicubic' is computed by the benchmark; give the peer folder another name")
+    peers, models = dict(peers or {}), dict(models or {})
+    runs = model_methods(models, list(t_values) if t_values else [cfg.infer.t])
+    clash = sorted(({"bicubic"} | set(peers)) & set(runs)) or sorted({"bicubic"} & set(peers))
+    if clash:
+        raise ValueError(f"method names {clash} are used twice ('bicubic' is computed by the benchmark): rename one")
+    if runs and cfg.infer.scale != 4:
+        raise ValueError(f"the benchmark is x4; infer.scale is {cfg.infer.scale}")
+    weights = {name: str(lora.weight_file(path)) for name, path in models.items()}
     digests = {"lr": folder_digest(lr_dir), **({"hr": folder_digest(hr_dir)} if hr_dir else {}),
-               **{f"method:{k}": folder_digest(v) for k, v in peers.items()}}
-    key = stage_key({"bench": cfg.bench.model_dump(mode="json")}, code_version(*CODE_MODULES), digests)
+               **{f"method:{k}": folder_digest(v) for k, v in peers.items()},
+               **{f"model:{k}": sha256_file(v) for k, v in weights.items()}}
+    student_json = cfg.model_dump_json(include=STUDENT_SECTIONS) if runs else None
+    identity = {"bench": cfg.bench.model_dump(mode="json"), "models": {m: list(r) for m, r in runs.items()},
+                **({"student": json.loads(student_json)} if runs else {})}
+    key = stage_key(identity, code_version(*CODE_MODULES, *(MODEL_MODULES if runs else ())), digests)
     directory = stage_dir(out, STAGE, key)
-    title = Path(lr_dir).name if not hr_dir else f"{Path(lr_dir).name} vs {Path(hr_dir).name}"
+    if not synthetic_from:
+        title = Path(lr_dir).name if not hr_dir else f"{Path(lr_dir).name} vs {Path(hr_dir).name}"
     unit = dict(directory=str(directory), title=title, lr_dir=str(lr_dir), hr_dir=str(hr_dir) if hr_dir else None,
-                method_dirs=peers, methods=["bicubic", *peers], digests=digests, bench_json=cfg.bench.model_dump_json())
+                method_dirs=peers, methods=["bicubic", *runs, *peers], digests=digests,
+                bench_json=cfg.bench.model_dump_json(), model_weights=weights,
+                model_runs={m: list(r) for m, r in runs.items()}, student_json=student_json)
 
     def verify(entry: dict) -> None:
         for k in ("summary_json", "summary_md", "per_image_csv"):

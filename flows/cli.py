@@ -161,6 +161,16 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
         raise typer.Exit(1)
 
 
+def _pairs(option: str, items: Optional[list[str]]) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            _fail(ValueError(f"{option} '{item}' is not NAME=PATH"))
+        name, path = item.split("=", 1)
+        out[name] = path
+    return out
+
+
 @app.command()
 def bench(lr_dir: Optional[str] = typer.Argument(None, help="Folder of LR test images."),
           hr: Optional[str] = typer.Option(None, "--hr", help="Folder of HR references, matched to LR by file stem."),
@@ -168,32 +178,38 @@ def bench(lr_dir: Optional[str] = typer.Argument(None, help="Folder of LR test i
               None, "--synthetic-from", help="HR folder to degrade into a paired test set (DIV2K-val protocol: "
                                              "bench.synthetic_crop centre crops, degrade config, bench.synthetic_seed)."),
           peer: Optional[list[str]] = typer.Option(None, "--peer", help="NAME=FOLDER of another system's SR outputs (repeatable)."),
+          model: Optional[list[str]] = typer.Option(
+              None, "--model", help="NAME=LORA of a trained model (a train run's final/, a checkpoint folder or a "
+                                    ".safetensors file; repeatable), run by the preset with the infer settings."),
+          t: Optional[list[float]] = typer.Option(
+              None, "--t", help="Step fraction(s) for the model rows (repeatable: one row per t; default infer.t)."),
           out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
-    """Stage 5: score bicubic and peers' outputs with pyiqa metrics in one table (flow benchmark).
+    """Stage 5: score trained models, bicubic and peers' outputs with pyiqa metrics in one table (flow benchmark).
 
     Metrics and protocol come from the config: --set bench.metrics=[psnr,ssim,lpips] --set bench.crop_border=4.
     """
     from flows.benchmark import benchmark
 
-    peers = {}
-    for item in peer or []:
-        if "=" not in item:
-            _fail(ValueError(f"--peer '{item}' is not NAME=FOLDER"))
-        name, folder = item.split("=", 1)
-        peers[name] = folder
-    summary = _run(benchmark, lr_dir=lr_dir, hr_dir=hr, peers=peers, synthetic_from=synthetic_from, out=out,
-                   preset=preset, config_path=config, overrides=set_)
+    summary = _run(benchmark, lr_dir=lr_dir, hr_dir=hr, peers=_pairs("--peer", peer), synthetic_from=synthetic_from,
+                   models=_pairs("--model", model), t_values=t, out=out, preset=preset, config_path=config,
+                   overrides=set_)
     typer.echo(Path(summary["table"]).read_text())
     _print_summary("benchmark", summary)
 
 
 @app.command()
 def run(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt,
-        set_: Optional[list[str]] = SetOpt):
-    """The whole pipeline (flow fluxsr-pipeline); `make run` runs it on the tiny preset."""
+        set_: Optional[list[str]] = SetOpt,
+        bench_lr: Optional[str] = typer.Option(None, "--bench-lr", help="LR test folder for the benchmark stage."),
+        bench_hr: Optional[str] = typer.Option(None, "--bench-hr", help="Its HR folder (paired metrics)."),
+        bench_synthetic_from: Optional[str] = typer.Option(
+            None, "--bench-synthetic-from", help="HR folder degraded into the benchmark's test set. Without any "
+                                                 "--bench-* option: the first teacher images (seen in training).")):
+    """The whole pipeline (flow fluxsr-pipeline): pairs, degrade, encode, train, benchmark; `make run` runs it on tiny."""
     from flows.pipeline import pipeline
 
-    summary = _run(pipeline, out=out, preset=preset, config_path=config, overrides=set_)
+    summary = _run(pipeline, out=out, preset=preset, config_path=config, overrides=set_, bench_lr_dir=bench_lr,
+                   bench_hr_dir=bench_hr, bench_synthetic_from=bench_synthetic_from)
     _print_summary("fluxsr-pipeline: what was written", summary)
 
 

@@ -31,7 +31,7 @@ CACHE_VERSION = 1
 # they never count in a key.
 # What a unit reads is identified by the upstream entries (sha256) passed beside them.
 LOCATION_ARGS = ("directory", "store_path", "pairs_shard", "lr_shard", "lr_dir", "hr_dir", "method_dirs",
-                 "node_rank", "rdzv_endpoint")
+                 "node_rank", "rdzv_endpoint", "model_weights")
 
 
 @lru_cache(maxsize=None)

@@ -49,3 +49,22 @@ def latest_artifact(env: dict, key: str) -> dict:
         found = json.loads(r.read())
     assert found, f"no artifact with key {key!r}"
     return found[0]
+
+
+def make_lora(directory: Path, seed: int = 1) -> Path:
+    """A tiny-preset LoRA with non-zero B matrices (so it changes the model), exported as training exports it."""
+    import torch
+
+    from fluxsr_core.config import LoraConfig, ModelConfig
+    from fluxsr_core.models import load_components
+    from fluxsr_core.train import lora
+
+    tr = load_components(ModelConfig()).transformer
+    lora.add_lora(tr, LoraConfig(rank=4), seed=0)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in tr.named_parameters():
+            if "lora_B" in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    lora.save_lora(tr, directory)
+    return directory

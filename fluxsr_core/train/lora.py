@@ -80,7 +80,8 @@ def save_lora(transformer, directory: str | Path) -> Path:
     return directory / LORA_WEIGHT_NAME
 
 
-def _weight_file(path: str | Path) -> Path:
+def weight_file(path: str | Path) -> Path:
+    """The LoRA weights file of ``path`` (the file itself, or the one inside a directory); FileNotFoundError naming it."""
     path = Path(path)
     if path.is_dir():
         path = path / LORA_WEIGHT_NAME
@@ -95,7 +96,7 @@ def load_lora(transformer, path: str | Path, adapter_name: str = ADAPTER) -> Non
     Uses diffusers' ``load_lora_adapter(prefix="transformer")``, the same path as
     ``FluxPipeline.load_lora_weights``; the weights are frozen.
     """
-    transformer.load_lora_adapter(str(_weight_file(path)), prefix="transformer", adapter_name=adapter_name)
+    transformer.load_lora_adapter(str(weight_file(path)), prefix="transformer", adapter_name=adapter_name)
     transformer.requires_grad_(False)
 
 
@@ -104,7 +105,7 @@ def set_lora_weights(transformer, path: str | Path) -> None:
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    raw = load_file(str(_weight_file(path)))
+    raw = load_file(str(weight_file(path)))
     sd = {k[len("transformer."):]: v for k, v in raw.items() if k.startswith("transformer.")}
     expected = set(lora_state_dict(transformer))
     if set(sd) != expected:

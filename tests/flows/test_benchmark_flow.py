@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from helpers import run_cli, summary_of
+from helpers import make_lora, run_cli, summary_of
 
 
 def _subset(shared: Path, tmp: Path, n: int = 3) -> tuple[Path, Path, Path]:
@@ -22,23 +22,46 @@ def _subset(shared: Path, tmp: Path, n: int = 3) -> tuple[Path, Path, Path]:
     return lr, hr, peer
 
 
-def test_benchmark_table_cache_and_unavailable_metric(prefect_env, shared, tmp_path):
+def test_benchmark_table_models_peer_cache_and_unavailable_metric(prefect_env, shared, tmp_path):
+    """bicubic, a trained model at two t values and a peer folder in one table; cached; lpips unavailable."""
     lr, hr, peer = _subset(shared, tmp_path)
+    weights = make_lora(tmp_path / "lora")
     env = {**prefect_env, "TORCH_HOME": str(tmp_path / "empty-torch-home")}
-    args = ["bench", str(lr), "--hr", str(hr), "--peer", f"nearest={peer}", "--out", str(tmp_path / "out"),
-            "--set", "bench.metrics=[psnr,ssim,lpips]"]
+    args = ["bench", str(lr), "--hr", str(hr), "--peer", f"nearest={peer}", "--model", f"ours={weights}",
+            "--t", "0.5", "--t", "1", "--out", str(tmp_path / "out"), "--set", "bench.metrics=[psnr,ssim,lpips]"]
     s = summary_of(run_cli(env, *args))
-    assert s["computed"] == 1 and s["methods"] == ["bicubic", "nearest"]
+    methods = ["bicubic", "ours t=0.5", "ours t=1", "nearest"]
+    assert s["computed"] == 1 and s["methods"] == methods
     assert "lpips" in s["unavailable"] and ".pth" in s["unavailable"]["lpips"]
     table = Path(s["table"]).read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| Method", "| ---"))]
-    assert [r.split("|")[1].strip() for r in rows] == ["bicubic", "nearest"]
+    assert [r.split("|")[1].strip() for r in rows] == methods
     assert "psnr" in table and "ssim" in table and "Y channel" in table
     data = json.loads((Path(s["directory"]) / "summary.json").read_text())
     assert data["unavailable"]["lpips"] and all(m.get("lpips") is None for m in s["summary"].values())
     assert s["summary"]["bicubic"]["psnr"] > s["summary"]["nearest"]["psnr"]
+    assert s["summary"]["ours t=0.5"]["psnr"] != s["summary"]["ours t=1"]["psnr"]
+
+    # the model rows are the student of `fluxsr upscale`, same LoRA and settings, to 8-bit rounding
+    import torch
+
+    from fluxsr_core.configs import tiny
+    from fluxsr_core.imageio import read_image
+    from fluxsr_core.student import load_student
+
+    first = sorted(lr.iterdir())[0]
+    with torch.inference_mode():
+        mine = load_student(tiny(), weights).upscale(read_image(first), tiny().infer, t=0.5)
+    saved = read_image(Path(s["directory"]) / "sr" / "ours t=0.5" / f"{first.stem}.png")
+    assert (saved - mine).abs().max().item() <= 0.5 / 255 + 1e-6
+
     again = summary_of(run_cli(env, *args))
     assert again["cached"] == 1 and again["computed"] == 0 and again["summary"] == s["summary"]
+    make_lora(weights, seed=2)  # another checkpoint under the same path: a new key, scored again
+    other = summary_of(run_cli(env, *args))
+    assert other["computed"] == 1 and other["key"] != s["key"]
+    assert other["summary"]["bicubic"] == s["summary"]["bicubic"]
+    assert other["summary"]["ours t=1"] != s["summary"]["ours t=1"]
 
 
 def test_synthetic_testset_from_hr_folder_is_reproducible_and_scored(prefect_env, shared, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import run_cli
+from helpers import make_lora, run_cli
 
 ENV = dict(os.environ)
 
@@ -30,21 +30,7 @@ def inputs(shared, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lora_dir(tmp_path_factory):
-    """A LoRA with non-zero B matrices, exported as training exports it."""
-    from fluxsr_core.config import LoraConfig, ModelConfig
-    from fluxsr_core.models import load_components
-    from fluxsr_core.train import lora
-
-    tr = load_components(ModelConfig()).transformer
-    lora.add_lora(tr, LoraConfig(rank=4), seed=0)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in tr.named_parameters():
-            if "lora_B" in name:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-    d = tmp_path_factory.mktemp("lora")
-    lora.save_lora(tr, d)
-    return d
+    return make_lora(tmp_path_factory.mktemp("lora"))
 
 
 def test_folder_with_odd_inputs_and_lora(inputs, lora_dir, tmp_path):
