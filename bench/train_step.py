@@ -75,6 +75,25 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def add_model_args(ap: argparse.ArgumentParser) -> None:
+    """The options every model benchmark takes: --model, --threads, --device."""
+    ap.add_argument("--model", choices=["tiny", "flux-dev-random"], default="tiny",
+                    help="tiny: configs.tiny() preset (CPU-sized); flux-dev-random: configs.flux_dev() with the full "
+                         "FLUX.1-dev transformer + VAE built with random weights in bf16 (needs a GPU)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--device", default=default_device(), help="cuda when available, else cpu")
+
+
+def setup_device(args, ap: argparse.ArgumentParser) -> torch.device:
+    """Apply --threads and check --model against --device."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.model == "flux-dev-random" and device.type != "cuda":
+        ap.error("--model flux-dev-random needs a CUDA device (12 B parameters); use --model tiny on CPU")
+    return device
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -240,9 +259,7 @@ def plain_step_fn(trainer, guidance: float):
 # -- main -------------------------------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=["tiny", "flux-dev-random"], default="tiny",
-                    help="tiny: configs.tiny() preset (CPU-sized); flux-dev-random: configs.flux_dev() with the full "
-                         "FLUX.1-dev transformer + VAE built with random weights in bf16 (needs a GPU)")
+    add_model_args(ap)
     ap.add_argument("--resolution", type=int, default=None,
                     help="HR side in pixels, multiple of 16 (default 256 tiny, 1024 flux-dev-random)")
     ap.add_argument("--batch", type=int, default=None, help="samples per step (default train.batch_size of the config)")
@@ -251,15 +268,8 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=None, help="LoRA rank (default lora.rank of the config: 8 tiny, 64 flux-dev)")
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                     help="recompute activations in backward (default train.gradient_checkpointing: off tiny, on flux-dev)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--device", default=default_device(), help="cuda when available, else cpu")
     args = ap.parse_args()
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if args.model == "flux-dev-random" and device.type != "cuda":
-        ap.error("--model flux-dev-random needs a CUDA device (12 B parameters); use --model tiny on CPU")
+    device = setup_device(args, ap)
     resolution = args.resolution or (256 if args.model == "tiny" else 1024)
     if resolution % 16:
         ap.error(f"--resolution must be a multiple of 16, got {resolution}")

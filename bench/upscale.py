@@ -35,15 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from train_step import (
-    GiB,
-    build_components,
-    config_for,
-    default_device,
-    device_name,
-    measure_memory,
-    sync,
-)
+from train_step import GiB, add_model_args, build_components, config_for, device_name, measure_memory, setup_device, sync
 
 
 class StageTimer:
@@ -84,9 +76,7 @@ class StageTimer:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=["tiny", "flux-dev-random"], default="tiny",
-                    help="tiny: configs.tiny() preset (CPU-sized); flux-dev-random: configs.flux_dev() with the full "
-                         "FLUX.1-dev transformer + VAE built with random weights in bf16 (needs a GPU)")
+    add_model_args(ap)
     ap.add_argument("--sizes", default="512,1024", help="HR output sides in pixels, comma-separated (input = size / 4)")
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per size (the median is reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls per size before timing")
@@ -96,15 +86,8 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=8, help="tile overlap in latent pixels (with --tile)")
     ap.add_argument("--rank", type=int, default=None,
                     help="rank of the unfused LoRA adapter on the transformer (default lora.rank of the config; 0 = none)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    ap.add_argument("--device", default=default_device(), help="cuda when available, else cpu")
     args = ap.parse_args()
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if args.model == "flux-dev-random" and device.type != "cuda":
-        ap.error("--model flux-dev-random needs a CUDA device (12 B parameters); use --model tiny on CPU")
+    device = setup_device(args, ap)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if any(s % 4 for s in sizes):
         ap.error(f"--sizes must be multiples of 4 (scale 4), got {sizes}")

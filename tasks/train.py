@@ -19,7 +19,7 @@ from storage.manifest import manifest_digest
 from tasks.caching import code_version
 from tasks.common import finished_stage
 from tasks.encode import plan_encode
-from tasks.gpu import gpu_slot, scheduling_enabled
+from tasks.gpu import gpu_slot, scheduling_enabled, slot_count
 
 STAGE = "train"
 CODE_MODULES = ("fluxsr_core.train", "fluxsr_core.ftd", "fluxsr_core.losses", "fluxsr_core.perceptual",
@@ -74,6 +74,9 @@ def train_lora(directory: str, store_path: str, config_json: str, latents_digest
         f.write(config_json)
     cmd = torchrun_command(f.name, store_path, str(run_dir), nproc_per_node=train_cfg.nproc_per_node,
                            nnodes=train_cfg.nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+    if scheduling_enabled() and train_cfg.nproc_per_node > slot_count():
+        raise ValueError(f"train.nproc_per_node={train_cfg.nproc_per_node} needs that many GPUs, "
+                         f"this machine has {slot_count()} GPU slots")
     slots = gpu_slot(count=train_cfg.nproc_per_node) if scheduling_enabled() else nullcontext()
     with slots as slot:
         env = slot.env() if slot is not None else dict(os.environ)  # CUDA_VISIBLE_DEVICES pinned to the slot

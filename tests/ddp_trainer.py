@@ -19,25 +19,16 @@ from fluxsr_core.config import LoraConfig, LossConfig, ModelConfig, TrainConfig
 from fluxsr_core.models import load_components
 from fluxsr_core.train import lora
 from fluxsr_core.train.loop import Trainer
+from helpers import latent_samples
 
 N_SAMPLES = 8
-
-
-def dataset() -> list[dict[str, torch.Tensor]]:
-    g = torch.Generator().manual_seed(321)
-    items = []
-    for _ in range(N_SAMPLES):
-        z0 = torch.randn(16, 8, 8, generator=g)
-        items.append({"z_L": z0 + 0.5 * torch.randn(16, 8, 8, generator=g), "z0": z0,
-                      "noise": torch.randn(16, 8, 8, generator=g), "hr": torch.rand(3, 64, 64, generator=g)})
-    return items
 
 
 def run(batch: int, steps: int) -> Trainer:
     loss = LossConfig(lpips_net="alex", allow_random_lpips_backbone=True)
     train = TrainConfig(batch_size=batch, steps=steps, learning_rate=1e-3, lr_warmup_steps=2, seed=5)
-    trainer = Trainer(load_components(ModelConfig()), dataset(), loss_cfg=loss, lora_cfg=LoraConfig(rank=4),
-                      train_cfg=train)
+    trainer = Trainer(load_components(ModelConfig()), latent_samples(N_SAMPLES, seed=321), loss_cfg=loss,
+                      lora_cfg=LoraConfig(rank=4), train_cfg=train)
     trainer.fit()
     return trainer
 

@@ -68,3 +68,16 @@ def make_lora(directory: Path, seed: int = 1) -> Path:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
     lora.save_lora(tr, directory)
     return directory
+
+
+def latent_samples(n: int, seed: int) -> list[dict]:
+    """``n`` random training samples of the tiny preset's shapes (8x8 latents, 64 px HR), a map-style dataset."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for _ in range(n):
+        z0 = torch.randn(16, 8, 8, generator=g)
+        items.append({"z_L": z0 + 0.5 * torch.randn(16, 8, 8, generator=g), "z0": z0,
+                      "noise": torch.randn(16, 8, 8, generator=g), "hr": torch.rand(3, 64, 64, generator=g)})
+    return items

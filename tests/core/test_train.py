@@ -15,30 +15,13 @@ from fluxsr_core.perceptual import build_lpips
 from fluxsr_core.train import lora
 from fluxsr_core.train.checkpoint import latest_checkpoint
 from fluxsr_core.train.loop import Trainer, encode_empty_prompt
-from helpers import REPO
+from helpers import REPO, latent_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-class ListDataset:
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        return self.items[i]
-
-
 def _dataset(n=2):
-    g = torch.Generator().manual_seed(123)
-    items = []
-    for _ in range(n):
-        z0 = torch.randn(16, 8, 8, generator=g)
-        items.append({"z_L": z0 + 0.5 * torch.randn(16, 8, 8, generator=g), "z0": z0,
-                      "noise": torch.randn(16, 8, 8, generator=g), "hr": torch.rand(3, 64, 64, generator=g)})
-    return ListDataset(items)
+    return latent_samples(n, seed=123)
 
 
 LOSS = LossConfig(lpips_net="alex", allow_random_lpips_backbone=True)
