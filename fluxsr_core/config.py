@@ -305,7 +305,7 @@ class TrainConfig(_Section):
     compile: bool = Field(False, description="torch.compile each transformer block (CUDA; slow first steps on CPU).")
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp", description="Data-parallel engine when more than one process trains: 'ddp' replicates the model "
-                           "(fits up to a GPU's memory), 'fsdp' shards it over the processes (FSDP2 fully_shard per block).")
+                           "(it must fit one GPU), 'fsdp' shards it over the processes (FSDP2 fully_shard per block).")
     nproc_per_node: int = Field(1, ge=1, description="Training processes per machine (torchrun --nproc-per-node; "
                                                      "one GPU each on CUDA). The global batch is batch_size x processes.")
     nnodes: int = Field(1, ge=1, description="Machines in the training job (torchrun --nnodes); see the README.")

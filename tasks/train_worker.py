@@ -84,15 +84,16 @@ def train(args, device: str | None = None) -> int:
     if trainer.resume() and trainer.rank == 0:
         print(f"resumed at step {trainer.step}", flush=True)
     trainer.fit()
+    weights = lora.lora_state_dict(trainer.transformer)  # every rank: a collective when FSDP shards the adapters
     if trainer.rank != 0:
         return 0
     records = _records(log_path)
     plot_losses(records, run_dir / "loss.png")
     tmp = run_dir / "final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    weights = lora.save_lora(trainer.transformer, tmp)
+    weights_file = lora.save_lora(trainer.transformer, tmp, tensors=weights)
     (tmp / "summary.json").write_text(json.dumps({"steps": trainer.step, "last": records[-1] if records else None,
-                                                   "weights": weights.name}, indent=2))
+                                                   "weights": weights_file.name}, indent=2))
     shutil.rmtree(run_dir / "final", ignore_errors=True)
     os.replace(tmp, run_dir / "final")
     return 0

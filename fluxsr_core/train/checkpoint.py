@@ -55,33 +55,45 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, to
         for name, value in entry.items():
             if not torch.is_tensor(value):
                 value = torch.tensor(value)
-            tensors[f"state.{idx}.{name}"] = value.detach().to("cpu").contiguous()
+            tensors[f"state.{idx}.{name}"] = lora.full_tensor(value).detach().to("cpu").contiguous()
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
     return tensors, groups
 
 
-def optimizer_from_tensors(tensors: dict[str, torch.Tensor], groups: list[dict]) -> dict:
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], groups: list[dict],
+                           params: list[torch.Tensor] | None = None) -> dict:
+    """The optimizer state dict; with ``params`` (the optimizer's, in order), state tensors are sharded like them."""
     state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
+    for key in sorted(tensors, key=lambda k: (int(k.split(".")[1]), k)):  # one order on every rank
         _, idx, name = key.split(".", 2)
+        value = tensors[key]
+        if params is not None and value.shape == params[int(idx)].shape and value.dim() > 0:
+            value = lora.shard_like(value, params[int(idx)])
         state.setdefault(int(idx), {})[name] = value
     groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]
     return {"state": state, "param_groups": groups}
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: torch.optim.Optimizer,
-                    scheduler=None, extra: dict[str, Any] | None = None) -> Path:
-    """Write checkpoint ``step`` under ``run_dir`` atomically; returns the final directory."""
+                    scheduler=None, extra: dict[str, Any] | None = None, write: bool = True) -> Path:
+    """Write checkpoint ``step`` under ``run_dir`` atomically; returns the final directory.
+
+    The state is gathered first (a collective when FSDP shards it: every rank calls
+    this, and only the one with ``write=True`` writes).
+    """
     from safetensors.torch import save_file
 
+    weights = lora.lora_state_dict(transformer)
+    tensors, groups = optimizer_to_tensors(optimizer)
     final = step_dir(run_dir, step)
+    if not write:
+        return final
     tmp = final.with_name(final.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        lora.save_lora(transformer, tmp)
-        tensors, groups = optimizer_to_tensors(optimizer)
+        lora.save_lora(transformer, tmp, tensors=weights)
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
         save_file({"cpu": torch.get_rng_state()}, str(tmp / RNG_FILE))
         state = {"step": step, "param_groups": groups, "extra": extra or {},
@@ -131,7 +143,9 @@ def load_checkpoint(path: str | Path, *, transformer, optimizer: torch.optim.Opt
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
     state = json.loads((path / STATE_FILE).read_text())
     lora.set_lora_weights(transformer, path)
-    optimizer.load_state_dict(optimizer_from_tensors(load_file(str(path / OPTIMIZER_FILE)), state["param_groups"]))
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    optimizer.load_state_dict(optimizer_from_tensors(load_file(str(path / OPTIMIZER_FILE)), state["param_groups"],
+                                                     params))
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     if restore_rng:

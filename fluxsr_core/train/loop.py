@@ -31,8 +31,11 @@ each of W processes takes its slice of the step's W·batch_size indices and of
 its t draws, so W processes with batch b take the same samples and t as one
 process with batch W·b; DDP averages the LoRA gradients. The whole loss is one
 ``StepLoss`` forward because the transformer runs twice per step (FTD pass and
-one-step pass) and DDP expects one forward per backward. Rank 0 logs and writes
-checkpoints; every rank resumes from the checkpoint rank 0 picks.
+one-step pass) and DDP expects one forward per backward. ``train.strategy=fsdp`` shards
+the transformer over the processes instead (FSDP2 ``fully_shard`` per block), for
+GPUs too small for the whole model. Rank 0 logs and writes checkpoints (under FSDP
+every rank first gathers the full tensors); every rank resumes from the checkpoint
+rank 0 picks.
 """
 
 from __future__ import annotations
@@ -161,17 +164,25 @@ class Trainer:
         self.cond = cond if cond is not None else encode_empty_prompt(components)
         self.loss_module = StepLoss(components, self.lpips, self.cond, loss_cfg, train_cfg)
         self.model = self._parallel(self.loss_module)
+        self.params = lora.lora_parameters(self.transformer)  # FSDP replaced them by sharded (DTensor) ones
         self.optimizer = torch.optim.AdamW(self.params, lr=train_cfg.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(train_cfg.lr_warmup_steps))
         self.step = 0  # completed steps
         self.history: list[dict[str, Any]] = []
 
     def _parallel(self, module: StepLoss) -> torch.nn.Module:
-        """DDP over the LoRA parameters when several processes train; the module itself otherwise."""
+        """DDP over the LoRA parameters, or FSDP2 sharding of the transformer, when several processes train."""
         if self.world == 1:
             return module
         if self.train_cfg.strategy == "fsdp":
-            raise NotImplementedError("train.strategy=fsdp is not available yet; use train.strategy=ddp")
+            from torch.distributed.fsdp import fully_shard
+
+            # one all-gather group per block, then the rest; frozen weights and adapters alike are sharded,
+            # gradients of the adapters are reduce-scattered (averaged over ranks)
+            for block in list(self.transformer.transformer_blocks) + list(self.transformer.single_transformer_blocks):
+                fully_shard(block)
+            fully_shard(self.transformer)
+            return module
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         # frozen weights are identical on every rank by construction: broadcast and reduce only the adapters
@@ -255,13 +266,12 @@ class Trainer:
         return self.history
 
     def save_checkpoint(self) -> Path:
-        """Rank 0 writes the checkpoint of ``self.step``; every rank waits for it and returns its path."""
+        """Every rank gathers the state (collective under FSDP), rank 0 writes it; returns the checkpoint's path."""
         if self.run_dir is None:
             raise ValueError("Trainer has no run_dir to checkpoint into")
-        if self.rank == 0:
-            ckpt.save_checkpoint(self.run_dir, self.step, transformer=self.transformer, optimizer=self.optimizer,
-                                 scheduler=self.scheduler,
-                                 extra={**self.extra_state, "recent": self.history[-HISTORY_IN_CHECKPOINT:]})
+        ckpt.save_checkpoint(self.run_dir, self.step, transformer=self.transformer, optimizer=self.optimizer,
+                             scheduler=self.scheduler, write=self.rank == 0,
+                             extra={**self.extra_state, "recent": self.history[-HISTORY_IN_CHECKPOINT:]})
         if self.world > 1:
             dist.barrier()
         return ckpt.step_dir(self.run_dir, self.step)

@@ -58,7 +58,23 @@ def lora_state_dict(transformer) -> dict[str, torch.Tensor]:
     from peft.utils import get_peft_model_state_dict
 
     sd = get_peft_model_state_dict(transformer, adapter_name=ADAPTER)
-    return {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}
+    return {k: full_tensor(v).detach().to("cpu").contiguous() for k, v in sd.items()}
+
+
+def full_tensor(value: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP-sharded DTensor (a collective: every rank must call it), else ``value``."""
+    from torch.distributed.tensor import DTensor
+
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
+def shard_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``value`` (a whole tensor) laid out as ``like``: sharded the same way when ``like`` is a DTensor."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(like, DTensor):
+        return distribute_tensor(value.to(like.device, like.dtype), like.device_mesh, like.placements)
+    return value
 
 
 def adapter_metadata(transformer) -> dict:
@@ -66,14 +82,17 @@ def adapter_metadata(transformer) -> dict:
     return transformer.peft_config[ADAPTER].to_dict()
 
 
-def save_lora(transformer, directory: str | Path) -> Path:
-    """Write ``directory/pytorch_lora_weights.safetensors`` in diffusers' FLUX LoRA format; returns the file."""
+def save_lora(transformer, directory: str | Path, tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``directory/pytorch_lora_weights.safetensors`` in diffusers' FLUX LoRA format; returns the file.
+
+    ``tensors``: the adapter's ``lora_state_dict``, when already gathered (FSDP: on every rank).
+    """
     from diffusers import FluxPipeline
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     FluxPipeline.save_lora_weights(
-        str(directory), transformer_lora_layers=lora_state_dict(transformer),
+        str(directory), transformer_lora_layers=tensors if tensors is not None else lora_state_dict(transformer),
         transformer_lora_adapter_metadata=adapter_metadata(transformer),
         weight_name=LORA_WEIGHT_NAME, safe_serialization=True,
     )
@@ -102,16 +121,18 @@ def load_lora(transformer, path: str | Path, adapter_name: str = ADAPTER) -> Non
 
 def set_lora_weights(transformer, path: str | Path) -> None:
     """Overwrite the values of the existing adapter ``"default"`` (made by ``add_lora``) from an export: resume."""
-    from peft.utils import set_peft_model_state_dict
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 
     raw = load_file(str(weight_file(path)))
     sd = {k[len("transformer."):]: v for k, v in raw.items() if k.startswith("transformer.")}
-    expected = set(lora_state_dict(transformer))
+    current = get_peft_model_state_dict(transformer, adapter_name=ADAPTER)
+    expected = set(current)
     if set(sd) != expected:
         missing, extra = sorted(expected - set(sd))[:3], sorted(set(sd) - expected)[:3]
         raise ValueError(f"LoRA file {path} does not match this adapter (missing {missing}, unexpected {extra}): "
                          "different lora.rank/target_modules or model?")
+    sd = {k: shard_like(v, current[k]) for k, v in sorted(sd.items())}  # same order on every rank (collectives)
     result = set_peft_model_state_dict(transformer, sd, adapter_name=ADAPTER)
     bad = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
     if bad:

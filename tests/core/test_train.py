@@ -104,31 +104,60 @@ def test_kill_and_resume_repeats_the_loss_sequence(tmp_path, lpips_model):
     assert [r["step"] for r in resumed.history] == [4, 5, 6]
 
 
-def test_two_process_gloo_ddp_matches_one_process_on_the_combined_batch(tmp_path):
-    """torchrun, 2 CPU processes x batch 1 vs one process x batch 2: same samples, same t, averaged gradients."""
+def _torchrun_two(out, *args) -> tuple[list[dict], list[list[dict]]]:
+    """tests/ddp_trainer.py under torchrun with 2 gloo processes; each rank's final LoRA tensors and logs."""
+    from safetensors.torch import load_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(REPO / "tests" / "ddp_trainer.py"), str(out), *map(str, args)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
+    return ranks, [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_process_gloo_training_matches_one_process_on_the_combined_batch(tmp_path, strategy):
+    """torchrun, 2 CPU processes x batch 1 vs one process x batch 2: same samples, same t, averaged gradients.
+
+    FSDP also checkpoints (gathering the sharded adapters and AdamW state) and a second
+    launch resumes from step 2 to the same final adapters.
+    """
     import ddp_trainer
 
     steps = 3
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(REPO / "tests" / "ddp_trainer.py"), str(tmp_path), "1", str(steps)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    from safetensors.torch import load_file
-
-    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    run_dir = tmp_path / "run" if strategy == "fsdp" else None
+    ranks, logs = _torchrun_two(tmp_path / "full", 1, steps, strategy, *([run_dir] if run_dir else []))
     assert ranks[0].keys() == ranks[1].keys() and ranks[0]
-    for k in ranks[0]:  # DDP keeps the replicas identical, bit for bit
+    for k in ranks[0]:  # the replicas (or the gathered shards) are identical, bit for bit
         assert torch.equal(ranks[0][k], ranks[1][k]), k
-    logs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     single = ddp_trainer.run(batch=2, steps=steps)
     ref = lora.lora_state_dict(single.transformer)
     start = lora.lora_state_dict(_fresh_lora())
     for k, v in ref.items():
         assert torch.allclose(ranks[0][k], v, atol=1e-6, rtol=1e-5), (k, (ranks[0][k] - v).abs().max())
     assert any(not torch.equal(ref[k], start[k]) for k in ref)  # training moved the adapters
+    assert len(logs[0]) == steps
     for rec2, rec1 in zip(logs[0], single.history):  # rank-averaged terms = the combined batch's terms
         for term in ("total", "ftd", "mse", "tv_lpips", "adl", "t_mean", "lr"):
             assert rec2[term] == pytest.approx(rec1[term], rel=1e-5, abs=1e-7), (rec2["step"], term)
+    if run_dir is None:
+        return
+    assert sorted(p.name for p in run_dir.iterdir()) == ["step-000002", "step-000003"]
+    saved = lora.lora_state_dict(_loaded(run_dir / "step-000003"))  # a plain, whole LoRA for inference
+    assert all(torch.equal(saved[k], ranks[0][k]) for k in saved)
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(run_dir / "step-000002", resumed_dir / "step-000002")
+    again, again_logs = _torchrun_two(tmp_path / "again", 1, steps, strategy, resumed_dir)
+    assert [r["step"] for r in again_logs[0]] == [3] and again_logs[0][0]["total"] == logs[0][2]["total"]
+    assert all(torch.equal(again[0][k], ranks[0][k]) for k in ranks[0])
+
+
+def _loaded(path):
+    tr = load_components(ModelConfig()).transformer
+    lora.load_lora(tr, path)
+    return tr
 
 
 def _fresh_lora():
