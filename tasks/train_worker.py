@@ -5,6 +5,10 @@ flow run kills it and a re-run resumes from the newest complete checkpoint in
 ``RUN_DIR/checkpoints``. Writes ``RUN_DIR/losses.jsonl`` (one line per step),
 ``RUN_DIR/loss.png`` and, last, ``RUN_DIR/final/`` (LoRA in diffusers' format +
 ``summary.json``) via a temporary directory and a rename.
+
+With ``WORLD_SIZE > 1`` (``train.nproc_per_node``/``train.nnodes``) each process
+joins torchrun's group (NCCL on GPUs, gloo on CPU); every rank trains on its
+slice of the batch and only rank 0 writes logs and checkpoints.
 """
 
 from __future__ import annotations
@@ -34,13 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", required=True, help="the encode-latents Zarr store")
     ap.add_argument("--run-dir", required=True)
     args = ap.parse_args(argv)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        return _distributed(args, world)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return _distributed(args)
     return train(args)
 
 
-def _distributed(args, world: int) -> int:
+def _distributed(args) -> int:
     """Join torchrun's process group (NCCL on GPUs, gloo on CPU), one GPU per local rank, then train."""
     import torch
     import torch.distributed as dist
