@@ -56,9 +56,10 @@ def sample_latents(components, noise: torch.Tensor, cond: TextCondition, steps: 
     scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), device=z.device, **kwargs)
     velocity = PackedVelocity(components.transformer, h, w, cond, b, guidance, components.patch_size, device=z.device)
     tokens = pack(z, components.patch_size)  # stay packed between steps, as FluxPipeline does
-    for t in scheduler.timesteps:
-        v = velocity(tokens, t.expand(b).to(tokens.dtype) / 1000)
-        tokens = scheduler.step(v, t, tokens, return_dict=False)[0]
+    with velocity.rope_once():  # the positions never change between steps
+        for t in scheduler.timesteps:
+            v = velocity(tokens, t.expand(b).to(tokens.dtype) / 1000)
+            tokens = scheduler.step(v, t, tokens, return_dict=False)[0]
     return unpack(tokens, h, w, components.patch_size)
 
 

@@ -8,6 +8,7 @@ never read as good and is regenerated. ``mtime=0`` makes shards byte-reproducibl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tarfile
 from collections.abc import Iterable
@@ -30,20 +31,33 @@ def sidecar_path(shard: Path) -> Path:
     return shard.with_name(shard.name + ".json")
 
 
+class _HashingWriter:
+    """A write-only stream that hashes and counts what passes through: the sidecar's sha256 needs no re-read."""
+
+    def __init__(self, f):
+        self.f, self.sha256, self.bytes = f, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return self.f.write(data)
+
+
 def write_shard(path: str | Path, samples: Iterable[dict[str, Any]]) -> FileEntry:
     """Write samples (dicts with ``__key__`` and extension-named fields) as one complete shard."""
     import webdataset as wds
 
     path = Path(path)
     count = 0
-    with atomic_path(path) as tmp:
-        with wds.TarWriter(str(tmp), mtime=0.0) as sink:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        stream = _HashingWriter(f)
+        with wds.TarWriter(stream, mtime=0.0) as sink:  # stream mode ("w|"): only write() is called
             for sample in samples:
                 if "." in sample["__key__"]:
                     raise ValueError(f"sample key {sample['__key__']!r} contains a dot (webdataset splits keys at dots)")
                 sink.write(sample)
                 count += 1
-    entry = FileEntry(name=path.name, bytes=path.stat().st_size, sha256=sha256_file(path), records=count)
+    entry = FileEntry(name=path.name, bytes=stream.bytes, sha256=stream.sha256.hexdigest(), records=count)
     write_json(sidecar_path(path), entry.__dict__)
     return entry
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,11 +63,18 @@ def plan_pairs(cfg: FluxSRConfig, root: str | Path) -> PairsPlan:
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
+    """Lossless PNG of an (H, W, 3) uint8 RGB image, tuned for write speed.
 
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)  # lossless; level 6 cost ~10% of the stage
-    return buf.getvalue()
+    zlib level 1 with libpng's "up" filter (through OpenCV, which basicsr already needs):
+    files as small as Pillow's level 1 at ~60% of its time (Pillow's level 6 cost ~10% of the stage).
+    """
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[:, :, ::-1]),
+                           [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP])
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {image.shape} {image.dtype} image as PNG")
+    return buf.tobytes()
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -89,13 +98,16 @@ def write_pairs_shard(components, path: Path, indices: list[int], prompts: list[
     """Sample records ``indices`` and write them as one shard (``p``: PairsConfig); what a shard task does.
 
     Encoding records on a second thread while the next batch samples was measured slower
-    on 2 CPU cores (torch's intra-op threads already use both), so this stays sequential.
+    on 2 CPU cores (torch's intra-op threads already use both), so sampling and encoding
+    take turns; but once sampling is done the cores are free, so the shard's records are
+    encoded on all of them at once (zlib and PNG release the GIL), in order.
     """
     from fluxsr_core.teacher import generate_records
 
     records = generate_records(components, indices, prompts, resolution=p.resolution, steps=p.steps,
                                guidance=p.guidance, run_seed=p.seed, batch_size=p.batch_size)
-    return write_shard(path, map(record_sample, records))
+    with ThreadPoolExecutor(max_workers=max(1, min(len(records), os.cpu_count() or 1))) as pool:
+        return write_shard(path, pool.map(record_sample, records))
 
 
 @task(name="generate-shard", task_run_name="pairs-shard-{shard}")

@@ -4,7 +4,7 @@ import torch
 
 from fluxsr_core import teacher
 from fluxsr_core.latents import pack, unpack
-from fluxsr_core.models.velocity import TextCondition
+from fluxsr_core.models.velocity import PackedVelocity, TextCondition
 from fluxsr_core.prompts import PromptFileError, bundled_prompts, load_prompts
 
 KW = dict(resolution=64, steps=4, guidance=3.5, run_seed=7)
@@ -47,6 +47,22 @@ def test_matches_diffusers_flux_pipeline(tiny_components):
     out = pipe(prompt_embeds=emb, pooled_prompt_embeds=pooled, latents=pack(noise), height=64, width=64,
                num_inference_steps=4, guidance_scale=3.5, output_type="latent").images
     torch.testing.assert_close(unpack(out, 8, 8), torch.from_numpy(np.stack([r.latent for r in recs])), rtol=0, atol=0)
+
+
+def test_rope_is_pinned_only_inside_the_sampler_and_on_its_thread(tiny_components):
+    """The sampler computes the rotary embedding once; other callers of the shared model are unaffected."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = tiny_components
+    emb, pooled = c.prompt_encoder.encode(["p"], c.device)
+    velocity = PackedVelocity(c.transformer, 8, 8, TextCondition(emb, pooled), 1, 3.5, c.patch_size)
+    other = torch.zeros(5, 3)  # ids of some other caller: 5 positions
+    with velocity.rope_once():
+        here = c.transformer.pos_embed(other)[0]
+        with ThreadPoolExecutor(1) as pool:
+            elsewhere = pool.submit(c.transformer.pos_embed, other).result()[0]
+    assert here.shape[0] == emb.shape[1] + 16  # the pinned embedding: text tokens + 4x4 image tokens
+    assert elsewhere.shape[0] == 5 and c.transformer.pos_embed(other)[0].shape[0] == 5
 
 
 def test_prompt_files(tmp_path):
