@@ -204,12 +204,17 @@ def run(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = Conf
         bench_hr: Optional[str] = typer.Option(None, "--bench-hr", help="Its HR folder (paired metrics)."),
         bench_synthetic_from: Optional[str] = typer.Option(
             None, "--bench-synthetic-from", help="HR folder degraded into the benchmark's test set. Without any "
-                                                 "--bench-* option: the first teacher images (seen in training).")):
+                                                 "--bench-* option: the first teacher images (seen in training)."),
+        until: str = typer.Option("benchmark", "--until", help="Last stage to run: pairs, degrade, encode-latents, "
+                                                                 "train or benchmark (e.g. encode-latents prepares "
+                                                                 "training data only).")):
     """The whole pipeline (flow fluxsr-pipeline): pairs, degrade, encode, train, benchmark; `make run` runs it on tiny."""
-    from flows.pipeline import pipeline
+    from flows.pipeline import STAGES, pipeline
 
+    if until not in STAGES:
+        raise typer.BadParameter(f"{until!r} is not a stage; choose one of {', '.join(STAGES)}", param_hint="--until")
     summary = _run(pipeline, out=out, preset=preset, config_path=config, overrides=set_, bench_lr_dir=bench_lr,
-                   bench_hr_dir=bench_hr, bench_synthetic_from=bench_synthetic_from)
+                   bench_hr_dir=bench_hr, bench_synthetic_from=bench_synthetic_from, until=until)
     _print_summary("fluxsr-pipeline: what was written", summary)
 
 

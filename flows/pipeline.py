@@ -8,6 +8,7 @@ setting re-runs its stage and those after it only.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow
 
@@ -25,6 +26,8 @@ from tasks.common import resolve_config
 
 SUMMARY_NAME = "pipeline-summary.json"
 MODEL_ROW = "fluxsr"
+STAGES = ("pairs", "degrade", "encode-latents", "train", "benchmark")
+Stage = Literal["pairs", "degrade", "encode-latents", "train", "benchmark"]
 
 
 def teacher_hr_folder(pairs_dir: str | Path, out: str | Path, limit: int) -> Path:
@@ -51,15 +54,20 @@ def teacher_hr_folder(pairs_dir: str | Path, out: str | Path, limit: int) -> Pat
 @flow(name="fluxsr-pipeline")
 def pipeline(out: str = "runs/demo", preset: str = "tiny", config_path: str | None = None,
              overrides: list[str] | None = None, bench_lr_dir: str | None = None, bench_hr_dir: str | None = None,
-             bench_synthetic_from: str | None = None, bench_images: int = 4) -> dict:
-    """Every stage in order. The benchmark scores the trained LoRA (row ``fluxsr``) beside bicubic on
+             bench_synthetic_from: str | None = None, bench_images: int = 4, until: Stage = "benchmark") -> dict:
+    """Every stage in order, or up to ``until`` (e.g. ``encode-latents`` to prepare training data for a
+    ``fluxsr train`` elsewhere). The benchmark scores the trained LoRA (row ``fluxsr``) beside bicubic on
     ``bench_lr_dir`` (+ ``bench_hr_dir``), or on a synthetic set from ``bench_synthetic_from``, or by
     default on a synthetic set from the first ``bench_images`` teacher images (seen in training)."""
+    if until not in STAGES:
+        raise ValueError(f"until={until!r} is not a stage; choose one of {', '.join(STAGES)}")
     args = dict(out=out, preset=preset, config_path=config_path, overrides=overrides)
-    summary = {"pairs": generate_pairs(**args)}
-    summary["degrade"] = degrade(**args)
-    summary["encode-latents"] = encode_latents(**args)
-    summary["train"] = train(**args)
+    summary = {}
+    for name, stage in (("pairs", generate_pairs), ("degrade", degrade), ("encode-latents", encode_latents),
+                        ("train", train)):
+        summary[name] = stage(**args)
+        if name == until:
+            return _finish(out, summary)
     testset = dict(lr_dir=bench_lr_dir, hr_dir=bench_hr_dir, synthetic_from=bench_synthetic_from)
     bench_args = args
     if not (bench_lr_dir or bench_synthetic_from):
@@ -69,9 +77,12 @@ def pipeline(out: str = "runs/demo", preset: str = "tiny", config_path: str | No
         bench_args = {**args, "overrides": [*(overrides or []), f"bench.synthetic_crop={crop - crop % 4}"]}
     result = benchmark(**testset, models={MODEL_ROW: summary["train"]["weights"]}, **bench_args)
     summary["benchmark"] = {k: v for k, v in result.items() if k != "unavailable"}
+    return _finish(out, summary)
+
+
+def _finish(out: str, summary: dict) -> dict:
     write_json(Path(out) / SUMMARY_NAME, summary)  # for deployment runs, whose return value no terminal shows
     return summary
-
 
 if __name__ == "__main__":
     pipeline()

@@ -18,9 +18,12 @@ CFG = ["--set", "pairs.num_records=4", "--set", "pairs.records_per_shard=2", "--
 
 @pytest.fixture(scope="module")
 def latents(prefect_env, tmp_path_factory):
+    """The training data, made by the pipeline run up to encode-latents (nothing after it runs)."""
     root = tmp_path_factory.mktemp("latents")
-    for stage in ("pairs", "degrade", "encode"):
-        run_cli(prefect_env, stage, "--out", str(root), *CFG)
+    summary = summary_of(run_cli(prefect_env, "run", "--until", "encode-latents", "--out", str(root), *CFG))
+    assert list(summary) == ["pairs", "degrade", "encode-latents"] and summary["encode-latents"]["computed"] == 2  # a unit per shard
+    written = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))  # .prefect-results: task results
+    assert written == ["latents", "lr", "pairs", "pipeline-summary.json"]
     return root
 
 
