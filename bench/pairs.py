@@ -133,5 +133,6 @@ def main() -> None:
         print(f"{name:6s} ratio sampling/pipeline: {r['fluxsr sampling+decode'] / base:.3f}   "
               f"ratio stage/pipeline: {r['fluxsr stage unit (+shard write)'] / base:.3f}")
 
+
 if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ setting re-runs its stage and those after it only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from prefect import flow
 
@@ -26,8 +26,8 @@ from tasks.common import resolve_config
 
 SUMMARY_NAME = "pipeline-summary.json"
 MODEL_ROW = "fluxsr"
-STAGES = ("pairs", "degrade", "encode-latents", "train", "benchmark")
 Stage = Literal["pairs", "degrade", "encode-latents", "train", "benchmark"]
+STAGES = get_args(Stage)
 
 
 def teacher_hr_folder(pairs_dir: str | Path, out: str | Path, limit: int) -> Path:
@@ -83,6 +83,7 @@ def pipeline(out: str = "runs/demo", preset: str = "tiny", config_path: str | No
 def _finish(out: str, summary: dict) -> dict:
     write_json(Path(out) / SUMMARY_NAME, summary)  # for deployment runs, whose return value no terminal shows
     return summary
+
 
 if __name__ == "__main__":
     pipeline()
