@@ -37,6 +37,26 @@ def _user_errors() -> tuple[type[Exception], ...]:
     return (ConfigError, StoreMismatchError, PromptFileError, ModelNotFoundError, ShardError, FileNotFoundError, KeyError, ValueError, OSError)
 
 
+def _preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *, prompts: bool = False):
+    """Resolve the config (and read the prompt file) before Prefect starts or a model loads.
+
+    A wrong key, a resolution not divisible by 16 or an empty prompt file then fails
+    in a fraction of a second, not after ~15 s of torch/diffusers imports. The flows
+    check the same again, for runs started by a deployment.
+    """
+    from fluxsr_core.config import ConfigError
+    from fluxsr_core.prompts import PromptFileError, load_prompts
+    from tasks.common import resolve_config
+
+    try:
+        cfg = resolve_config(preset, config, set_)
+        if prompts:
+            load_prompts(cfg.pairs.prompts)
+    except (ConfigError, PromptFileError, OSError, KeyError, ValueError) as err:
+        _fail(err)
+    return cfg
+
+
 def _run(fn, **kwargs) -> dict:
     try:
         return fn(**kwargs)
@@ -66,6 +86,7 @@ def pairs(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = Co
           set_: Optional[list[str]] = SetOpt,
           shards: Optional[str] = typer.Option(None, help="Only shards START:STOP (split a stage across workers).")):
     """Stage 1: sample the teacher into (ε, z_0, x_0) WebDataset shards (flow generate-pairs)."""
+    _preflight(preset, config, set_, prompts=True)
     from flows.generate_pairs import generate_pairs
 
     _print_summary("generate-pairs", _run(generate_pairs, out=out, preset=preset, config_path=config,
@@ -77,6 +98,7 @@ def degrade_cmd(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str
                 set_: Optional[list[str]] = SetOpt,
                 shards: Optional[str] = typer.Option(None, help="Only shards START:STOP.")):
     """Stage 2: Real-ESRGAN second-order degradation into LR shards (flow degrade)."""
+    _preflight(preset, config, set_)
     from flows.degrade import degrade
 
     _print_summary("degrade", _run(degrade, out=out, preset=preset, config_path=config, overrides=set_, shards=shards))
@@ -87,6 +109,7 @@ def encode(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = C
            set_: Optional[list[str]] = SetOpt,
            shards: Optional[str] = typer.Option(None, help="Only chunk ranges START:STOP (one per pairs shard).")):
     """Stage 3: encode LR variants into z_L in the Zarr latent store (flow encode-latents)."""
+    _preflight(preset, config, set_)
     from flows.encode_latents import encode_latents
 
     _print_summary("encode-latents", _run(encode_latents, out=out, preset=preset, config_path=config,
@@ -104,6 +127,7 @@ def train_cmd(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] 
     Several processes: --set train.nproc_per_node=8 (DDP, one GPU each; gloo on CPU).
     Several machines: --set train.nnodes=2 on each, with --node-rank and one --rdzv-endpoint.
     """
+    _preflight(preset, config, set_)
     from flows.train import train
 
     _print_summary("train", _run(train, out=out, preset=preset, config_path=config, overrides=set_,
@@ -126,19 +150,24 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
 
     Exit status 1 when any input failed (each is listed with its reason); 2 on a usage error.
     """
-    import torch
-    from tqdm import tqdm
-
-    from fluxsr_core.student import load_student
-    from fluxsr_core.upscale_files import collect_inputs, upscale_files
-    from tasks.common import resolve_config
+    from fluxsr_core.upscale_files import collect_inputs
 
     if on_error not in ("skip", "stop"):
         _fail(ValueError(f"--on-error must be skip or stop, not {on_error!r}"))
     extra = [f"infer.{k}={v}" for k, v in (("scale", scale), ("color_fix", color_fix), ("tile", tile)) if v is not None]
+    cfg = _preflight(preset, config, [*(set_ or []), *extra])
     try:
-        cfg = resolve_config(preset, config, [*(set_ or []), *extra])
-        files = collect_inputs(inputs)
+        files = collect_inputs(inputs)  # a missing input fails here, before the model loads
+    except _user_errors() as err:
+        _fail(err)
+
+    import torch
+    from tqdm import tqdm
+
+    from fluxsr_core.student import load_student
+    from fluxsr_core.upscale_files import upscale_files
+
+    try:
         student = load_student(cfg, lora_path)
     except _user_errors() as err:
         _fail(err)
@@ -209,6 +238,7 @@ def run(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = Conf
                                                                  "train or benchmark (e.g. encode-latents prepares "
                                                                  "training data only).")):
     """The whole pipeline (flow fluxsr-pipeline): pairs, degrade, encode, train, benchmark; `make run` runs it on tiny."""
+    _preflight(preset, config, set_, prompts=True)
     from flows.pipeline import STAGES, pipeline
 
     if until not in STAGES:

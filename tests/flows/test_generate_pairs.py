@@ -99,6 +99,7 @@ def test_bad_inputs_fail_clearly_and_write_no_shard(prefect_env, tmp_path):
     assert r.returncode == 2 and "no prompts" in r.stderr and str(empty) in r.stderr
     r = run_cli(prefect_env, "pairs", "--out", str(tmp_path / "b"), "--set", "pairs.resolution=100", check=False)
     assert r.returncode == 2 and "multiple of 16" in r.stderr
+    assert "Beginning flow run" not in r.stdout + r.stderr  # checked before any flow run starts
     r = run_cli(prefect_env, "pairs", "--out", str(tmp_path / "c"), "--preset", "flux-dev",
                 "--set", f"model.path={tmp_path / 'no-such-model'}", "--set", "model.device=cpu", check=False)
     assert r.returncode == 2 and "no-such-model" in r.stderr and "huggingface-cli download" in r.stderr
