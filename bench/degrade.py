@@ -14,28 +14,16 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).parent))
 
 from fluxsr_core.config import DegradeConfig
 from fluxsr_core.degrade import degrade_image, degrade_variants
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
+from train_step import timed
 
 
 def _image(size: int, device: torch.device) -> torch.Tensor:
@@ -50,10 +38,10 @@ def _image(size: int, device: torch.device) -> torch.Tensor:
 def bench(size: int, device: torch.device, repeats: int, variants: int, cfg: DegradeConfig) -> dict[str, float]:
     hr = _image(size, device)
     degrade_image(hr, cfg, record=0, variant=0)  # warm-up: module caches, kernels, allocator
-    single = [_timed(lambda r=r: degrade_image(hr, cfg, record=1, variant=r), device) for r in range(repeats)]
+    single = [timed(lambda r=r: degrade_image(hr, cfg, record=1, variant=r), device) for r in range(repeats)]
     out = {"single_s": statistics.median(single)}
     if variants > 1:
-        per = [_timed(lambda r=r: degrade_variants(hr, cfg, record=2 + r, variants=variants), device) / variants
+        per = [timed(lambda r=r: degrade_variants(hr, cfg, record=2 + r, variants=variants), device) / variants
                for r in range(repeats)]
         out["per_variant_s"] = statistics.median(per)
     return out

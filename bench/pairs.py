@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_step import timed  # noqa: E402
 
 
 def build(model: str, device: str):
@@ -52,11 +55,6 @@ def build(model: str, device: str):
                           scheduler=FlowMatchEulerDiscreteScheduler(**flux_dev.SCHEDULER_CONFIG),
                           latent_scale=0.3611, latent_shift=0.1159, identity="flux-dev-random",
                           device=torch.device(device), dtype=dtype)
-
-
-def sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -115,11 +113,7 @@ def main() -> None:
             fn()
         for _ in range(args.repeats):  # interleaved, so drift hits all alike
             for name, fn in runs.items():
-                sync(args.device)
-                t0 = time.perf_counter()
-                fn()
-                sync(args.device)
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(timed(fn, torch.device(args.device)))
     rate = {k: n / statistics.median(v) for k, v in times.items()}
     best = {k: n / min(v) for k, v in times.items()}  # noise on a shared machine only ever adds time
     dev = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"

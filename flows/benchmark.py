@@ -63,7 +63,8 @@ def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[
         raise ValueError("no test set: give lr_dir (and hr_dir), or synthetic_from=HR_FOLDER")
     peers, models = dict(peers or {}), dict(models or {})
     runs = model_methods(models, list(t_values) if t_values else [cfg.infer.t])
-    clash = sorted(({"bicubic"} | set(peers)) & set(runs)) or sorted({"bicubic"} & set(peers))
+    names = ["bicubic", *runs, *peers]
+    clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
         raise ValueError(f"method names {clash} are used twice ('bicubic' is computed by the benchmark): rename one")
     if runs and cfg.infer.scale != 4:
@@ -80,7 +81,7 @@ def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[
     if not synthetic_from:
         title = Path(lr_dir).name if not hr_dir else f"{Path(lr_dir).name} vs {Path(hr_dir).name}"
     unit = dict(directory=str(directory), title=title, lr_dir=str(lr_dir), hr_dir=str(hr_dir) if hr_dir else None,
-                method_dirs=peers, methods=["bicubic", *runs, *peers], digests=digests,
+                method_dirs=peers, methods=names, digests=digests,
                 bench_json=cfg.bench.model_dump_json(), model_weights=weights,
                 model_runs={m: list(r) for m, r in runs.items()}, student_json=student_json)
 

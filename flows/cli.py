@@ -158,7 +158,7 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
     cfg = _preflight(preset, config, [*(set_ or []), *extra])
     try:
         files = collect_inputs(inputs)  # a missing input fails here, before the model loads
-    except _user_errors() as err:
+    except (OSError, ValueError) as err:
         _fail(err)
 
     import torch

@@ -328,6 +328,12 @@ class BenchConfig(_Section):
     synthetic_seed: int = Field(0, description="Synthetic test sets: degradation seed (fixed for comparability).")
 
 
+def check_tiles(tile: int, overlap: int) -> None:
+    """Tiles for latent inference: even sizes (2x2 patches), overlapping by less than a tile."""
+    if tile % 2 or overlap % 2 or not 0 <= overlap < tile:
+        raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be even latent sizes with 0 <= overlap < tile")
+
+
 class InferConfig(_Section):
     """One-step inference (``fluxsr upscale`` and the benchmark's model rows)."""
 
@@ -345,8 +351,8 @@ class InferConfig(_Section):
 
     @model_validator(mode="after")
     def _tiles(self) -> "InferConfig":
-        if self.tile is not None and (self.tile % 2 or self.overlap % 2 or self.overlap >= self.tile):
-            raise ValueError(f"infer.tile ({self.tile}) and infer.overlap ({self.overlap}) must be even with overlap < tile")
+        if self.tile is not None:
+            check_tiles(self.tile, self.overlap)
         return self
 
 

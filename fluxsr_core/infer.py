@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from fluxsr_core import ftd
 from fluxsr_core.colorfix import color_correct
+from fluxsr_core.config import check_tiles
 from fluxsr_core.models.codec import decode_latents, encode_images
 from fluxsr_core.models.velocity import TextCondition, predict_velocity
 
@@ -56,11 +57,6 @@ def tile_windows(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int
     return [(y, x, th, tw) for y in _starts(h, th, overlap) for x in _starts(w, tw, overlap)]
 
 
-def check_tiles(tile: int, overlap: int) -> None:
-    if tile % 2 or overlap % 2 or not 0 <= overlap < tile:
-        raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be even latent sizes with 0 <= overlap < tile")
-
-
 def tiled_velocity(transformer, z: torch.Tensor, t: torch.Tensor, cond: TextCondition, guidance: float | None,
                    tile: int, overlap: int) -> torch.Tensor:
     """v(z, t) predicted tile by tile (``tile``/``overlap`` in latent pixels, even) and blended."""
@@ -83,14 +79,13 @@ def tiled_velocity(transformer, z: torch.Tensor, t: torch.Tensor, cond: TextCond
 
 
 @contextmanager
-def vae_tiling(vae, tile: int | None):
-    """diffusers' tiled VAE encode/decode with ``tile`` latent px tiles (8x in pixels) while inside; restored after."""
+def vae_tiling(vae, tile: int | None, factor: int):
+    """diffusers' tiled VAE encode/decode with ``tile`` latent px tiles (``factor`` px each) while inside; restored after."""
     if tile is None or not hasattr(vae, "use_tiling"):
         yield
         return
     names = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size")
     saved = {n: getattr(vae, n) for n in names if hasattr(vae, n)}
-    factor = 8
     vae.use_tiling = True
     if hasattr(vae, "tile_latent_min_size"):
         vae.tile_latent_min_size = tile
@@ -122,7 +117,7 @@ def upscale(components, image: torch.Tensor, *, scale: float = 4.0, T_L: float, 
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"image must be (B, 3, h, w), got {tuple(image.shape)}")
     if tile is not None:
-        check_tiles(tile, overlap)
+        check_tiles(tile, overlap)  # before any work (tiled_velocity checks too, for its direct callers)
     H, W = output_size(image.shape[2], image.shape[3], scale)
     bicubic = F.interpolate(image.float(), size=(H, W), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
     m = components.vae_factor * components.patch_size
@@ -133,7 +128,7 @@ def upscale(components, image: torch.Tensor, *, scale: float = 4.0, T_L: float, 
         velocity = lambda z, s: predict_velocity(transformer, z, s, cond, guidance)
     else:
         velocity = lambda z, s: tiled_velocity(transformer, z, s, cond, guidance, tile, overlap)
-    with vae_tiling(components.vae, tile):
+    with vae_tiling(components.vae, tile, components.vae_factor):
         z_L = encode_images(components, up).float()
         z_hat = ftd.one_step(velocity, z_L, T_L)
         if t != 1.0:

@@ -77,8 +77,14 @@ class LossTerms:
     adl: torch.Tensor
     total: torch.Tensor
 
+    NAMES = ("total", "ftd", "mse", "tv_lpips", "adl")  # logging order (a class constant, not a field)
+
+    def stacked(self) -> torch.Tensor:
+        """The terms in ``NAMES`` order as one detached float64 vector (read back with one device sync)."""
+        return torch.stack([getattr(self, k).detach().double() for k in self.NAMES])
+
     def as_floats(self) -> dict[str, float]:
-        return {k: float(getattr(self, k).detach()) for k in ("total", "ftd", "mse", "tv_lpips", "adl")}
+        return dict(zip(self.NAMES, self.stacked().tolist()))
 
 
 def total_loss(cfg, *, ftd: torch.Tensor, x_hat: torch.Tensor, x_hr: torch.Tensor,

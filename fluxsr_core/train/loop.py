@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -61,7 +62,6 @@ from fluxsr_core.train import lora
 log = logging.getLogger(__name__)
 
 BATCH_KEYS = ("z_L", "z0", "noise", "hr")
-TERMS = ("total", "ftd", "mse", "tv_lpips", "adl")
 HISTORY_IN_CHECKPOINT = 50  # recent per-step records kept in state.json (inspection only)
 _MIX = 1_000_003  # mixes (seed, counter) into one 63-bit generator seed
 
@@ -110,7 +110,7 @@ class StepLoss(torch.nn.Module):
             x_hat = decode_latents(self.components, z_hat).float()
         terms = total_loss(self.loss_cfg, ftd=l_ftd, x_hat=x_hat, x_hr=hr, block_tokens=f1 if adl_on_ftd else f2,
                            lpips_model=self.lpips)
-        return {k: getattr(terms, k) for k in TERMS}
+        return {k: getattr(terms, k) for k in LossTerms.NAMES}
 
 
 def _world() -> tuple[int, int]:
@@ -224,25 +224,26 @@ class Trainer:
         terms = self.model(*(batch[k] for k in BATCH_KEYS), t)
         return LossTerms(**terms), t
 
-    def _mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
-        if self.world == 1:
-            return values
-        vec = torch.tensor(list(values.values()), dtype=torch.float64,
-                           device=self.device if self.device.type == "cuda" else "cpu")
-        dist.all_reduce(vec)
-        return dict(zip(values, (vec / self.world).tolist()))
-
     def train_step(self, step: int, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        """One optimiser step; returns the logged record (every loss term as a float, averaged over ranks)."""
+        """One optimiser step; returns the logged record (every loss term as a float, averaged over ranks).
+
+        The terms and mean t are read back as one vector: one device sync per step,
+        before backward, so a non-finite loss (on any rank) stops every rank before
+        it touches the weights.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         terms, t = self.compute_loss(batch, self.step_generator(step))
-        if not torch.isfinite(terms.total):
-            raise FloatingPointError(f"step {step}: non-finite loss {terms.as_floats()} (lower train.learning_rate?)")
+        values = torch.cat([terms.stacked(), t.detach().double().mean()[None]])
+        if self.world > 1:
+            dist.all_reduce(values)
+            values /= self.world
+        logged = dict(zip((*LossTerms.NAMES, "t_mean"), values.tolist()))
+        if not math.isfinite(logged["total"]):
+            raise FloatingPointError(f"step {step}: non-finite loss {logged} (lower train.learning_rate?)")
         terms.total.backward()
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
-        logged = self._mean_over_ranks({**terms.as_floats(), "t_mean": float(t.mean())})
         return {"step": step, **logged, "lr": lr}
 
     # -- the run -------------------------------------------------------------------------------------

@@ -37,6 +37,13 @@ def test_T_L_range_checked():
         load_config(overrides=["loss.T_L=1.5"])
 
 
+@pytest.mark.parametrize("override", ["infer.tile=15", "infer.overlap=128"])
+def test_infer_tiles_checked(override):
+    with pytest.raises(ConfigError, match="must be even latent sizes with 0 <= overlap < tile"):
+        load_config(overrides=[override])
+    load_config(overrides=["infer.tile=null", "infer.overlap=3"])  # no tiles: overlap unused
+
+
 def test_file_then_overrides_layering(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("loss:\n  T_L: 0.3\nlora:\n  rank: 4\n")

@@ -40,6 +40,17 @@ def _trainer(lpips_model, run_dir=None, **train):
                    train_cfg=cfg, lpips_model=lpips_model, run_dir=run_dir)
 
 
+def test_non_finite_loss_stops_before_the_weights_change(lpips_model):
+    tr = _trainer(lpips_model)
+    before = lora.lora_state_dict(tr.transformer)
+    batch = tr.batch_for_step(1)
+    batch["z0"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="step 1: non-finite loss"):
+        tr.train_step(1, batch)
+    after = lora.lora_state_dict(tr.transformer)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_loss_decreases_and_only_lora_changes(lpips_model):
     tr = _trainer(lpips_model)
     before = {k: v.clone() for k, v in tr.transformer.state_dict().items()}

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from helpers import make_lora, run_cli, summary_of
@@ -83,3 +84,11 @@ def test_synthetic_testset_from_hr_folder_is_reproducible_and_scored(prefect_env
     again = summary_of(run_cli(prefect_env, *args))
     assert {p.name: p.read_bytes() for p in sorted((testset / "lr").glob("*.png"))} == first
     assert again["summary"] == s["summary"]
+
+
+@pytest.mark.parametrize("peers, models", [({"bicubic": "p"}, {}), ({"ours": "p"}, {"ours": "lora"})])
+def test_method_names_must_be_unique(tmp_path, peers, models):
+    from flows.benchmark import benchmark
+
+    with pytest.raises(ValueError, match="are used twice"):
+        benchmark.fn(lr_dir=str(tmp_path), peers=peers, models=models, out=str(tmp_path))
