@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
+import torch
+from prefect import flow, get_run_logger
 
 from storage.atomic import remove_stale_temps
 from storage.manifest import FileEntry, Manifest, write_manifest
 from storage.shards import check_shard, confirmed_shards
 from tasks.caching import cache_options
 from tasks.common import resolve_config
-from tasks.pairs import CODE_MODULES, STAGE, generate_shard, plan_pairs
+from tasks.pairs import CODE_MODULES, STAGE, generate_shard, idle_cores_note, plan_pairs
 from flows.units import parse_range, publish_summary, run_units
 
 
@@ -27,6 +28,8 @@ def generate_pairs(out: str = "runs/demo", preset: str = "tiny", config_path: st
     plan = plan_pairs(cfg, out)
     plan.directory.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(plan.directory)
+    if note := idle_cores_note(cfg, torch.get_num_threads()):
+        get_run_logger().warning(note)
     config_json = cfg.model_dump_json(include={"model", "pairs"})  # only what decides the shards
     units = [dict(directory=str(plan.directory), shard=s, indices=plan.shard_indices(s),
                   config_json=config_json, prompts_sha256=plan.prompts_sha256)

@@ -62,6 +62,19 @@ def plan_pairs(cfg: FluxSRConfig, root: str | Path) -> PairsPlan:
                      records_per_shard=cfg.pairs.records_per_shard, prompts_sha256=prompts_sha, config=stage_cfg)
 
 
+def idle_cores_note(cfg: FluxSRConfig, cores: int) -> str | None:
+    """A warning when, on CPU, a shard has fewer batches than ``cores`` (each batch runs on one core)."""
+    from fluxsr_core.models.presets import resolve_device
+
+    p = cfg.pairs
+    batches = -(-p.records_per_shard // p.batch_size)
+    if resolve_device(cfg.model.device).type != "cpu" or batches >= cores:
+        return None
+    return (f"on CPU each batch of a shard runs on one core, and a shard of pairs.records_per_shard={p.records_per_shard} "
+            f"has {batches} batch(es) of pairs.batch_size={p.batch_size}: {cores - batches} of {cores} cores stay idle. "
+            f"Set pairs.records_per_shard to a multiple of {cores * p.batch_size} to use them all.")
+
+
 def _png_bytes(image: np.ndarray) -> bytes:
     """Lossless PNG of an (H, W, 3) uint8 RGB image, tuned for write speed.
 

@@ -1,3 +1,5 @@
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -49,10 +51,41 @@ def test_matches_diffusers_flux_pipeline(tiny_components):
     torch.testing.assert_close(unpack(out, 8, 8), torch.from_numpy(np.stack([r.latent for r in recs])), rtol=0, atol=0)
 
 
+def test_cpu_batches_run_concurrently_and_records_do_not_depend_on_the_core_count(tiny_components):
+    """On CPU each batch runs single-threaded, one per core: the bits are the same on 1 or 2 cores."""
+    import threading
+    from dataclasses import replace
+
+    c = tiny_components
+    threads = []
+
+    class Recording:  # the real encoder, noting which thread each batch ran on
+        def encode(self, texts, device):
+            threads.append(threading.current_thread().name)
+            return c.prompt_encoder.encode(texts, device)
+
+    c2 = replace(c, prompt_encoder=Recording())
+    kw = {**KW, "resolution": 256, "steps": 2}  # big enough that a 2-thread decode differs in a few pixels
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = teacher.generate_records(c2, [0, 1, 2, 3], ["a cat", "a dog"], batch_size=2, **kw)
+        assert len(set(threads)) == 2 and torch.get_num_threads() == 2  # the caller's setting is kept
+        with ThreadPoolExecutor(1) as pool:  # and so is the default of threads started later
+            assert pool.submit(torch.get_num_threads).result() == 2
+        torch.set_num_threads(1)
+        threads.clear()
+        one = teacher.generate_records(c2, [0, 1, 2, 3], ["a cat", "a dog"], batch_size=2, **kw)
+        assert len(set(threads)) == 1
+    finally:
+        torch.set_num_threads(before)
+    assert [r.index for r in two] == [0, 1, 2, 3]
+    for a, b in zip(one, two):
+        assert np.array_equal(a.latent, b.latent) and np.array_equal(a.image, b.image) and a.meta == b.meta
+
+
 def test_rope_is_pinned_only_inside_the_sampler_and_on_its_thread(tiny_components):
     """The sampler computes the rotary embedding once; other callers of the shared model are unaffected."""
-    from concurrent.futures import ThreadPoolExecutor
-
     c = tiny_components
     emb, pooled = c.prompt_encoder.encode(["p"], c.device)
     velocity = PackedVelocity(c.transformer, 8, 8, TextCondition(emb, pooled), 1, 3.5, c.patch_size)

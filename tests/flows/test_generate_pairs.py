@@ -31,8 +31,11 @@ def _shard_bytes(root: Path) -> dict[str, bytes]:
 def reference(prefect_env, tmp_path_factory):
     """An uninterrupted run of the small config."""
     root = tmp_path_factory.mktemp("ref")
-    s = summary_of(run_cli(prefect_env, "pairs", "--out", str(root), *SMALL))
+    r = run_cli(prefect_env, "pairs", "--out", str(root), *SMALL)
+    s = summary_of(r)
     assert s["computed"] == 8 and s["cached"] == 0 and s["records"] == 8 and s["manifest"]
+    if (os.cpu_count() or 1) > 1:  # one batch per shard leaves cores idle on CPU: the run says so
+        assert "cores stay idle" in r.stdout + r.stderr
     return root
 
 
@@ -104,6 +107,18 @@ def test_bad_inputs_fail_clearly_and_write_no_shard(prefect_env, tmp_path):
                 "--set", f"model.path={tmp_path / 'no-such-model'}", "--set", "model.device=cpu", check=False)
     assert r.returncode == 2 and "no-such-model" in r.stderr and "huggingface-cli download" in r.stderr
     assert not list(tmp_path.rglob("*.tar"))
+
+
+def test_idle_cores_note():
+    from fluxsr_core.config import FluxSRConfig
+    from tasks.pairs import idle_cores_note
+
+    cfg = FluxSRConfig.model_validate({"model": {"preset": "tiny", "device": "cpu"},
+                                       "pairs": {"records_per_shard": 4, "batch_size": 4}})
+    assert "multiple of 8" in idle_cores_note(cfg, 2) and "1 of 2 cores" in idle_cores_note(cfg, 2)
+    assert idle_cores_note(cfg, 1) is None
+    cfg.pairs.batch_size = 2
+    assert idle_cores_note(cfg, 2) is None
 
 
 def test_help_lists_stage_commands():
