@@ -42,7 +42,8 @@ def _preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *,
 
     A wrong key, a resolution not divisible by 16 or an empty prompt file then fails
     in a fraction of a second, not after ~15 s of torch/diffusers imports. The flows
-    check the same again, for runs started by a deployment.
+    check the same again, for runs started by a deployment. The errors caught are the
+    config's and the prompt file's only: ``_user_errors()`` would import the model code.
     """
     from fluxsr_core.config import ConfigError
     from fluxsr_core.prompts import PromptFileError, load_prompts

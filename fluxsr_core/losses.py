@@ -83,9 +83,6 @@ class LossTerms:
         """The terms in ``NAMES`` order as one detached float64 vector (read back with one device sync)."""
         return torch.stack([getattr(self, k).detach().double() for k in self.NAMES])
 
-    def as_floats(self) -> dict[str, float]:
-        return dict(zip(self.NAMES, self.stacked().tolist()))
-
 
 def total_loss(cfg, *, ftd: torch.Tensor, x_hat: torch.Tensor, x_hr: torch.Tensor,
                block_tokens: list[torch.Tensor], lpips_model) -> LossTerms:

@@ -82,7 +82,6 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return (images.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-@torch.no_grad()
 def generate_records(components, indices: list[int], prompts: list[str], *, resolution: int, steps: int,
                      guidance: float, run_seed: int, batch_size: int) -> list[Record]:
     """Sample, decode and package records ``indices`` (record i uses prompt i mod len(prompts)).
@@ -90,7 +89,7 @@ def generate_records(components, indices: list[int], prompts: list[str], *, reso
     On CPU the batches run concurrently, one per core (up to the caller's
     ``torch.get_num_threads()``), each on one intra-op thread: the
     tiny preset's ops are too small to split well across cores (2 single-threaded
-    batches measured ~1.4x the records/s of one 2-thread batch on 2 cores), and a
+    batches measured 1.3-1.4x the records/s of one 2-thread batch on 2 cores), and a
     record's bits then do not depend on the number of cores or streams. The model is
     shared read-only; each batch has its own scheduler and rotary pin (thread-local).
     """

@@ -111,7 +111,7 @@ def write_pairs_shard(components, path: Path, indices: list[int], prompts: list[
     """Sample records ``indices`` and write them as one shard (``p``: PairsConfig); what a shard task does.
 
     Encoding records on a second thread while the next batch samples was measured slower
-    on 2 CPU cores (torch's intra-op threads already use both), so sampling and encoding
+    on 2 CPU cores (the sampling batches already use both), so sampling and encoding
     take turns; but once sampling is done the cores are free, so the shard's records are
     encoded on all of them at once (zlib and PNG release the GIL), in order.
     """

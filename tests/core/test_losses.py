@@ -95,7 +95,8 @@ def test_total_loss_combines_terms_with_config_weights(random_lpips):
     terms = losses.total_loss(cfg, ftd=ftd, x_hat=x_hat, x_hr=x_hr, block_tokens=feats, lpips_model=random_lpips)
     expected = 0.3 + terms.mse + 2.0 * terms.tv_lpips + 0.5 * terms.adl
     torch.testing.assert_close(terms.total, expected)
-    assert set(terms.as_floats()) == {"total", "ftd", "mse", "tv_lpips", "adl"}
+    assert losses.LossTerms.NAMES == ("total", "ftd", "mse", "tv_lpips", "adl")
+    assert terms.stacked().tolist() == [getattr(terms, k).double().item() for k in losses.LossTerms.NAMES]
 
 
 def test_random_lpips_backbone_is_the_same_whatever_the_callers_rng():
