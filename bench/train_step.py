@@ -236,7 +236,7 @@ def plain_step_fn(trainer, guidance: float):
     from fluxsr_core.models.velocity import predict_velocity
 
     optimizer = torch.optim.AdamW(trainer.params, lr=trainer.train_cfg.learning_rate)
-    device = trainer.components.device
+    device = trainer.device
     use_autocast = device.type == "cuda"
 
     def step(k: int, batch: dict[str, torch.Tensor]) -> float:
@@ -247,7 +247,7 @@ def plain_step_fn(trainer, guidance: float):
         x_t = (1 - tt) * z0 + tt * eps
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
         with autocast:
-            v = predict_velocity(trainer.transformer, x_t, t, trainer.cond, guidance).float()
+            v = predict_velocity(trainer.transformer, x_t, t, trainer.model.cond, guidance).float()
         loss = torch.nn.functional.mse_loss(v, eps - z0)
         loss.backward()
         optimizer.step()
@@ -274,6 +274,8 @@ def main() -> None:
     if resolution % 16:
         ap.error(f"--resolution must be a multiple of 16, got {resolution}")
 
+    from fluxsr_core.methods import build_method
+    from fluxsr_core.models.sr_model import SRModel
     from fluxsr_core.train.loop import Trainer
 
     cfg = config_for(args.model)
@@ -286,7 +288,9 @@ def main() -> None:
 
     components = build_components(args.model, cfg, args.device)
     dataset = random_dataset(max(4, 2 * cfg.train.batch_size), resolution)
-    trainer = Trainer(components, dataset, loss_cfg=cfg.loss, lora_cfg=cfg.lora, train_cfg=cfg.train)
+    method = build_method("ftd", cfg)
+    trainer = Trainer(method, SRModel(components, guidance=method.guidance), dataset, lora_cfg=cfg.lora,
+                      train_cfg=cfg.train)
     plain = plain_step_fn(trainer, cfg.train.guidance)
     n_lora = sum(p.numel() for p in trainer.params)
 

@@ -3,8 +3,8 @@
 The product's promise is one transformer step per image: this prints what a whole
 call costs at HR output sizes 512 and 1024 (input = output / 4): bicubic up, VAE
 encode, G(z_L) = z_L - T_L·v(z_L, T_L) (whole image or tiled with --tile), VAE
-decode (with --tile, infer also tiles the VAE). The call is ``upscale(components, lr,
-scale=4, T_L=loss.T_L, cond=<empty prompt>, guidance=train.guidance, tile=--tile)``
+decode (with --tile, infer also tiles the VAE). The call is ``upscale(model, FTD(T_L=loss.T_L),
+lr, scale=4, tile=--tile)`` on an ``SRModel`` (empty-prompt condition, guidance train.guidance)
 (no colour correction), exactly what inference runs. The
 transformer carries an unfused LoRA adapter of the config's rank (--rank, 0 = none),
 as a student loaded with ``lora.load_lora`` does.
@@ -93,8 +93,9 @@ def main() -> None:
         ap.error(f"--sizes must be multiples of 4 (scale 4), got {sizes}")
 
     from fluxsr_core.infer import upscale
+    from fluxsr_core.methods import build_method
+    from fluxsr_core.models.sr_model import SRModel
     from fluxsr_core.train import lora
-    from fluxsr_core.train.loop import encode_empty_prompt
 
     cfg = config_for(args.model)
     rank = cfg.lora.rank if args.rank is None else args.rank
@@ -104,15 +105,15 @@ def main() -> None:
         lora.add_lora(components.transformer, cfg.lora, seed=0)
     components.transformer.requires_grad_(False).eval()
     components.vae.eval()
-    cond = encode_empty_prompt(components)
+    method = build_method("ftd", cfg)
+    model = SRModel(components, guidance=method.guidance)
 
     rows = []
     for size in sizes:
         lr = torch.rand(1, 3, size // 4, size // 4, generator=torch.Generator().manual_seed(size)).to(device)
 
         def call(lr=lr):
-            return upscale(components, lr, scale=4, T_L=cfg.loss.T_L, cond=cond, guidance=cfg.train.guidance,
-                           tile=args.tile, overlap=args.overlap)
+            return upscale(model, method, lr, scale=4, tile=args.tile, overlap=args.overlap)
 
         for _ in range(args.warmup):
             out = call()

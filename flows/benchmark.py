@@ -1,29 +1,29 @@
-"""Flow ``benchmark``: score bicubic and any folders of SR outputs on a test set, in one table."""
+"""Flow ``benchmark``: score bicubic, trained models and folders of SR outputs on a test set, in one table."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from fluxsr_core.train import lora
-from storage.atomic import sha256_file
+from fluxsr_core.config import FluxSRConfig
+from fluxsr_core.errors import UsageError
+from fluxsr_core.model_folder import knob_rows, model_digest, model_dir
 from storage.layout import stage_dir, stage_key
 from tasks.benchmark import (CODE_MODULES, MODEL_MODULES, STAGE, SYNTH_MODULES, SYNTH_STAGE, folder_digest,
-                             model_methods, score_testset, synthesize_testset)
+                             score_testset, synthesize_testset)
 from tasks.caching import cache_options, code_version
-from tasks.common import resolve_config
 from flows.units import publish_summary, run_units
 
 
 def _synthetic(cfg, hr_source: str, out: str) -> tuple[str, str]:
     """The synthetic (LR, HR) test set made from ``hr_source``, cached like any unit."""
     b = cfg.bench
-    unit = dict(hr_dir=str(hr_source), hr_digest=folder_digest(hr_source), degrade_json=cfg.degrade.model_dump_json(),
+    unit = dict(hr_dir=str(hr_source), hr_digest=folder_digest(hr_source), degrade=cfg.degrade,
                 crop=b.synthetic_crop, seed=b.synthetic_seed, on_error=b.on_error)
-    key = stage_key({k: v for k, v in unit.items() if k != "hr_dir"}, code_version(*SYNTH_MODULES))
+    identity = {**{k: v for k, v in unit.items() if k != "hr_dir"}, "degrade": cfg.degrade.model_dump(mode="json")}
+    key = stage_key(identity, code_version(*SYNTH_MODULES))
     directory = stage_dir(out, SYNTH_STAGE, key)
 
     def verify(entry: dict) -> None:
@@ -35,55 +35,58 @@ def _synthetic(cfg, hr_source: str, out: str) -> tuple[str, str]:
     return str(directory / entry["lr_dir"]), str(directory / entry["hr_dir"])
 
 
-# what a model row depends on: the preset, T_L, the training guidance (inference default) and the infer settings
-STUDENT_SECTIONS = {"model", "loss", "train", "infer"}
+# what a model row depends on besides the model folder: the preset, the infer settings, and the config's method
+# parameters (checked against the model's by ``fluxsr_core.student``)
+STUDENT_SECTIONS = {"preset", "model", "loss", "train", "infer"}
 
 
 @flow(name="benchmark")
 def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[str, str] | None = None,
               synthetic_from: str | None = None, models: dict[str, str] | None = None,
-              t_values: list[float] | None = None, out: str = "runs/demo", preset: str = "tiny",
-              config_path: str | None = None, overrides: list[str] | None = None) -> dict:
+              knobs: dict[str, list[float]] | None = None, out: str = "runs/demo",
+              config: FluxSRConfig | None = None) -> dict:
     """Score ``bicubic``, each trained model and each peer output folder on the test set, in one table.
 
-    ``models`` maps a row name to a trained LoRA (a train run's ``final/``, a checkpoint
-    directory or a .safetensors file) run by the preset of the config with its ``infer``
-    settings; ``t_values`` (default ``[infer.t]``) gives one row per model and t.
+    ``models`` maps a row name to a trained model (a train run's ``final/``, a checkpoint
+    directory or its LoRA file) run with the method and parameters it was trained with and
+    the config's ``infer`` settings; ``knobs`` (e.g. ``{"step_fraction": [0.5, 1]}``) gives
+    one row per model and combination of its method's knob values.
     ``peers`` maps a name to a folder of another system's outputs (matched by file stem).
     The test set is ``lr_dir`` (+ ``hr_dir`` for paired metrics), or, with ``synthetic_from``, an HR
     folder degraded by the degrade stage's config at ``bench.synthetic_seed`` (DIV2K-val protocol).
     """
-    cfg = resolve_config(preset, config_path, overrides)
+    cfg = config or FluxSRConfig()
     if synthetic_from:
         if lr_dir or hr_dir:
-            raise ValueError("give either synthetic_from or lr_dir/hr_dir, not both")
+            raise UsageError("give either synthetic_from or lr_dir/hr_dir, not both")
         lr_dir, hr_dir = _synthetic(cfg, synthetic_from, out)
         title = f"{Path(synthetic_from).name}, synthetic x4 (crop {cfg.bench.synthetic_crop}, seed {cfg.bench.synthetic_seed})"
     elif not lr_dir:
-        raise ValueError("no test set: give lr_dir (and hr_dir), or synthetic_from=HR_FOLDER")
-    peers, models = dict(peers or {}), dict(models or {})
-    runs = model_methods(models, list(t_values) if t_values else [cfg.infer.t])
+        raise UsageError("no test set: give lr_dir (and hr_dir), or synthetic_from=HR_FOLDER")
+    peers = dict(peers or {})
+    model_dirs = {name: str(model_dir(path)) for name, path in (models or {}).items()}
+    runs = knob_rows(model_dirs, dict(knobs or {}))
     names = ["bicubic", *runs, *peers]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
-        raise ValueError(f"method names {clash} are used twice ('bicubic' is computed by the benchmark): rename one")
+        raise UsageError(f"method names {clash} are used twice ('bicubic' is computed by the benchmark): rename one")
     if runs and cfg.infer.scale != 4:
-        raise ValueError(f"the benchmark is x4; infer.scale is {cfg.infer.scale}")
-    weights = {name: str(lora.weight_file(path)) for name, path in models.items()}
+        raise UsageError(f"the benchmark is x4; infer.scale is {cfg.infer.scale}")
     digests = {"lr": folder_digest(lr_dir), **({"hr": folder_digest(hr_dir)} if hr_dir else {}),
                **{f"method:{k}": folder_digest(v) for k, v in peers.items()},
-               **{f"model:{k}": sha256_file(v) for k, v in weights.items()}}
-    student_json = cfg.model_dump_json(include=STUDENT_SECTIONS) if runs else None
+               **{f"model:{k}": model_digest(v) for k, v in model_dirs.items()}}
+    # the student's sections only (the others at their preset's values), so e.g. a pairs setting is not in the key
+    student = FluxSRConfig.model_validate(cfg.model_dump(include=STUDENT_SECTIONS)) if runs else None
     identity = {"bench": cfg.bench.model_dump(mode="json"), "models": {m: list(r) for m, r in runs.items()},
-                **({"student": json.loads(student_json)} if runs else {})}
+                **({"student": student.model_dump(mode="json", include=STUDENT_SECTIONS)} if runs else {})}
     key = stage_key(identity, code_version(*CODE_MODULES, *(MODEL_MODULES if runs else ())), digests)
     directory = stage_dir(out, STAGE, key)
     if not synthetic_from:
         title = Path(lr_dir).name if not hr_dir else f"{Path(lr_dir).name} vs {Path(hr_dir).name}"
     unit = dict(directory=str(directory), title=title, lr_dir=str(lr_dir), hr_dir=str(hr_dir) if hr_dir else None,
                 method_dirs=peers, methods=names, digests=digests,
-                bench_json=cfg.bench.model_dump_json(), model_weights=weights,
-                model_runs={m: list(r) for m, r in runs.items()}, student_json=student_json)
+                bench=cfg.bench, model_dirs=model_dirs, model_runs={m: list(r) for m, r in runs.items()},
+                student=student)
 
     def verify(entry: dict) -> None:
         for k in ("summary_json", "summary_md", "per_image_csv"):

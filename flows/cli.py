@@ -20,6 +20,18 @@ PresetOpt = typer.Option("tiny", "--preset", "-p", help="Named base config: tiny
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file layered over the preset.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override, KEY=VALUE (repeatable), e.g. --set pairs.num_records=32.")
 OutOpt = typer.Option("runs/demo", "--out", "-o", help="Output root; stages write to OUT/<stage>/<key>/.")
+MethodOpt = typer.Option("ftd", "--method", "-m", help="Training method: ftd (FluxSR's Flow Trajectory Distillation).")
+
+
+def _check_methods(methods: list[str]) -> list[str]:
+    """Known methods only, before anything starts (the error lists the available ones)."""
+    from fluxsr_core.errors import FluxSRError
+    from fluxsr_core.methods import check_methods
+
+    try:
+        return check_methods(methods)
+    except FluxSRError as err:
+        _fail(err)
 
 
 def _fail(err: Exception) -> None:
@@ -27,41 +39,33 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    from fluxsr_core.config import ConfigError
-    from fluxsr_core.models import ModelNotFoundError
-    from fluxsr_core.prompts import PromptFileError
-    from storage.latent_store import StoreMismatchError
-    from storage.shards import ShardError
-
-    return (ConfigError, StoreMismatchError, PromptFileError, ModelNotFoundError, ShardError, FileNotFoundError, KeyError, ValueError, OSError)
-
-
 def _preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *, prompts: bool = False):
-    """Resolve the config (and read the prompt file) before Prefect starts or a model loads.
+    """Resolve the config once (and read the prompt file) before Prefect starts or a model loads.
 
     A wrong key, a resolution not divisible by 16 or an empty prompt file then fails
-    in a fraction of a second, not after ~15 s of torch/diffusers imports. The flows
-    check the same again, for runs started by a deployment. The errors caught are the
-    config's and the prompt file's only: ``_user_errors()`` would import the model code.
+    in a fraction of a second, not after ~15 s of torch/diffusers imports. The resolved,
+    typed config is what the flow receives (a deployment run passes one the same way).
     """
-    from fluxsr_core.config import ConfigError
-    from fluxsr_core.prompts import PromptFileError, load_prompts
+    from fluxsr_core.errors import FluxSRError
+    from fluxsr_core.prompts import load_prompts
     from tasks.common import resolve_config
 
     try:
         cfg = resolve_config(preset, config, set_)
         if prompts:
             load_prompts(cfg.pairs.prompts)
-    except (ConfigError, PromptFileError, OSError, KeyError, ValueError) as err:
+    except FluxSRError as err:
         _fail(err)
     return cfg
 
 
 def _run(fn, **kwargs) -> dict:
+    """Run a flow; an error the user can fix (``FluxSRError``) is one line and exit 2, anything else a traceback."""
+    from fluxsr_core.errors import FluxSRError
+
     try:
         return fn(**kwargs)
-    except _user_errors() as err:
+    except FluxSRError as err:
         _fail(err)
 
 
@@ -74,12 +78,8 @@ def _print_summary(title: str, summary: dict) -> None:
 def config_show(preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
     """Print the resolved configuration (every key, with its value) as YAML."""
     from fluxsr_core.config import dump_config
-    from tasks.common import resolve_config
 
-    try:
-        typer.echo(dump_config(resolve_config(preset, config, set_)))
-    except _user_errors() as err:
-        _fail(err)
+    typer.echo(dump_config(_preflight(preset, config, set_)))
 
 
 @app.command()
@@ -87,11 +87,10 @@ def pairs(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = Co
           set_: Optional[list[str]] = SetOpt,
           shards: Optional[str] = typer.Option(None, help="Only shards START:STOP (split a stage across workers).")):
     """Stage 1: sample the teacher into (ε, z_0, x_0) WebDataset shards (flow generate-pairs)."""
-    _preflight(preset, config, set_, prompts=True)
+    cfg = _preflight(preset, config, set_, prompts=True)
     from flows.generate_pairs import generate_pairs
 
-    _print_summary("generate-pairs", _run(generate_pairs, out=out, preset=preset, config_path=config,
-                                          overrides=set_, shards=shards))
+    _print_summary("generate-pairs", _run(generate_pairs, out=out, config=cfg, shards=shards))
 
 
 @app.command("degrade")
@@ -99,10 +98,10 @@ def degrade_cmd(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str
                 set_: Optional[list[str]] = SetOpt,
                 shards: Optional[str] = typer.Option(None, help="Only shards START:STOP.")):
     """Stage 2: Real-ESRGAN second-order degradation into LR shards (flow degrade)."""
-    _preflight(preset, config, set_)
+    cfg = _preflight(preset, config, set_)
     from flows.degrade import degrade
 
-    _print_summary("degrade", _run(degrade, out=out, preset=preset, config_path=config, overrides=set_, shards=shards))
+    _print_summary("degrade", _run(degrade, out=out, config=cfg, shards=shards))
 
 
 @app.command()
@@ -110,56 +109,67 @@ def encode(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = C
            set_: Optional[list[str]] = SetOpt,
            shards: Optional[str] = typer.Option(None, help="Only chunk ranges START:STOP (one per pairs shard).")):
     """Stage 3: encode LR variants into z_L in the Zarr latent store (flow encode-latents)."""
-    _preflight(preset, config, set_)
+    cfg = _preflight(preset, config, set_)
     from flows.encode_latents import encode_latents
 
-    _print_summary("encode-latents", _run(encode_latents, out=out, preset=preset, config_path=config,
-                                          overrides=set_, shards=shards))
+    _print_summary("encode-latents", _run(encode_latents, out=out, config=cfg, shards=shards))
 
 
 @app.command("train")
 def train_cmd(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt,
-              set_: Optional[list[str]] = SetOpt,
+              set_: Optional[list[str]] = SetOpt, method: str = MethodOpt,
               node_rank: int = typer.Option(0, "--node-rank", help="This machine's rank when train.nnodes > 1."),
               rdzv_endpoint: Optional[str] = typer.Option(
                   None, "--rdzv-endpoint", help="HOST:PORT every machine reaches, when train.nnodes > 1.")):
-    """Stage 4: FTD LoRA training via torchrun; a killed run resumes from its last checkpoint (flow train).
+    """Stage 4: train a method (default ftd) via torchrun; a killed run resumes (flow train).
+
+    The model folder (OUT/train/<key>/final/) holds the LoRA, fluxsr_model.json and a model card.
 
     Several processes: --set train.nproc_per_node=8 (DDP, one GPU each; gloo on CPU).
     Several machines: --set train.nnodes=2 on each, with --node-rank and one --rdzv-endpoint.
     """
-    _preflight(preset, config, set_)
+    cfg = _preflight(preset, config, set_)
+    _check_methods([method])
     from flows.train import train
 
-    _print_summary("train", _run(train, out=out, preset=preset, config_path=config, overrides=set_,
-                                 node_rank=node_rank, rdzv_endpoint=rdzv_endpoint))
+    _print_summary("train", _run(train, out=out, config=cfg, method=method, node_rank=node_rank,
+                                 rdzv_endpoint=rdzv_endpoint))
 
 
 @app.command()
 def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or folders of images (LR inputs)."),
             out: str = typer.Option(..., "--out", "-o", help="Folder for the outputs, one <stem>.png per input."),
             lora_path: Optional[str] = typer.Option(
-                None, "--lora", help="Trained LoRA: a train run's final/ folder, a checkpoint folder or a .safetensors "
-                                     "file (without it the base transformer runs, a smoke test only)."),
+                None, "--lora", help="Trained model: a train run's final/ folder, a checkpoint folder or the LoRA file "
+                                     "in one; it runs with the method and parameters it was trained with (its "
+                                     "fluxsr_model.json). Without it the base transformer runs, a smoke test only."),
+            step_fraction: Optional[float] = typer.Option(
+                None, "--step-fraction", help="FTD models: fraction of the one step, 0..1 (default "
+                                              "infer.step_fraction, 1 = the model, 0 = the bicubic input)."),
             scale: Optional[float] = typer.Option(None, "--scale", help="Output/input size (default infer.scale, 4)."),
             color_fix: Optional[str] = typer.Option(None, "--color-fix", help="none | wavelet | adain (default infer.color_fix)."),
             tile: Optional[int] = typer.Option(None, "--tile", help="Latent tile size (8 px each; default infer.tile)."),
             on_error: str = typer.Option("skip", "--on-error", help="A bad input (not an image, truncated): "
                                                                     "skip = report it and go on, stop = stop there."),
             preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
-    """One-step super-resolution of images: bicubic up, encode, G(z_L), decode, colour fix, save PNG.
+    """Super-resolution of images by a trained model, one PNG per input.
+
+    Bicubic up, encode, the model's sampler (FTD: one step G(z_L)), decode, colour fix.
 
     Exit status 1 when any input failed (each is listed with its reason); 2 on a usage error.
     """
     from fluxsr_core.upscale_files import collect_inputs
 
+    from fluxsr_core.errors import FluxSRError
+
     if on_error not in ("skip", "stop"):
         _fail(ValueError(f"--on-error must be skip or stop, not {on_error!r}"))
-    extra = [f"infer.{k}={v}" for k, v in (("scale", scale), ("color_fix", color_fix), ("tile", tile)) if v is not None]
+    options = (("scale", scale), ("color_fix", color_fix), ("tile", tile), ("step_fraction", step_fraction))
+    extra = [f"infer.{k}={v}" for k, v in options if v is not None]
     cfg = _preflight(preset, config, [*(set_ or []), *extra])
     try:
         files = collect_inputs(inputs)  # a missing input fails here, before the model loads
-    except (OSError, ValueError) as err:
+    except FluxSRError as err:
         _fail(err)
 
     import torch
@@ -170,8 +180,9 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
 
     try:
         student = load_student(cfg, lora_path)
-    except _user_errors() as err:
+    except FluxSRError as err:
         _fail(err)
+    typer.echo(f"model: {student.describe()}", err=True)
     bar = tqdm(total=len(files), unit="img", desc="upscale")
 
     def report(o) -> None:
@@ -191,14 +202,18 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
         raise typer.Exit(1)
 
 
-def _pairs(option: str, items: Optional[list[str]]) -> dict[str, str]:
-    out = {}
+def _split(option: str, items: Optional[list[str]], form: str = "NAME=PATH") -> list[tuple[str, str]]:
+    out = []
     for item in items or []:
         if "=" not in item:
-            _fail(ValueError(f"{option} '{item}' is not NAME=PATH"))
-        name, path = item.split("=", 1)
-        out[name] = path
+            _fail(ValueError(f"{option} '{item}' is not {form}"))
+        name, value = item.split("=", 1)
+        out.append((name, value))
     return out
+
+
+def _pairs(option: str, items: Optional[list[str]]) -> dict[str, str]:
+    return dict(_split(option, items))
 
 
 @app.command()
@@ -209,20 +224,27 @@ def bench(lr_dir: Optional[str] = typer.Argument(None, help="Folder of LR test i
                                              "bench.synthetic_crop centre crops, degrade config, bench.synthetic_seed)."),
           peer: Optional[list[str]] = typer.Option(None, "--peer", help="NAME=FOLDER of another system's SR outputs (repeatable)."),
           model: Optional[list[str]] = typer.Option(
-              None, "--model", help="NAME=LORA of a trained model (a train run's final/, a checkpoint folder or a "
-                                    ".safetensors file; repeatable), run by the preset with the infer settings."),
-          t: Optional[list[float]] = typer.Option(
-              None, "--t", help="Step fraction(s) for the model rows (repeatable: one row per t; default infer.t)."),
+              None, "--model", help="NAME=MODEL of a trained model (a train run's final/, a checkpoint folder or its "
+                                    "LoRA file; repeatable), run as trained with the config's infer settings."),
+          knob: Optional[list[str]] = typer.Option(
+              None, "--knob", help="KNOB=VALUE of the models' methods (repeatable: one row per model and combination, "
+                                   "e.g. --knob step_fraction=0.5 --knob step_fraction=1)."),
           out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
     """Stage 5: score trained models, bicubic and peers' outputs with pyiqa metrics in one table (flow benchmark).
 
     Metrics and protocol come from the config: --set bench.metrics=[psnr,ssim,lpips] --set bench.crop_border=4.
     """
+    cfg = _preflight(preset, config, set_)
+    knobs: dict[str, list[float]] = {}
+    for name, value in _split("--knob", knob, "KNOB=VALUE"):
+        try:
+            knobs.setdefault(name, []).append(float(value))
+        except ValueError:
+            _fail(ValueError(f"--knob {name}={value}: the value is not a number"))
     from flows.benchmark import benchmark
 
     summary = _run(benchmark, lr_dir=lr_dir, hr_dir=hr, peers=_pairs("--peer", peer), synthetic_from=synthetic_from,
-                   models=_pairs("--model", model), t_values=t, out=out, preset=preset, config_path=config,
-                   overrides=set_)
+                   models=_pairs("--model", model), knobs=knobs, out=out, config=cfg)
     typer.echo(Path(summary["table"]).read_text())
     _print_summary("benchmark", summary)
 
@@ -230,6 +252,9 @@ def bench(lr_dir: Optional[str] = typer.Argument(None, help="Folder of LR test i
 @app.command()
 def run(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt,
         set_: Optional[list[str]] = SetOpt,
+        method: Optional[list[str]] = typer.Option(
+            None, "--method", "-m", help="Training method(s) after encode-latents, each in its own OUT/train/<key>/ "
+                                         "(repeatable; default ftd); the benchmark scores them all in one table."),
         bench_lr: Optional[str] = typer.Option(None, "--bench-lr", help="LR test folder for the benchmark stage."),
         bench_hr: Optional[str] = typer.Option(None, "--bench-hr", help="Its HR folder (paired metrics)."),
         bench_synthetic_from: Optional[str] = typer.Option(
@@ -238,14 +263,18 @@ def run(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = Conf
         until: str = typer.Option("benchmark", "--until", help="Last stage to run: pairs, degrade, encode-latents, "
                                                                  "train or benchmark (e.g. encode-latents prepares "
                                                                  "training data only).")):
-    """The whole pipeline (flow fluxsr-pipeline): pairs, degrade, encode, train, benchmark; `make run` runs it on tiny."""
-    _preflight(preset, config, set_, prompts=True)
+    """The whole pipeline (flow fluxsr-pipeline); `make run` runs it on tiny.
+
+    pairs -> degrade -> encode-latents -> train (each --method) -> benchmark.
+    """
+    cfg = _preflight(preset, config, set_, prompts=True)
+    methods = _check_methods(method or ["ftd"])
     from flows.pipeline import STAGES, pipeline
 
     if until not in STAGES:
         raise typer.BadParameter(f"{until!r} is not a stage; choose one of {', '.join(STAGES)}", param_hint="--until")
-    summary = _run(pipeline, out=out, preset=preset, config_path=config, overrides=set_, bench_lr_dir=bench_lr,
-                   bench_hr_dir=bench_hr, bench_synthetic_from=bench_synthetic_from, until=until)
+    summary = _run(pipeline, out=out, config=cfg, methods=methods, bench_lr_dir=bench_lr, bench_hr_dir=bench_hr,
+                   bench_synthetic_from=bench_synthetic_from, until=until)
     _print_summary("fluxsr-pipeline: what was written", summary)
 
 

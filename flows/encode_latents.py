@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from prefect import flow
 
+from fluxsr_core.config import FluxSRConfig
 from storage.latent_store import LatentStore
-from storage.manifest import Manifest, write_manifest
 from tasks.caching import cache_options
-from tasks.common import resolve_config
 from tasks.encode import CODE_MODULES, STAGE, encode_range, plan_encode
-from flows.units import parse_range, publish_summary, run_units
+from tasks.stage import write_store_manifest
+from flows.units import parse_range, publish_summary, run_units, unit_counts
 
 
 @flow(name="encode-latents")
-def encode_latents(out: str = "runs/demo", preset: str = "tiny", config_path: str | None = None,
-                   overrides: list[str] | None = None, shards: str | None = None) -> dict:
+def encode_latents(out: str = "runs/demo", config: FluxSRConfig | None = None, shards: str | None = None) -> dict:
     """Fill ``<out>/latents/<key>/store.zarr`` with z_L, z_0, ε and HR pixels of every record and variant."""
-    cfg = resolve_config(preset, config_path, overrides)
+    cfg = config or FluxSRConfig()
     plan = plan_encode(cfg, out)
     store = LatentStore.create_or_open(plan.store_path, plan.shape, plan.attrs)
-    model_json = cfg.model.model_dump_json()
     selected = set(parse_range(shards, len(plan.units)))
-    units = [dict(store_path=str(plan.store_path), model_json=model_json, batch_size=cfg.encode.batch_size, **u)
+    units = [dict(store_path=str(plan.store_path), model=cfg.model, batch_size=cfg.encode.batch_size, **u)
              for i, u in enumerate(plan.units) if i in selected]
 
     def verify(entry: dict) -> None:
@@ -31,15 +29,10 @@ def encode_latents(out: str = "runs/demo", preset: str = "tiny", config_path: st
 
     task = encode_range.with_options(**cache_options(out, STAGE, CODE_MODULES))
     report = run_units(task, units, what="encode-latents", gpu=True, verify=verify)
-    manifest = None
-    if store.complete():
-        manifest = write_manifest(plan.directory, Manifest(stage=STAGE, key=plan.key, config=plan.config,
-                                                           inputs=plan.attrs["inputs"],
-                                                           summary={"store": plan.store_path.name, **plan.shape.__dict__}))
+    manifest = write_store_manifest(str(plan.directory), str(plan.store_path), STAGE, plan.key, plan.config,
+                                    plan.attrs["inputs"], {"store": plan.store_path.name, **plan.shape.__dict__})
     summary = {"stage": STAGE, "store": str(plan.store_path), "key": plan.key, "ranges": len(units),
-               "samples": plan.shape.records * plan.shape.variants,
-               **{k: report.counts.get(k, 0) for k in ("computed", "cached", "regenerated")},
-               "seconds": round(report.seconds, 2), "manifest": str(manifest) if manifest else None}
+               "samples": plan.shape.records * plan.shape.variants, **unit_counts(report), "manifest": manifest}
     publish_summary("encode-latents", summary)
     return summary
 

@@ -17,6 +17,8 @@ from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from tqdm.auto import tqdm
 
+from fluxsr_core.errors import UsageError
+
 
 @dataclass
 class UnitsReport:
@@ -58,6 +60,14 @@ def run_units(task, units: list[dict[str, Any]], *, what: str, verify: Callable[
     return report
 
 
+def unit_counts(report: UnitsReport) -> dict[str, int]:
+    """How many units were computed, taken from cache, or regenerated (a stage summary's counts).
+
+    The stage's wall time is logged (``run_units``), not returned: summaries are written to
+    files that are compared and hashed, and must not depend on the clock."""
+    return {k: report.counts.get(k, 0) for k in ("computed", "cached", "regenerated")}
+
+
 def parse_range(spec: str | None, total: int) -> list[int]:
     """'a:b' (half-open), 'a:' or None (all) -> unit indices, checked against ``total``."""
     if not spec:
@@ -66,9 +76,9 @@ def parse_range(spec: str | None, total: int) -> list[int]:
         a, b = spec.split(":") if ":" in spec else (spec, str(int(spec) + 1))
         lo, hi = int(a or 0), int(b) if b else total
     except ValueError:
-        raise ValueError(f"range '{spec}' is not START:STOP (example 0:4)") from None
+        raise UsageError(f"range '{spec}' is not START:STOP (example 0:4)") from None
     if not 0 <= lo < hi <= total:
-        raise ValueError(f"range '{spec}' is outside 0:{total}")
+        raise UsageError(f"range '{spec}' is outside 0:{total}")
     return list(range(lo, hi))
 
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from fluxsr_core.errors import FluxSRError
 from fluxsr_core.imageio import (
     IMAGE_SUFFIXES,
     quantize_8bit,
@@ -40,7 +41,7 @@ OnError = Literal["raise", "skip"]
 BICUBIC = "bicubic"
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(FluxSRError, ValueError):
     """A benchmark input problem; the message starts with the file concerned."""
 
 

@@ -20,8 +20,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
-class ConfigError(ValueError):
+from fluxsr_core.errors import FluxSRError
+
+
+class ConfigError(FluxSRError, ValueError):
     """A configuration problem, with the file and key it concerns."""
+
+
+# Keys that were renamed: the old name is an error naming the new one.
+RENAMED_KEYS = {"infer.t": "infer.step_fraction"}
 
 
 class _Section(BaseModel):
@@ -342,12 +349,17 @@ class InferConfig(_Section):
     color_fix: Literal["none", "wavelet", "adain"] = Field(
         "adain", description="Colour correction towards the bicubic input: 'adain' (per-channel mean/std, as OSEDiff), "
                              "'wavelet' (the input's low frequencies, as StableSR), 'none'.")
-    t: float = Field(1.0, ge=0.0, le=1.0, description="Fraction of the one step taken, z_L + t·(G(z_L) - z_L): 1 = the model, "
-                                                      "0 = bicubic; an OFTSR-style fidelity (0) to realism (1) knob.")
+    step_fraction: float = Field(
+        1.0, ge=0.0, le=1.0, description="FTD models: fraction of the one step taken, z_L + f·(G(z_L) - z_L): 1 = the "
+                                         "model, 0 = the VAE round trip of the bicubic input (a fidelity knob).")
     tile: int | None = Field(128, ge=4, description="Latent tile size for the transformer and VAE (8 px per latent px; "
                                                     "even); larger images are tiled and blended. null = whole image.")
     overlap: int = Field(16, ge=0, description="Latent overlap between tiles (even, < tile).")
-    guidance: float | None = Field(None, ge=0.0, description="Guidance-embedding value; null = train.guidance.")
+    guidance: float | None = Field(None, ge=0.0, description="Guidance-embedding value; null = the trained model's "
+                                                             "(train.guidance for a base model without one).")
+    method_params: dict[str, Any] = Field(
+        default_factory=dict, description="Run a trained model with other method parameters on purpose, e.g. "
+                                          "{T_L: 0.4}; empty = as trained (fluxsr_model.json).")
 
     @model_validator(mode="after")
     def _tiles(self) -> "InferConfig":
@@ -356,9 +368,33 @@ class InferConfig(_Section):
         return self
 
 
-class FluxSRConfig(_Section):
-    """Root config: one section per stage."""
+PresetName = Literal["tiny", "flux-dev"]
+# What each named preset sets over the section defaults; a config is always a preset plus overrides.
+PRESET_VALUES: dict[str, dict[str, Any]] = {
+    # Tiny FLUX-architecture models on CPU; AlexNet LPIPS (VGG16 dominated the step), random backbone allowed.
+    "tiny": {"loss": {"allow_random_lpips_backbone": True, "lpips_net": "alex"}},
+    # FLUX.1-dev teacher at 1024², 28 steps, guidance 3.5, LoRA rank 64, real LPIPS required.
+    "flux-dev": {
+        "model": {"preset": "flux-dev"},
+        "pairs": {"num_records": 2400, "records_per_shard": 64, "resolution": 1024, "steps": 28, "guidance": 3.5,
+                  "batch_size": 4},
+        "loss": {"allow_random_lpips_backbone": False},
+        "lora": {"rank": 64},
+        "train": {"steps": 20000, "batch_size": 1, "learning_rate": 5e-5, "checkpoint_every": 500,
+                  "gradient_checkpointing": True},
+    },
+}
 
+
+class FluxSRConfig(_Section):
+    """Root config: a named preset plus one section per stage.
+
+    Validation layers the given values over the preset's (``PRESET_VALUES``), so a partial
+    mapping such as ``{"preset": "flux-dev", "model": {"path": "/models/flux"}}`` (a
+    deployment's parameter, say) is a whole flux-dev config. A full dump validates to itself.
+    """
+
+    preset: PresetName = Field("tiny", description="Named base config the values are layered on: tiny | flux-dev.")
     model: ModelConfig = Field(default_factory=ModelConfig)
     pairs: PairsConfig = Field(default_factory=PairsConfig)
     degrade: DegradeConfig = Field(default_factory=DegradeConfig)
@@ -368,6 +404,16 @@ class FluxSRConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layer_on_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = data.get("preset", "tiny")
+        if preset not in PRESET_VALUES:
+            return data  # the field's own check names the choices
+        return _deep_merge(PRESET_VALUES[preset], data)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "FluxSRConfig":
@@ -416,8 +462,16 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _check_renamed(data: dict[str, Any], source: str) -> None:
+    for old, new in RENAMED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            raise ConfigError(f"{source}: key '{old}' was renamed '{new}'; use --set {new}=... (same meaning)")
+
+
 def build_config(data: dict[str, Any] | None = None, source: str = "<config>") -> FluxSRConfig:
     """Validate a nested dict into a config, raising ConfigError that names source and key."""
+    _check_renamed(data or {}, source)
     try:
         return FluxSRConfig.model_validate(data or {})
     except ValidationError as err:
@@ -425,10 +479,13 @@ def build_config(data: dict[str, Any] | None = None, source: str = "<config>") -
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: FluxSRConfig | None = None) -> FluxSRConfig:
-    """Defaults (or ``base``) <- YAML file <- ``KEY=VALUE`` overrides, validated once."""
-    data: dict[str, Any] = (base or FluxSRConfig()).model_dump(mode="json")
-    source = "<defaults>"
+                base: FluxSRConfig | None = None, preset: str | None = None) -> FluxSRConfig:
+    """Preset ``preset`` (or ``base``; default tiny) <- YAML file <- ``KEY=VALUE`` overrides, validated once.
+
+    A file or override that sets ``preset`` changes the base the rest is layered on.
+    """
+    data: dict[str, Any] = base.model_dump(mode="json") if base is not None else {"preset": preset or "tiny"}
+    source = f"preset {data['preset']}"
     if path is not None:
         p = Path(path)
         source = str(p)
@@ -440,11 +497,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{p}: not valid YAML: {err}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: top level must be a mapping of sections (model:, pairs:, ...), got {type(loaded).__name__}")
-        data = _deep_merge(data, loaded)
+        data = _rebase(data, loaded)
     if overrides:
-        data = _deep_merge(data, parse_overrides(overrides))
+        data = _rebase(data, parse_overrides(overrides))
         source += " + overrides"
     return build_config(data, source)
+
+
+def _rebase(data: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``data``; when ``extra`` names another preset, over that preset's values instead."""
+    if "preset" in extra and extra["preset"] != data.get("preset"):
+        if extra["preset"] not in PRESET_VALUES:
+            raise ConfigError(f"unknown preset {extra['preset']!r}; choose one of {sorted(PRESET_VALUES)}")
+        return _deep_merge({"preset": extra["preset"]}, extra)
+    return _deep_merge(data, extra)
 
 
 def dump_config(cfg: FluxSRConfig) -> str:

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from fluxsr_core import basicsr_compat as bc
 from fluxsr_core.config import DegradeConfig
+from fluxsr_core.errors import UsageError
 
 __all__ = ["PARAMS_SCHEMA", "degrade_batch", "degrade_image", "degrade_variants", "min_hr_side", "variant_seed"]
 
@@ -283,7 +284,7 @@ def _check_hr(hr: torch.Tensor, cfg: DegradeConfig) -> None:
     h, w = hr.shape[-2:]
     problems = [f"height: {p}" for p in _side_problems(h, cfg)] + [f"width: {p}" for p in _side_problems(w, cfg)]
     if problems:
-        raise ValueError(f"HR image {h}x{w} cannot be degraded with scale={cfg.scale}: " + "; ".join(problems)
+        raise UsageError(f"HR image {h}x{w} cannot be degraded with scale={cfg.scale}: " + "; ".join(problems)
                          + f". Use sides that are multiples of {cfg.scale} and at least {min_hr_side(cfg)} px.")
     lo, hi = float(hr.min()), float(hr.max())
     if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from fluxsr_core.errors import UnreadableImageError
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
@@ -45,7 +47,7 @@ def _opencv_rgb(data: bytes, path: Path) -> np.ndarray:
 
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
-        raise ValueError(f"{path}: truncated or corrupt image (OpenCV could not decode it)")
+        raise UnreadableImageError(f"{path}: truncated or corrupt image (OpenCV could not decode it)")
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
         arr = arr[..., 2::-1]  # BGR(A) -> RGB, alpha dropped
     elif arr.ndim == 3:
@@ -54,7 +56,7 @@ def _opencv_rgb(data: bytes, path: Path) -> np.ndarray:
         return arr.astype(np.float32) / 65535.0
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
-    raise ValueError(f"{path}: unsupported sample type {arr.dtype} (expected 8- or 16-bit integers)")
+    raise UnreadableImageError(f"{path}: unsupported sample type {arr.dtype} (expected 8- or 16-bit integers)")
 
 
 def _pil_rgb(data: bytes, path: Path) -> np.ndarray:
@@ -65,9 +67,9 @@ def _pil_rgb(data: bytes, path: Path) -> np.ndarray:
                 return np.clip(np.asarray(im, dtype=np.float32) / 65535.0, 0.0, 1.0)
             return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     except UnidentifiedImageError:
-        raise ValueError(f"{path}: not an image (no image format recognised)") from None
+        raise UnreadableImageError(f"{path}: not an image (no image format recognised)") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{path}: truncated or corrupt image ({err})") from None
+        raise UnreadableImageError(f"{path}: truncated or corrupt image ({err})") from None
 
 
 def read_image(path: str | Path) -> torch.Tensor:
@@ -76,9 +78,9 @@ def read_image(path: str | Path) -> torch.Tensor:
     try:
         data = p.read_bytes()
     except OSError as err:
-        raise ValueError(f"{p}: cannot read file ({err.strerror or err})") from None
+        raise UnreadableImageError(f"{p}: cannot read file ({err.strerror or err})") from None
     if not data:
-        raise ValueError(f"{p}: empty file, not an image")
+        raise UnreadableImageError(f"{p}: empty file, not an image")
     arr = _opencv_rgb(data, p) if _needs_opencv(data) else _pil_rgb(data, p)
     if arr.ndim == 2:
         arr = arr[..., None]

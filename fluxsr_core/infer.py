@@ -1,8 +1,8 @@
-"""One-step super-resolution: bicubic up, encode, G(z_L) = z_L - T_L·v(z_L, T_L), decode.
+"""Super-resolution of an image by a trained method: bicubic up, encode, the method's sampler, decode.
 
-``upscale`` runs the student (a transformer carrying the trained LoRA, e.g. via
-``fluxsr_core.train.lora.load_lora``) once. For large images the transformer
-step can be tiled in latent space: overlapping tiles (even sizes, so 2x2 packing
+``upscale`` runs a method's ``sample`` (FTD: one step G(z_L) = z_L - T_L·v(z_L, T_L))
+on an ``SRModel`` carrying the trained weights. For large images the transformer
+can be tiled in latent space: overlapping tiles (even sizes, so 2x2 packing
 works), one velocity prediction per tile, blended with a cosine ramp across each
 overlap (weights 1 inside a tile, falling smoothly to ~0 at an edge shared with a
 neighbour; image borders are not ramped). Since G is linear in v, blending v is
@@ -18,16 +18,18 @@ whole-image activation of a large input. Colour correction
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from fluxsr_core import ftd
 from fluxsr_core.colorfix import color_correct
 from fluxsr_core.config import check_tiles
 from fluxsr_core.models.codec import decode_latents, encode_images
-from fluxsr_core.models.velocity import TextCondition, predict_velocity
+
+Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _starts(size: int, tile: int, overlap: int) -> list[int]:
@@ -57,18 +59,17 @@ def tile_windows(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int
     return [(y, x, th, tw) for y in _starts(h, th, overlap) for x in _starts(w, tw, overlap)]
 
 
-def tiled_velocity(transformer, z: torch.Tensor, t: torch.Tensor, cond: TextCondition, guidance: float | None,
-                   tile: int, overlap: int) -> torch.Tensor:
-    """v(z, t) predicted tile by tile (``tile``/``overlap`` in latent pixels, even) and blended."""
+def tiled_velocity(velocity: Velocity, z: torch.Tensor, t: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
+    """``velocity(z, t)`` evaluated tile by tile (``tile``/``overlap`` in latent pixels, even) and blended."""
     check_tiles(tile, overlap)
     _, _, h, w = z.shape
     wins = tile_windows(h, w, tile, overlap)
     if len(wins) == 1:
-        return predict_velocity(transformer, z, t, cond, guidance)
+        return velocity(z, t)
     acc = torch.zeros_like(z)
     wsum = torch.zeros(1, 1, h, w, device=z.device, dtype=z.dtype)
     for y, x, th, tw in wins:
-        v = predict_velocity(transformer, z[:, :, y:y + th, x:x + tw], t, cond, guidance)
+        v = velocity(z[:, :, y:y + th, x:x + tw], t)
         # ramp only on sides that overlap a neighbour (i.e. not on the image border)
         wy = _ramp(th, overlap if y > 0 else 0, overlap if y + th < h else 0, z.device, z.dtype)
         wx = _ramp(tw, overlap if x > 0 else 0, overlap if x + tw < w else 0, z.device, z.dtype)
@@ -103,35 +104,29 @@ def output_size(h: int, w: int, scale: float) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def upscale(components, image: torch.Tensor, *, scale: float = 4.0, T_L: float, cond: TextCondition,
-            guidance: float | None = 3.5, tile: int | None = None, overlap: int = 8, t: float = 1.0,
-            color_fix: str = "none") -> torch.Tensor:
-    """(1, 3, h, w) in [0, 1] -> (1, 3, round(h·scale), round(w·scale)) in [0, 1], one transformer step (per tile).
+def upscale(model, method, image: torch.Tensor, *, scale: float = 4.0, tile: int | None = None, overlap: int = 8,
+            color_fix: str = "none", knobs: dict[str, Any] | None = None) -> torch.Tensor:
+    """(1, 3, h, w) in [0, 1] -> (1, 3, round(h·scale), round(w·scale)) in [0, 1] by ``method.sample`` on ``model``.
 
     The bicubic-upsampled image is padded (replicate) to a multiple of 16 pixels
     (VAE factor 8 x patch 2) and the result is cropped back. ``tile``/``overlap``
     are in latent pixels (1 latent px = 8 image px); ``tile=None`` runs whole-image.
-    ``t`` takes that fraction of the step (z_L + t·(G(z_L) - z_L)); ``color_fix``
+    ``knobs`` are the method's inference knobs (FTD: ``step_fraction``); ``color_fix``
     is 'none', 'wavelet' or 'adain' against the bicubic image.
     """
     if image.ndim != 4 or image.shape[1] != 3:
         raise ValueError(f"image must be (B, 3, h, w), got {tuple(image.shape)}")
     if tile is not None:
         check_tiles(tile, overlap)  # before any work (tiled_velocity checks too, for its direct callers)
+    knobs = method.check_knobs(knobs or {})
+    components = model.components
     H, W = output_size(image.shape[2], image.shape[3], scale)
     bicubic = F.interpolate(image.float(), size=(H, W), mode="bicubic", align_corners=False).clamp(0.0, 1.0)
     m = components.vae_factor * components.patch_size
     ph, pw = (-H) % m, (-W) % m
     up = F.pad(bicubic, (0, pw, 0, ph), mode="replicate") if (ph or pw) else bicubic
-    transformer = components.transformer
-    if tile is None:
-        velocity = lambda z, s: predict_velocity(transformer, z, s, cond, guidance)
-    else:
-        velocity = lambda z, s: tiled_velocity(transformer, z, s, cond, guidance, tile, overlap)
-    with vae_tiling(components.vae, tile, components.vae_factor):
+    with vae_tiling(components.vae, tile, components.vae_factor), model.tiled(tile, overlap):
         z_L = encode_images(components, up).float()
-        z_hat = ftd.one_step(velocity, z_L, T_L)
-        if t != 1.0:
-            z_hat = z_L + t * (z_hat - z_L)
+        z_hat = method.sample(model, z_L, **knobs)
         out = decode_latents(components, z_hat).float().clamp(0.0, 1.0)
     return color_correct(out[:, :, :H, :W], bicubic, color_fix)

@@ -1,4 +1,4 @@
-"""FluxSR's losses (method.md): TV map, TV-LPIPS, ADL, and Algorithm 1's total.
+"""FluxSR's pixel and token losses (method.md): TV map, TV-LPIPS, ADL (the FTD method combines them).
 
 Images are (B, 3, H, W) in [0, 1]; token features are (B, N, D).
 """
@@ -6,7 +6,6 @@ Images are (B, 3, H, W) in [0, 1]; token features are (B, N, D).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -65,31 +64,3 @@ def capture_block_tokens(transformer):
     finally:
         for h in handles:
             h.remove()
-
-
-@dataclass
-class LossTerms:
-    """The terms of Algorithm 1's loss; ``total`` is what is back-propagated."""
-
-    ftd: torch.Tensor
-    mse: torch.Tensor
-    tv_lpips: torch.Tensor
-    adl: torch.Tensor
-    total: torch.Tensor
-
-    NAMES = ("total", "ftd", "mse", "tv_lpips", "adl")  # logging order (a class constant, not a field)
-
-    def stacked(self) -> torch.Tensor:
-        """The terms in ``NAMES`` order as one detached float64 vector (read back with one device sync)."""
-        return torch.stack([getattr(self, k).detach().double() for k in self.NAMES])
-
-
-def total_loss(cfg, *, ftd: torch.Tensor, x_hat: torch.Tensor, x_hr: torch.Tensor,
-               block_tokens: list[torch.Tensor], lpips_model) -> LossTerms:
-    """L = L_FTD + MSE(x̂, x_H) + λ·TV-LPIPS(x̂, x_H) + μ·L_ADL (eqs. 17, 19-23); cfg is a LossConfig."""
-    mse = F.mse_loss(x_hat.float(), x_hr.float())
-    zero = mse.new_zeros(())
-    tvl = tv_lpips(lpips_model, x_hat.float(), x_hr.float(), cfg.gamma_tv) if cfg.lambda_tv_lpips > 0 else zero
-    div = adl(block_tokens) if cfg.mu_adl > 0 else zero
-    total = ftd + mse + cfg.lambda_tv_lpips * tvl + cfg.mu_adl * div
-    return LossTerms(ftd=ftd, mse=mse, tv_lpips=tvl, adl=div, total=total)

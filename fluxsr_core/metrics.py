@@ -50,6 +50,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from fluxsr_core.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 PYIQA_PREFIX = "pyiqa:"
@@ -150,7 +152,7 @@ def metric_spec(name: str) -> MetricSpec:
         known = sorted(_OWN) + sorted(configs)
         close = difflib.get_close_matches(base, known, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown metric '{name}'{hint} (ours: {', '.join(sorted(_OWN))}; or any pyiqa name)")
+        raise UsageError(f"unknown metric '{name}'{hint} (ours: {', '.join(sorted(_OWN))}; or any pyiqa name)")
     cfg = configs[base]
     return MetricSpec(
         name=name, mode=cfg["metric_mode"], lower_better=bool(cfg.get("lower_better", False)), backend="pyiqa",
@@ -433,7 +435,7 @@ def resolve_metrics(names: Sequence[str], weights_dir: str | Path | None = None,
     everything else that cannot run is reported, not raised.
     """
     if crop_border < 0:
-        raise ValueError(f"crop_border must be >= 0, got {crop_border}")
+        raise UsageError(f"crop_border must be >= 0, got {crop_border}")
     specs = {name: metric_spec(name) for name in dict.fromkeys(names)}
     available: dict[str, Scorer] = {}
     unavailable: dict[str, str] = {}

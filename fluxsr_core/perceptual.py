@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from fluxsr_core.errors import InputNotFoundError, UsageError
+
 log = logging.getLogger(__name__)
 
 BACKBONE_FILES = {
@@ -36,7 +38,7 @@ def _load_backbone(model, path: Path) -> None:
         _, index, rest = key.split(".", 2)
         src = f"features.{index}.{rest}"
         if src not in source:
-            raise ValueError(f"{path} is not a torchvision backbone for this LPIPS net: key '{src}' missing")
+            raise UsageError(f"{path} is not a torchvision backbone for this LPIPS net: key '{src}' missing")
         mapped[key] = source[src]
     model.net.load_state_dict(mapped, strict=True)
 
@@ -46,7 +48,7 @@ def build_lpips(net: str = "vgg", backbone_path: str | None = None, allow_random
     import lpips
 
     if net not in BACKBONE_FILES:
-        raise ValueError(f"unknown LPIPS net '{net}'; choose one of {sorted(BACKBONE_FILES)}")
+        raise UsageError(f"unknown LPIPS net '{net}'; choose one of {sorted(BACKBONE_FILES)}")
     path = Path(backbone_path).expanduser() if backbone_path else default_backbone_path(net)
     with torch.random.fork_rng(devices=[]):  # a random backbone must be the same in every process
         torch.manual_seed(0)
@@ -56,7 +58,7 @@ def build_lpips(net: str = "vgg", backbone_path: str | None = None, allow_random
     elif allow_random:
         log.warning("LPIPS %s backbone not found at %s: using a RANDOM backbone (allowed by config)", net, path)
     else:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"LPIPS needs the ImageNet {net} backbone weights '{BACKBONE_FILES[net]}', not found at {path}. "
             f"Copy torchvision's file there (or set loss.lpips_backbone_path to its path). "
             "For tests and the tiny preset only, loss.allow_random_lpips_backbone=true builds a random backbone."

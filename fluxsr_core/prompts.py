@@ -6,8 +6,10 @@ import json
 from importlib import resources
 from pathlib import Path
 
+from fluxsr_core.errors import FluxSRError
 
-class PromptFileError(ValueError):
+
+class PromptFileError(FluxSRError, ValueError):
     """The prompt file is missing, unreadable or empty; the message names it."""
 
 

@@ -1,52 +1,107 @@
-"""The trained one-step model, ready to upscale: a preset, its LoRA and the fixed empty-prompt condition.
+"""A trained model, ready to upscale: the base preset, the saved weights, and the method it was trained with.
 
-One place builds the student for ``fluxsr upscale`` and for the benchmark's model
-rows, so both run exactly the same inference (``fluxsr_core.infer.upscale``).
+One place builds it for ``fluxsr upscale`` and for the benchmark's model rows, so both
+run exactly the same inference (``fluxsr_core.infer.upscale``). The method and its
+parameters come from the model folder's ``fluxsr_model.json``, not from the config in
+force now: a model trained at T_L = 0.3 runs at 0.3. A config that sets a method
+parameter to another value is an error naming both (``infer.method_params`` overrides
+on purpose), and a model trained on another base architecture is refused.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from fluxsr_core import model_folder
 from fluxsr_core.config import FluxSRConfig, InferConfig
 from fluxsr_core.infer import upscale
+from fluxsr_core.methods import build_method, method_class, method_from_metadata
+from fluxsr_core.methods.base import Method
+from fluxsr_core.model_folder import ModelInfo, ModelMismatchError
 from fluxsr_core.models import load_components
-from fluxsr_core.models.velocity import TextCondition
+from fluxsr_core.models.sr_model import SRModel
 from fluxsr_core.train import lora
-from fluxsr_core.train.loop import encode_empty_prompt
 
 log = logging.getLogger(__name__)
+DEFAULT_METHOD = "ftd"
 
 
 @dataclass
 class Student:
-    components: object
-    cond: TextCondition
-    T_L: float
-    guidance: float
-    lora_path: Path | None
+    model: SRModel
+    method: Method
+    info: ModelInfo | None = None  # None: the untrained base model
+    path: Path | None = None
+    knob_defaults: dict[str, Any] = field(default_factory=dict)  # from the config's infer section
 
-    def upscale(self, image: torch.Tensor, cfg: InferConfig, t: float | None = None) -> torch.Tensor:
-        """(1, 3, h, w) in [0, 1] -> the SR image in [0, 1] on the CPU; ``t`` overrides ``cfg.t``."""
-        out = upscale(self.components, image.to(self.components.device), scale=cfg.scale, T_L=self.T_L, cond=self.cond,
-                      guidance=cfg.guidance if cfg.guidance is not None else self.guidance, tile=cfg.tile,
-                      overlap=cfg.overlap, t=cfg.t if t is None else t, color_fix=cfg.color_fix)
+    def upscale(self, image: torch.Tensor, cfg: InferConfig, **knobs: Any) -> torch.Tensor:
+        """(1, 3, h, w) in [0, 1] -> the SR image in [0, 1] on the CPU; ``knobs`` override the config's."""
+        out = upscale(self.model, self.method, image.to(self.model.device), scale=cfg.scale, tile=cfg.tile,
+                      overlap=cfg.overlap, color_fix=cfg.color_fix, knobs={**self.knob_defaults, **knobs})
         return out.cpu()
 
+    def describe(self) -> str:
+        if self.info is None:
+            return f"untrained base model ({self.method.name} sampler)"
+        return f"{self.info.method} model, {self.info.steps} steps, {self.path}"
 
-def load_student(cfg: FluxSRConfig, lora_path: str | Path | None) -> Student:
-    """The preset of ``cfg.model`` with the LoRA at ``lora_path`` (a .safetensors file, a training run's
-    ``final/`` or a checkpoint directory); without one the base transformer runs (useful only as a check)."""
-    components = load_components(cfg.model)
-    path = Path(lora_path) if lora_path is not None else None
-    if path is not None:
-        lora.load_lora(components.transformer, path)  # FileNotFoundError naming the expected file
+
+def config_knobs(method: Method, cfg: InferConfig) -> dict[str, Any]:
+    """The method's inference knobs as set in the ``infer`` section (a knob is named like its key)."""
+    return {k: getattr(cfg, k) for k in method.knobs if hasattr(cfg, k)}
+
+
+def checked_params(info: ModelInfo, cfg: FluxSRConfig, where: Path) -> dict[str, Any]:
+    """The method parameters to run with: the model's, unless ``infer.method_params`` overrides on purpose.
+
+    A parameter that changes sampling (``inference_params``) and that the config sets away
+    from its preset's default (``--set loss.T_L=0.3``) must agree with the model's value;
+    otherwise it is an error naming both. Training-only parameters are the model's business.
+    """
+    cls = method_class(info.method)
+    configured = build_method(info.method, cfg).metadata()
+    preset_default = build_method(info.method, FluxSRConfig(preset=cfg.preset)).metadata()
+    for name in cls.inference_params:
+        value, trained = configured.get(name), info.method_params.get(name)
+        set_here = value != preset_default.get(name)
+        if set_here and value != trained and name not in cfg.infer.method_params:
+            raise ModelMismatchError(
+                f"{where} was trained with {info.method} {name}={trained!r} but the config sets "
+                f"{cls.config_keys.get(name, name)}={value!r}. Drop that setting to run the model as trained, or override on "
+                f"purpose with --set infer.method_params.{name}={value}")
+    unknown = sorted(set(cfg.infer.method_params) - set(info.method_params))
+    if unknown:
+        raise ModelMismatchError(f"infer.method_params {unknown}: not parameters of method {info.method} "
+                                 f"(it has {sorted(info.method_params)})")
+    return {**info.method_params, **cfg.infer.method_params}
+
+
+def load_student(cfg: FluxSRConfig, model_path: str | Path | None) -> Student:
+    """The preset of ``cfg.model`` with the trained model at ``model_path`` (a training run's ``final/``, a
+    checkpoint folder or the LoRA file in one); without one the base transformer runs (useful only as a check)."""
+    if model_path is None:
+        method = build_method(DEFAULT_METHOD, cfg)
+        log.warning("no trained model given: the untrained base transformer runs with the %s sampler", method.name)
+        info = folder = None
     else:
-        log.warning("no LoRA given: the untrained base transformer is the student")
+        folder = model_folder.model_dir(model_path)  # InputNotFoundError naming the expected file
+        info = model_folder.read_info(folder)
+        method = method_from_metadata(info.method, checked_params(info, cfg, folder))
+    components = load_components(cfg.model)
+    guidance = cfg.infer.guidance if cfg.infer.guidance is not None else method.guidance
+    model = SRModel(components, guidance=guidance)
+    if info is not None:
+        info.check_base(model_folder.base_model_of(model), str(folder))
+        method.extend(model)
+        lora.load_lora(model.transformer, folder)
+        modules = method.trainable_modules(model)
+        if modules:
+            model_folder.load_module_state(modules, folder / model_folder.MODULES_FILE)
+    components.transformer.requires_grad_(False)
     components.transformer.eval()
-    return Student(components=components, cond=encode_empty_prompt(components), T_L=cfg.loss.T_L,
-                   guidance=cfg.train.guidance, lora_path=path)
+    return Student(model=model, method=method, info=info, path=folder, knob_defaults=config_knobs(method, cfg.infer))

@@ -15,6 +15,7 @@ import torch
 
 from fluxsr_core.benchmark import OnError, Problem, images_by_stem
 from fluxsr_core.config import DegradeConfig
+from fluxsr_core.errors import UsageError
 from fluxsr_core.imageio import read_image, write_image
 
 
@@ -31,7 +32,7 @@ def make_synthetic_testset(hr_dir: str | Path, out_dir: str | Path, cfg: Degrade
     from fluxsr_core.degrade import degrade_image
 
     if crop % cfg.scale:
-        raise ValueError(f"crop {crop} is not a multiple of the scale {cfg.scale}")
+        raise UsageError(f"crop {crop} is not a multiple of the scale {cfg.scale}")
     problems: list[Problem] = []
     images = images_by_stem(hr_dir, "HR", on_error, problems)
     lr_out, hr_out = Path(out_dir) / "lr", Path(out_dir) / "hr"
@@ -40,7 +41,7 @@ def make_synthetic_testset(hr_dir: str | Path, out_dir: str | Path, cfg: Degrade
         if min(img.shape[-2:]) < crop:
             problem = Problem(str(path), f"HR is {img.shape[-1]}x{img.shape[-2]}, smaller than the {crop}px crop", image=stem)
             if on_error == "raise":
-                raise ValueError(f"{problem.path}: {problem.reason} (lower bench.synthetic_crop or skip it)")
+                raise UsageError(f"{problem.path}: {problem.reason} (lower bench.synthetic_crop or skip it)")
             problems.append(problem)
             continue
         hr = centre_crop(img, crop)

@@ -18,6 +18,7 @@ from typing import Literal
 from PIL import Image
 
 from fluxsr_core.config import InferConfig
+from fluxsr_core.errors import InputNotFoundError, UsageError
 from fluxsr_core.imageio import IMAGE_SUFFIXES, read_image, write_image
 
 
@@ -38,13 +39,13 @@ def collect_inputs(paths: list[str | Path]) -> list[Path]:
         elif p.exists():
             found.append(p)
         else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
+            raise InputNotFoundError(f"{p}: no such file or folder")
     if not found:
-        raise ValueError(f"no image files in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise UsageError(f"no image files in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     stems: dict[str, Path] = {}
     for f in found:
         if f.stem in stems and stems[f.stem] != f:
-            raise ValueError(f"{stems[f.stem]} and {f} would both be written as {f.stem}.png: rename one")
+            raise UsageError(f"{stems[f.stem]} and {f} would both be written as {f.stem}.png: rename one")
         stems[f.stem] = f
     return list(dict.fromkeys(found))
 

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from fluxsr_core.errors import StorageFullError
+
 TMP_MARK = ".tmp-"
 
 
@@ -57,7 +59,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise OSError(err.errno, f"could not finish writing {final} ({err.strerror}); free space under "
+            raise StorageFullError(err.errno, f"could not finish writing {final} ({err.strerror}); free space under "
                                      f"{final.parent} and re-run: finished work is kept, nothing half-written remains") from err
         raise
     except BaseException:

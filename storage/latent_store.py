@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from fluxsr_core.errors import FluxSRError, InputNotFoundError
+
 LAYOUT_VERSION = 1
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(FluxSRError, ValueError):
     """The store on disk was made by another config or layout; the message names both."""
 
 
@@ -77,7 +79,7 @@ class LatentStore:
 
         path = Path(path)
         if not (path / "zarr.json").exists():
-            raise FileNotFoundError(f"no latent store at {path}: run the encode-latents stage first")
+            raise InputNotFoundError(f"no latent store at {path}: run the encode-latents stage first")
         return cls(zarr.open_group(str(path), mode=mode))
 
     def _check_matches(self, attrs: dict[str, Any], shape: StoreShape) -> None:

@@ -2,19 +2,22 @@
 
 A manifest lists every output file with its size and sha256, the stage's config
 and the manifests of its inputs; the next stage hashes it into its own key.
+Its bytes are a pure function of that content (no timestamps: when a stage ran
+belongs in its logs), so the same inputs write the same manifest.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fluxsr_core.errors import InputNotFoundError
 from storage.atomic import sha256_file, sha256_json, write_json
 
 MANIFEST_NAME = "manifest.json"
+VOLATILE = frozenset({"created"})  # keys older manifests wrote that are not content: ignored when read and hashed
 
 
 @dataclass
@@ -33,7 +36,6 @@ class Manifest:
     inputs: dict[str, str] = field(default_factory=dict)  # upstream stage -> its manifest sha256
     files: list[FileEntry] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)  # deterministic facts only, never timings
-    created: float = field(default_factory=time.time)
 
     @property
     def records(self) -> int:
@@ -43,22 +45,21 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Manifest":
-        data = dict(data)
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
+        data = {k: v for k, v in data.items() if k not in VOLATILE}  # older manifests carried "created"
         data["files"] = [FileEntry(**f) for f in data.get("files", [])]
         return cls(**data)
 
 
-def _content(m: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in m.items() if k != "created"}
-
-
 def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
-    """Write the manifest unless an identical one (timestamps aside) is there: keeps downstream keys stable."""
+    """Write the manifest unless one with the same bytes is there (an old one with a timestamp is rewritten without it).
+
+    The digest downstream keys use (``manifest_digest``) ignores old timestamps, so rewriting changes no key.
+    """
     path = Path(directory) / MANIFEST_NAME
     if path.is_file():
         try:
-            if _content(json.loads(path.read_text())) == _content(manifest.to_json()):
+            if json.loads(path.read_text()) == manifest.to_json():
                 return path
         except ValueError:
             pass
@@ -69,7 +70,7 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
 def read_manifest(directory: str | Path) -> Manifest:
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST_NAME} in {directory}: the stage that writes it has not finished")
+        raise InputNotFoundError(f"no {MANIFEST_NAME} in {directory}: the stage that writes it has not finished")
     try:
         return Manifest.from_json(json.loads(path.read_text()))
     except (ValueError, TypeError) as err:
@@ -77,8 +78,8 @@ def read_manifest(directory: str | Path) -> Manifest:
 
 
 def manifest_digest(directory: str | Path) -> str:
-    """sha256 of a finished stage's manifest content (timestamps excluded): what downstream keys use."""
-    return sha256_json(_content(read_manifest(directory).to_json()))
+    """sha256 of a finished stage's manifest content (an old one's timestamp excluded): what downstream keys use."""
+    return sha256_json(read_manifest(directory).to_json())
 
 
 def verify_files(directory: str | Path, manifest: Manifest) -> list[str]:

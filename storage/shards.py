@@ -15,11 +15,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fluxsr_core.errors import FluxSRError
 from storage.atomic import atomic_path, sha256_file, write_json
 from storage.manifest import FileEntry
 
 
-class ShardError(ValueError):
+class ShardError(FluxSRError, ValueError):
     """A shard is missing, truncated or corrupt; the message names the file."""
 
 

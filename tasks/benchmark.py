@@ -6,59 +6,52 @@ from pathlib import Path
 
 from prefect import task
 
+from fluxsr_core.config import BenchConfig, DegradeConfig, FluxSRConfig
+from fluxsr_core.errors import InputNotFoundError
 from storage.atomic import sha256_file, sha256_json
 
 STAGE = "bench"
-CODE_MODULES = ("fluxsr_core.benchmark", "fluxsr_core.metrics", "fluxsr_core.imageio", "tasks.benchmark")
-# what decides a model row's pixels besides its LoRA and config
-MODEL_MODULES = ("fluxsr_core.student", "fluxsr_core.infer", "fluxsr_core.colorfix", "fluxsr_core.models",
-                 "fluxsr_core.ftd")
+# Code versions hash each named module and all it imports (tasks.caching.project_imports).
+CODE_MODULES = ("tasks.benchmark",)
+# what decides a model row's pixels besides its LoRA and config: the student of `fluxsr upscale`. It is already in
+# CODE_MODULES' closure (score_testset imports it lazily); named so the rows stay keyed on it if that import moves.
+MODEL_MODULES = ("fluxsr_core.student",)
 SYNTH_STAGE = "testsets"
-SYNTH_MODULES = ("fluxsr_core.synthetic", "fluxsr_core.degrade", "fluxsr_core.imageio", "tasks.benchmark")
+SYNTH_MODULES = ("tasks.benchmark",)  # synthesize_testset (fluxsr_core.synthetic, fluxsr_core.degrade, ...)
 
 
 def folder_digest(folder: str | Path) -> str:
     """Content hash of every file in a folder (names, sizes, sha256): a test set's or a method's identity."""
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"folder not found: {root}")
+        raise InputNotFoundError(f"folder not found: {root}")
     files = sorted(p for p in root.rglob("*") if p.is_file())
     return sha256_json([(p.relative_to(root).as_posix(), p.stat().st_size, sha256_file(p)) for p in files])
 
 
-def model_methods(models: dict[str, str], t_values: list[float]) -> dict[str, tuple[str, float]]:
-    """Method name -> (model name, t): one row per model, or per (model, t) when several t are compared."""
-    if len(t_values) == 1:
-        return {name: (name, t_values[0]) for name in models}
-    return {f"{name} t={t:g}": (name, t) for name in models for t in t_values}
-
-
-def _students(model_weights: dict[str, str], student_json: str, model_runs: dict[str, list]) -> dict:
-    """One callable per model method: the student of ``fluxsr upscale`` (same function, same settings)."""
-    from fluxsr_core.config import FluxSRConfig
+def _students(model_dirs: dict[str, str], cfg: FluxSRConfig, model_runs: dict[str, list]) -> dict:
+    """One callable per model row: the student of ``fluxsr upscale`` (same function, same settings) with the
+    row's knobs."""
     from fluxsr_core.student import load_student
 
-    cfg = FluxSRConfig.model_validate_json(student_json)
-    students = {name: load_student(cfg, path) for name, path in model_weights.items()}
-    return {method: (lambda lr, s=students[name], t=t: s.upscale(lr, cfg.infer, t=t))
-            for method, (name, t) in model_runs.items()}
+    students = {name: load_student(cfg, path) for name, path in model_dirs.items()}
+    return {row: (lambda lr, s=students[name], k=knobs: s.upscale(lr, cfg.infer, **k))
+            for row, (name, knobs) in model_runs.items()}
 
 
 @task(name="score-testset", task_run_name="score-{title}")
 def score_testset(directory: str, title: str, lr_dir: str, hr_dir: str | None, method_dirs: dict[str, str],
-                  methods: list[str], digests: dict[str, str], bench_json: str,
-                  model_weights: dict[str, str] | None = None, model_runs: dict[str, list] | None = None,
-                  student_json: str | None = None) -> dict:
-    """Run every method (bicubic, a folder of outputs, or a trained model at a t) and every metric;
+                  methods: list[str], digests: dict[str, str], bench: BenchConfig,
+                  model_dirs: dict[str, str] | None = None, model_runs: dict[str, list] | None = None,
+                  student: FluxSRConfig | None = None) -> dict:
+    """Run every method (bicubic, a folder of outputs, or a trained model with its knobs) and every metric;
     write CSV, Markdown, JSON, crops."""
     import torch
 
     from fluxsr_core.benchmark import discover_testset, run_benchmark
-    from fluxsr_core.config import BenchConfig
-
-    cfg = BenchConfig.model_validate_json(bench_json)
+    cfg = bench
     testset = discover_testset(lr_dir, hr_dir, on_error=cfg.on_error)
-    students = _students(model_weights, student_json, model_runs) if model_runs else {}
+    students = _students(model_dirs, student, model_runs) if model_runs else {}
     sources = {m: ("bicubic" if m == "bicubic" else students.get(m) or method_dirs[m]) for m in methods}
     with torch.inference_mode():
         result = run_benchmark(testset, sources, cfg.metrics, directory, crop_border=cfg.crop_border,
@@ -68,13 +61,33 @@ def score_testset(directory: str, title: str, lr_dir: str, hr_dir: str | None, m
 
 
 @task(name="synthesize-testset")
-def synthesize_testset(directory: str, hr_dir: str, hr_digest: str, degrade_json: str, crop: int, seed: int,
+def synthesize_testset(directory: str, hr_dir: str, hr_digest: str, degrade: DegradeConfig, crop: int, seed: int,
                        on_error: str) -> dict:
     """Degrade the HR folder's centre crops at a fixed seed into ``directory/lr`` and ``directory/hr``."""
-    from fluxsr_core.config import DegradeConfig
     from fluxsr_core.synthetic import make_synthetic_testset
 
-    lr, hr, problems = make_synthetic_testset(hr_dir, directory, DegradeConfig.model_validate_json(degrade_json),
+    lr, hr, problems = make_synthetic_testset(hr_dir, directory, degrade,
                                               crop=crop, seed=seed, on_error=on_error)
     return {"lr_dir": lr.name, "hr_dir": hr.name, "images": len(list(hr.glob("*.png"))),
             "problems": [p.as_dict() for p in problems]}
+
+
+@task(name="extract-teacher-images", retries=2)
+def extract_teacher_images(pairs_dir: str, directory: str, limit: int) -> dict:
+    """The teacher images (hr.png) of the first ``limit`` pair records, as a folder of PNGs (the pipeline's
+    default test set: seen in training, so a check that a model runs end to end, not a held-out score)."""
+    from storage.atomic import write_bytes
+    from storage.manifest import read_manifest
+    from storage.shards import read_samples
+
+    folder = Path(directory)
+    written: list[str] = []
+    for entry in read_manifest(pairs_dir).files:
+        for sample in read_samples(Path(pairs_dir) / entry.name):
+            if len(written) == limit:
+                return {"directory": str(folder), "images": written}
+            target = folder / f"{sample['__key__']}.png"
+            if not target.is_file():
+                write_bytes(target, sample["hr.png"])
+            written.append(target.name)
+    return {"directory": str(folder), "images": written}

@@ -3,8 +3,9 @@
 Prefect's DEFAULT policy includes RUN_ID, so it never reuses work in a new flow
 run, and TASK_SOURCE hashes only the task function's own text. ``StagePolicy``
 keys on the stage name, the task's inputs (canonical JSON) and the *code version*:
-a hash of the source files of the modules that decide the stage's output, plus
-``CACHE_VERSION``. Results are persisted as JSON beside the outputs
+a hash of the source files of the stage's task module (plus any module it runs other
+than by import) and of every project module they import, found statically
+(``project_imports``), plus ``CACHE_VERSION``. Results are persisted as JSON beside the outputs
 (``<root>/.prefect-results``), so deleting an output root also drops its cache.
 
 Prefect never checks output files, so a task returns a small entry (name, bytes,
@@ -14,8 +15,11 @@ sha256) and the flow verifies it on a cache hit, re-running with
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
+import re
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -31,22 +35,128 @@ CACHE_VERSION = 1
 # they never count in a key.
 # What a unit reads is identified by the upstream entries (sha256) passed beside them.
 LOCATION_ARGS = ("directory", "store_path", "pairs_shard", "lr_shard", "lr_dir", "hr_dir", "method_dirs",
-                 "node_rank", "rdzv_endpoint", "model_weights")
+                 "node_rank", "rdzv_endpoint", "model_dirs")
+
+
+# The project's own top-level packages: the only modules a code version follows and hashes
+# (site-packages are pinned by constraints.txt, not by cache keys).
+PROJECT_PACKAGES = ("fluxsr_core", "storage", "tasks", "flows", "deployments")
+
+
+@lru_cache(maxsize=None)
+def _package_root(top: str) -> Path | None:
+    """The folder holding top-level package ``top`` (the checkout), found without importing it."""
+    spec = importlib.util.find_spec(top)  # a top-level name: located on sys.path, nothing is executed
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))).parent
+
+
+@lru_cache(maxsize=None)
+def module_file(name: str) -> Path | None:
+    """The source file of project module ``name`` (a package's ``__init__.py``), or None if it is not one.
+
+    Resolved from the package folders rather than ``importlib.util.find_spec(name)``,
+    which imports the parent packages of a submodule (and so torch, for some of them).
+    """
+    parts = name.split(".")
+    root = _package_root(parts[0]) if parts[0] in PROJECT_PACKAGES else None
+    if root is None or not all(p.isidentifier() for p in parts):
+        return None
+    base = root.joinpath(*parts)
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    if len(parts) > 1 and base.with_name(parts[-1] + ".py").is_file():
+        return base.with_name(parts[-1] + ".py")
+    return None
+
+
+_AST_LOCK = threading.Lock()  # Prefect runs task key computations on several threads
+
+
+# A string literal naming a module, "pkg.mod" or "pkg.mod:attr": how code reaches a module other than by an
+# import statement (``importlib.import_module``, a registry of "module:Class" entries, ``python -m pkg.mod``).
+_MODULE_STRING = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[A-Za-z_]\w*(?=:))(?::[\w.]+)?")
+
+
+@lru_cache(maxsize=None)
+def _direct_imports(name: str) -> frozenset[str]:
+    """Project modules that module ``name``'s source imports anywhere (top level or inside functions).
+
+    Also counted: a string literal that is exactly a project module's name (``"pkg.mod"``)
+    or an entry point into one (``"pkg.mod:attr"``), the way modules are loaded by name.
+    """
+    path = module_file(name)
+    with _AST_LOCK:  # CPython 3.11's parser is not thread-safe (SystemError: AST recursion depth mismatch)
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            match = _MODULE_STRING.fullmatch(node.value)
+            if match:
+                found.add(match.group(1))
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: ``from .x import y`` / ``from .. import y``
+                parts = package.split(".")
+                if node.level - 1 >= len(parts):
+                    continue  # beyond the top-level package: an ImportError at run time, nothing to hash
+                base = ".".join(parts[:len(parts) - (node.level - 1)] + ([node.module] if node.module else []))
+            else:
+                base = node.module
+            found.add(base)
+            # ``from pkg import sub`` imports module pkg.sub when there is one (else it is a name in pkg)
+            found.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+    return frozenset(m for m in found if module_file(m) is not None)
+
+
+@lru_cache(maxsize=None)
+def project_imports(module: str) -> tuple[str, ...]:
+    """Every project module whose code runs when ``module`` is used: a sorted tuple of module names.
+
+    That is ``module`` itself, each module it imports (``import x.y``, ``from x.y import z``,
+    ``from . import z``, at top level or inside a function, as this code does for lazy
+    imports), the parent packages whose ``__init__.py`` an import executes, and so on
+    transitively, restricted to ``PROJECT_PACKAGES``. Found statically with ``ast`` over
+    the source files, importing nothing. This is what a stage's cache key must follow:
+    a hand-written module list drifts as soon as someone adds an import. A module loaded
+    by name counts when the name is a string literal in the source (``"pkg.mod"``,
+    ``"pkg.mod:Class"``, e.g. a registry for ``importlib.import_module``); one whose name
+    is computed must be named beside.
+    """
+    if module_file(module) is None:
+        raise ModuleNotFoundError(f"project_imports: {module} is not a module of {', '.join(PROJECT_PACKAGES)}")
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        parents = (".".join(parts[:i]) for i in range(1, len(parts)))  # an import runs their __init__.py
+        todo.extend(p for p in parents if module_file(p) is not None)  # (none for a namespace package)
+        todo.extend(_direct_imports(name))
+    return tuple(sorted(seen))
 
 
 @lru_cache(maxsize=None)
 def code_version(*modules: str) -> str:
-    """sha256 over the source of the named modules (all .py files of a package) and CACHE_VERSION."""
+    """sha256 over CACHE_VERSION and the source files of ``modules`` and all they import (``project_imports``).
+
+    Files are hashed by their path relative to the checkout (sorted), so a moved or
+    copied checkout gives the same version; the modules are read, never imported.
+    """
+    names = {m for name in modules for m in project_imports(name)}
+    files = sorted((module_file(m).relative_to(_package_root(m.partition(".")[0])).as_posix(), module_file(m))
+                   for m in names)
     h = hashlib.sha256(f"cache-version:{CACHE_VERSION}".encode())
-    for name in sorted(modules):
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.origin is None:
-            raise ModuleNotFoundError(f"code_version: module {name} not found")
-        origin = Path(spec.origin)
-        files = sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py" else [origin]
-        for f in files:
-            h.update(f.as_posix().split("/")[-1].encode())
-            h.update(f.read_bytes())
+    for rel, f in files:
+        data = f.read_bytes()
+        h.update(f"\0{rel}\0{len(data)}\0".encode())
+        h.update(data)
     return h.hexdigest()[:16]
 
 
@@ -63,8 +173,15 @@ class StagePolicy(CachePolicy):
     exclude: tuple[str, ...] = LOCATION_ARGS
 
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
-        kept = {k: v for k, v in inputs.items() if k not in self.exclude}
+        kept = {k: _plain(v) for k, v in inputs.items() if k not in self.exclude}
         return sha256_json({"stage": self.stage, "code": code_version(*self.modules), "inputs": kept})
+
+
+def _plain(value: Any) -> Any:
+    """A task input as canonical JSON data: typed config sections (pydantic) as their dump."""
+    from pydantic import BaseModel
+
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 def cache_options(root: str | Path, stage: str, modules: tuple[str, ...]) -> dict[str, Any]:

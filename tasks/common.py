@@ -6,12 +6,12 @@ import json
 from functools import lru_cache
 
 from fluxsr_core.config import FluxSRConfig, ModelConfig, load_config
-from fluxsr_core.configs import named
+from fluxsr_core.errors import InputNotFoundError
 
 
 def resolve_config(preset: str = "tiny", config_path: str | None = None, overrides: list[str] | None = None) -> FluxSRConfig:
     """Named config ``preset`` <- YAML ``config_path`` <- ``KEY=VALUE`` overrides."""
-    return load_config(config_path, overrides or [], base=named(preset))
+    return load_config(config_path, overrides or [], preset=preset)
 
 
 @lru_cache(maxsize=2)
@@ -33,7 +33,7 @@ def finished_stage(directory, stage: str):
     try:
         return read_manifest(directory)
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"the {stage} stage has not finished for this config: no manifest in {directory}. "
             f"Run it first (`fluxsr run` runs every stage in order)."
         ) from None

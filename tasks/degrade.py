@@ -22,7 +22,7 @@ from tasks.pairs import plan_pairs
 
 STAGE = "lr"
 SHARD_PREFIX = "lr"
-CODE_MODULES = ("fluxsr_core.degrade", "fluxsr_core.basicsr_compat", "storage.shards", "tasks.degrade")
+CODE_MODULES = ("tasks.degrade",)  # and all it imports (tasks.caching.project_imports)
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,12 @@ def _png(lr: torch.Tensor) -> bytes:
 
 
 @task(name="degrade-shard", task_run_name="lr-shard-{shard}")
-def degrade_shard(directory: str, shard: int, pairs_shard: str, pairs_entry: dict, degrade_json: str) -> dict:
+def degrade_shard(directory: str, shard: int, pairs_shard: str, pairs_entry: dict, degrade: DegradeConfig) -> dict:
     """Degrade every record of ``pairs_shard`` into K LR variants, written as LR shard ``shard``."""
     from fluxsr_core.degrade import degrade_variants
 
     check_shard(pairs_shard, FileEntry(**pairs_entry))  # corrupt or replaced upstream: stop, naming it
-    cfg = DegradeConfig.model_validate_json(degrade_json)
+    cfg = degrade
     samples = []
     with unit_device() as slot_device:
         device = torch.device(slot_device or ("cuda" if torch.cuda.is_available() else "cpu"))

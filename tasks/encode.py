@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from prefect import task
 
-from fluxsr_core.config import FluxSRConfig
+from fluxsr_core.config import FluxSRConfig, ModelConfig
 from storage.latent_store import LatentStore, StoreShape
 from storage.layout import stage_dir, stage_key
 from storage.manifest import FileEntry, manifest_digest
@@ -24,7 +24,7 @@ from tasks.degrade import decode_hr, lr_key, plan_degrade
 
 STAGE = "latents"
 STORE_NAME = "store.zarr"
-CODE_MODULES = ("fluxsr_core.models", "fluxsr_core.latents", "storage.latent_store", "tasks.encode")
+CODE_MODULES = ("tasks.encode",)  # and all it imports (tasks.caching.project_imports)
 
 
 @dataclass(frozen=True)
@@ -98,17 +98,14 @@ def _encode_records(store: LatentStore, components, pairs_shard: str, lr_shard: 
 
 
 @task(name="encode-range", task_run_name="encode-records-{first_record}")
-def encode_range(store_path: str, model_json: str, batch_size: int, pairs_shard: str, pairs_entry: dict,
+def encode_range(store_path: str, model: ModelConfig, batch_size: int, pairs_shard: str, pairs_entry: dict,
                  lr_shard: str, lr_entry: dict, first_record: int, records: int) -> dict:
     """Encode records [first_record, first_record + records) into the store; skips samples already done."""
-    from fluxsr_core.config import ModelConfig
-
     store = LatentStore.open(store_path)
     todo = ~store.done_mask(slice(first_record, first_record + records)).all(axis=1)
     if todo.any():
         check_shard(pairs_shard, FileEntry(**pairs_entry))
         check_shard(lr_shard, FileEntry(**lr_entry))
-        model = ModelConfig.model_validate_json(model_json)
         with unit_device() as device:
             components = components_for(model if device is None else model.model_copy(update={"device": device}))
             _encode_records(store, components, pairs_shard, lr_shard, todo, first_record, batch_size)

@@ -60,6 +60,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from fluxsr_core.errors import UsageError
+
 DEFAULT_LIMIT = "gpu"
 ENV_SLOTS = "FLUXSR_GPU_SLOTS"
 ENV_LOCK_DIR = "FLUXSR_GPU_LOCK_DIR"
@@ -142,9 +144,9 @@ def virtual_slots() -> int:
     try:
         n = int(raw)
     except ValueError:
-        raise ValueError(f"{ENV_SLOTS}={raw!r} is not a whole number of virtual GPU slots") from None
+        raise UsageError(f"{ENV_SLOTS}={raw!r} is not a whole number of virtual GPU slots") from None
     if n < 1:
-        raise ValueError(f"{ENV_SLOTS}={raw!r}: need at least 1 virtual GPU slot")
+        raise UsageError(f"{ENV_SLOTS}={raw!r}: need at least 1 virtual GPU slot")
     return n
 
 
@@ -217,7 +219,7 @@ def device_lock(count: int = 1, *, timeout: float | None = None, poll: float = 0
     """
     devices = local_devices() if devices is None else devices
     if not 1 <= count <= len(devices):
-        raise ValueError(f"asked for {count} GPU(s) but this machine has {len(devices)} "
+        raise UsageError(f"asked for {count} GPU(s) but this machine has {len(devices)} "
                          f"({'virtual, set ' + ENV_SLOTS if devices and devices[0].virtual else 'CUDA'})")
     root = Path(directory) if directory is not None else lock_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -280,7 +282,10 @@ def ensure_gpu_limit(limit: int, name: str = DEFAULT_LIMIT, *, resize: bool = Tr
     is never shrunk; ``python -m deployments.setup`` resizes.
     """
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
     from prefect.exceptions import ObjectNotFound
 
     if limit < 1:

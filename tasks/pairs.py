@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 
-from fluxsr_core.config import FluxSRConfig
+from fluxsr_core.config import FluxSRConfig, ModelConfig, PairsConfig
 from fluxsr_core.prompts import load_prompts
 from storage.atomic import sha256_json
 from storage.layout import stage_dir, stage_key
@@ -24,9 +24,8 @@ from tasks.gpu import unit_device
 
 STAGE = "pairs"
 SHARD_PREFIX = "pairs"
-# The modules whose source decides what a shard contains (the code part of the key).
-CODE_MODULES = ("fluxsr_core.teacher", "fluxsr_core.models", "fluxsr_core.latents", "fluxsr_core.prompts",
-                "storage.shards", "tasks.pairs")
+# The code part of the key: this module and every project module it imports (tasks.caching.project_imports).
+CODE_MODULES = ("tasks.pairs",)
 
 
 @dataclass(frozen=True)
@@ -124,14 +123,16 @@ def write_pairs_shard(components, path: Path, indices: list[int], prompts: list[
 
 
 @task(name="generate-shard", task_run_name="pairs-shard-{shard}")
-def generate_shard(directory: str, shard: int, indices: list[int], config_json: str, prompts_sha256: str) -> dict:
-    """Sample the teacher for ``indices`` and write them as shard ``shard`` (atomic, with sidecar)."""
-    cfg = FluxSRConfig.model_validate_json(config_json)
-    prompts = load_prompts(cfg.pairs.prompts)
+def generate_shard(directory: str, shard: int, indices: list[int], model: ModelConfig, pairs: PairsConfig,
+                   prompts_sha256: str) -> dict:
+    """Sample the teacher for ``indices`` and write them as shard ``shard`` (atomic, with sidecar).
+
+    ``model`` and ``pairs`` are the typed config sections that decide the shard's bytes (its cache key)."""
+    prompts = load_prompts(pairs.prompts)
     if sha256_json(prompts) != prompts_sha256:
-        raise RuntimeError(f"prompt file {cfg.pairs.prompts} changed while the stage was running; re-run the stage")
+        raise RuntimeError(f"prompt file {pairs.prompts} changed while the stage was running; re-run the stage")
     with unit_device() as device:
-        components = components_for(cfg.model if device is None else cfg.model.model_copy(update={"device": device}))
+        components = components_for(model if device is None else model.model_copy(update={"device": device}))
         entry = write_pairs_shard(components, Path(directory) / shard_name(SHARD_PREFIX, shard), indices, prompts,
-                                  cfg.pairs)
+                                  pairs)
     return entry.__dict__

@@ -1,4 +1,4 @@
-"""Stage 4 task: one training run, launched through torchrun, cached on (latents, config, code)."""
+"""Stage 4 task: one training run of a method, launched through torchrun, cached on (latents, method, config, code)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from fluxsr_core.config import FluxSRConfig
+from fluxsr_core.errors import UsageError
+from fluxsr_core.methods import method_class
 from storage.atomic import sha256_file
 from storage.layout import stage_dir, stage_key
 from storage.manifest import manifest_digest
@@ -22,28 +24,40 @@ from tasks.encode import plan_encode
 from tasks.gpu import gpu_slot, scheduling_enabled, slot_count
 
 STAGE = "train"
-CODE_MODULES = ("fluxsr_core.train", "fluxsr_core.ftd", "fluxsr_core.losses", "fluxsr_core.perceptual",
-                "fluxsr_core.models", "storage.latent_dataset", "tasks.train_worker")
-SECTIONS = {"model", "loss", "lora", "train"}
+CODE_MODULES = ("tasks.train", "tasks.train_worker")  # + imports; the worker runs via `python -m`, not an import
+SECTIONS = {"preset", "model", "loss", "lora", "train"}
 
 
 @dataclass(frozen=True)
 class TrainPlan:
+    method: str
     key: str
     directory: Path
     store_path: Path
+    latents_key: str
     latents_digest: str
 
 
-def plan_train(cfg: FluxSRConfig, root: str | Path) -> TrainPlan:
+def plan_train(cfg: FluxSRConfig, root: str | Path, method: str = "ftd") -> TrainPlan:
+    """Where the training of ``method`` on this config's latents lives: ``<root>/train/<key>/``."""
+    method_class(method)  # an unknown method fails here, naming the available ones
     enc = plan_encode(cfg, root)
     finished_stage(enc.directory, "encode-latents")
     digest = manifest_digest(enc.directory)
-    key = stage_key(cfg.model_dump(mode="json", include=SECTIONS), code_version(*CODE_MODULES), {"latents": digest})
-    return TrainPlan(key=key, directory=stage_dir(root, STAGE, key), store_path=enc.store_path, latents_digest=digest)
+    key = stage_key({"method": method, **cfg.model_dump(mode="json", include=SECTIONS)}, code_version(*CODE_MODULES),
+                    {"latents": digest})
+    return TrainPlan(method=method, key=key, directory=stage_dir(root, STAGE, key), store_path=enc.store_path,
+                     latents_key=enc.key, latents_digest=digest)
 
 
-def torchrun_command(config_file: str, store_path: str, run_dir: str, *, nproc_per_node: int = 1, nnodes: int = 1,
+def training_config(cfg: FluxSRConfig) -> FluxSRConfig:
+    """The sections training reads (``SECTIONS``), the others at their preset's values: the task's input, so a
+    setting training never reads (a benchmark metric, say) leaves its cache key alone."""
+    return FluxSRConfig.model_validate(cfg.model_dump(include=SECTIONS))
+
+
+def torchrun_command(config_file: str, store_path: str, run_dir: str, *, method: str = "ftd",
+                     latents_key: str | None = None, nproc_per_node: int = 1, nnodes: int = 1,
                      node_rank: int = 0, rdzv_endpoint: str | None = None) -> list[str]:
     """The torchrun command line of the worker: ``--standalone`` on one machine, c10d rendezvous across several."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc_per_node)]
@@ -51,31 +65,37 @@ def torchrun_command(config_file: str, store_path: str, run_dir: str, *, nproc_p
         cmd.append("--standalone")
     else:
         if not rdzv_endpoint:
-            raise ValueError(f"train.nnodes={nnodes} needs rdzv_endpoint=HOST:PORT (a machine every node reaches)")
+            raise UsageError(f"train.nnodes={nnodes} needs rdzv_endpoint=HOST:PORT (a machine every node reaches)")
         cmd += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
                 "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", Path(run_dir).name]
-    return cmd + ["-m", "tasks.train_worker", "--config", config_file, "--store", store_path, "--run-dir", run_dir]
+    cmd += ["-m", "tasks.train_worker", "--config", config_file, "--method", method, "--store", store_path,
+            "--run-dir", run_dir]
+    return cmd + (["--latents-key", latents_key] if latents_key else [])
 
 
-@task(name="train-lora", task_run_name="train-{latents_digest:.8}")
-def train_lora(directory: str, store_path: str, config_json: str, latents_digest: str,
-               node_rank: int = 0, rdzv_endpoint: str | None = None) -> dict:
-    """Run (or resume) the training in ``directory`` via torchrun; returns the final LoRA's entry.
+@task(name="train-model", task_run_name="train-{method}-{latents_digest:.8}")
+def train_model(directory: str, store_path: str, method: str, config: FluxSRConfig, latents_key: str,
+                latents_digest: str, node_rank: int = 0, rdzv_endpoint: str | None = None) -> dict:
+    """Run (or resume) the training of ``method`` in ``directory`` via torchrun; returns the final model's entry.
+
+    ``config`` holds the training sections (``training_config``); the worker processes read it from a JSON
+    file beside the run (a process boundary), validated like any config.
 
     ``train.nproc_per_node`` processes start here, each on its own GPU of the slot
     (or gloo processes on CPU); with ``train.nnodes`` > 1 every machine runs this
     task with its ``node_rank`` and the same ``rdzv_endpoint``, on a shared ``directory``.
     """
     log = get_run_logger()
-    train_cfg = FluxSRConfig.model_validate_json(config_json).train
+    train_cfg = config.train
     run_dir = Path(directory)
     run_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=run_dir, delete=False) as f:
-        f.write(config_json)
-    cmd = torchrun_command(f.name, store_path, str(run_dir), nproc_per_node=train_cfg.nproc_per_node,
+        f.write(config.model_dump_json())
+    cmd = torchrun_command(f.name, store_path, str(run_dir), method=method, latents_key=latents_key,
+                           nproc_per_node=train_cfg.nproc_per_node,
                            nnodes=train_cfg.nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     if scheduling_enabled() and train_cfg.nproc_per_node > slot_count():
-        raise ValueError(f"train.nproc_per_node={train_cfg.nproc_per_node} needs that many GPUs, "
+        raise UsageError(f"train.nproc_per_node={train_cfg.nproc_per_node} needs that many GPUs, "
                          f"this machine has {slot_count()} GPU slots")
     slots = gpu_slot(count=train_cfg.nproc_per_node) if scheduling_enabled() else nullcontext()
     with slots as slot:

@@ -2,9 +2,11 @@
 
 No Prefect here: the ``train`` task launches this as a subprocess, so a cancelled
 flow run kills it and a re-run resumes from the newest complete checkpoint in
-``RUN_DIR/checkpoints``. Writes ``RUN_DIR/losses.jsonl`` (one line per step),
-``RUN_DIR/loss.png`` and, last, ``RUN_DIR/final/`` (LoRA in diffusers' format +
-``summary.json``) via a temporary directory and a rename.
+``RUN_DIR/checkpoints``. Writes ``RUN_DIR/losses.jsonl`` (one line per step, with its
+seconds: a log), ``RUN_DIR/loss.png`` and, last, ``RUN_DIR/final/`` (the model folder:
+weights, ``fluxsr_model.json``, model card, loss plot, ``summary.json``) via a temporary
+directory and a rename. Nothing under ``final/`` or ``checkpoints/`` depends on the clock,
+so the same inputs give the same bytes.
 
 With ``WORLD_SIZE > 1`` (``train.nproc_per_node``/``train.nnodes``) each process
 joins torchrun's group (NCCL on GPUs, gloo on CPU); every rank trains on its
@@ -34,8 +36,10 @@ def _records(path: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", required=True, help="JSON of the FluxSR config (model, loss, lora, train sections)")
+    ap.add_argument("--config", required=True, help="JSON of the FluxSR config")
+    ap.add_argument("--method", default="ftd", help="the training method (fluxsr_core.methods)")
     ap.add_argument("--store", required=True, help="the encode-latents Zarr store")
+    ap.add_argument("--latents-key", default=None, help="the encode-latents stage key (recorded in the model)")
     ap.add_argument("--run-dir", required=True)
     args = ap.parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -63,10 +67,12 @@ def _distributed(args) -> int:
 
 
 def train(args, device: str | None = None) -> int:
+    from fluxsr_core import model_folder
     from fluxsr_core.config import FluxSRConfig
+    from fluxsr_core.methods import build_method
     from fluxsr_core.models import load_components
-    from fluxsr_core.train import lora
-    from fluxsr_core.train.loop import Trainer
+    from fluxsr_core.models.sr_model import SRModel
+    from fluxsr_core.train.loop import TIMING_KEYS, Trainer
     from fluxsr_core.train.plots import plot_losses
     from storage.latent_dataset import LatentDataset
 
@@ -82,21 +88,28 @@ def train(args, device: str | None = None) -> int:
             f.write(json.dumps(record) + "\n")
         print(json.dumps(record), flush=True)
 
-    trainer = Trainer(load_components(cfg.model), LatentDataset(args.store), loss_cfg=cfg.loss, lora_cfg=cfg.lora,
-                      train_cfg=cfg.train, run_dir=run_dir / "checkpoints", log_fn=log)
+    method = build_method(args.method, cfg)
+    model = SRModel(load_components(cfg.model), guidance=method.guidance)
+    trainer = Trainer(method, model, LatentDataset(args.store), lora_cfg=cfg.lora, train_cfg=cfg.train,
+                      run_dir=run_dir / "checkpoints", log_fn=log,
+                      identity={"trained_on": {"latents_key": args.latents_key}})
     if trainer.resume() and trainer.rank == 0:
         print(f"resumed at step {trainer.step}", flush=True)
     trainer.fit()
-    weights = lora.lora_state_dict(trainer.transformer)  # every rank: a collective when FSDP shards the adapters
+    tmp = run_dir / "final.tmp"
+    if trainer.rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+    weights_file = trainer.export(tmp)  # every rank: a collective when FSDP shards the weights
     if trainer.rank != 0:
         return 0
     records = _records(log_path)
-    plot_losses(records, run_dir / "loss.png")
-    tmp = run_dir / "final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    weights_file = lora.save_lora(trainer.transformer, tmp, tensors=weights)
-    (tmp / "summary.json").write_text(json.dumps({"steps": trainer.step, "last": records[-1] if records else None,
-                                                   "weights": weights_file.name}, indent=2))
+    plot_losses(records, run_dir / "loss.png", method.term_names)
+    shutil.copyfile(run_dir / "loss.png", tmp / "loss.png")
+    last = {k: v for k, v in (records[-1] if records else {}).items() if k not in TIMING_KEYS}
+    (tmp / model_folder.CARD_FILE).write_text(model_folder.model_card(trainer.model_info(), last, "loss.png"))
+    (tmp / "summary.json").write_text(json.dumps({"method": method.name, "steps": trainer.step, "last": last,
+                                                  "terms": list(method.term_names), "weights": weights_file.name},
+                                                 indent=2, sort_keys=True) + "\n")
     shutil.rmtree(run_dir / "final", ignore_errors=True)
     os.replace(tmp, run_dir / "final")
     return 0

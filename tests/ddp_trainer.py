@@ -16,8 +16,10 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from fluxsr_core.config import LoraConfig, LossConfig, ModelConfig, TrainConfig
+from fluxsr_core.config import LoraConfig, ModelConfig, TrainConfig
+from fluxsr_core.methods.ftd import FTD
 from fluxsr_core.models import load_components
+from fluxsr_core.models.sr_model import SRModel
 from fluxsr_core.train import lora
 from fluxsr_core.train.loop import Trainer
 from helpers import latent_samples
@@ -26,10 +28,10 @@ N_SAMPLES = 8
 
 
 def run(batch: int, steps: int, strategy: str = "ddp", run_dir: str | None = None) -> Trainer:
-    loss = LossConfig(lpips_net="alex", allow_random_lpips_backbone=True)
+    method = FTD(lpips_net="alex", allow_random_lpips_backbone=True)
     train = TrainConfig(batch_size=batch, steps=steps, learning_rate=1e-3, lr_warmup_steps=2, seed=5,
                         strategy=strategy, checkpoint_every=2)
-    trainer = Trainer(load_components(ModelConfig()), latent_samples(N_SAMPLES, seed=321), loss_cfg=loss,
+    trainer = Trainer(method, SRModel(load_components(ModelConfig())), latent_samples(N_SAMPLES, seed=321),
                       lora_cfg=LoraConfig(rank=4), train_cfg=train, run_dir=run_dir)
     trainer.resume()
     trainer.fit()

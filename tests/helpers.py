@@ -52,14 +52,21 @@ def latest_artifact(env: dict, key: str) -> dict:
 
 
 def make_lora(directory: Path, seed: int = 1) -> Path:
-    """A tiny-preset LoRA with non-zero B matrices (so it changes the model), exported as training exports it."""
+    """A tiny-preset FTD model folder with non-zero LoRA B matrices (so it changes the model), written as training
+    exports it (weights + fluxsr_model.json)."""
     import torch
 
+    from fluxsr_core import model_folder
     from fluxsr_core.config import LoraConfig, ModelConfig
+    from fluxsr_core.configs import tiny
+    from fluxsr_core.methods.ftd import FTD
     from fluxsr_core.models import load_components
+    from fluxsr_core.models.sr_model import SRModel
     from fluxsr_core.train import lora
 
-    tr = load_components(ModelConfig()).transformer
+    model = SRModel(load_components(ModelConfig()))
+    tr = model.transformer
+    base = model_folder.base_model_of(model)
     lora.add_lora(tr, LoraConfig(rank=4), seed=0)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -67,6 +74,9 @@ def make_lora(directory: Path, seed: int = 1) -> Path:
             if "lora_B" in name:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
     lora.save_lora(tr, directory)
+    model_folder.write_info(directory, model_folder.ModelInfo(
+        method="ftd", method_params=FTD.from_config(tiny()).metadata(), base=base,
+        lora=model_folder.lora_settings(tr)))
     return directory
 
 

@@ -8,11 +8,12 @@ from typing import Any
 import torch
 
 from fluxsr_core.config import ModelConfig
+from fluxsr_core.errors import InputNotFoundError
 from fluxsr_core.models import flux_dev, tiny
 from fluxsr_core.models.prompt import BytePromptEncoder, FluxTextEncoders, PromptEncoder
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(InputNotFoundError):
     """Model weights are not where the config says; the message says how to get them."""
 
 
@@ -32,6 +33,7 @@ class FluxComponents:
     patch_size: int = 2
     vae_factor: int = 8
     latent_channels: int = 16
+    config: ModelConfig | None = None  # what it was loaded from (a trained model records its base from it)
 
     @property
     def guidance_embeds(self) -> bool:
@@ -99,5 +101,5 @@ def load_components(cfg: ModelConfig) -> FluxComponents:
     return FluxComponents(
         transformer=_place(transformer, device, dtype), vae=_place(vae, device, dtype),
         prompt_encoder=prompt_encoder, scheduler=scheduler, latent_scale=scale, latent_shift=shift,
-        identity=identity, device=device, dtype=dtype,
+        identity=identity, device=device, dtype=dtype, config=cfg.model_copy(),
     )

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from fluxsr_core.errors import InputNotFoundError
+
 ENCODER_FILE = "taef1_encoder.safetensors"
 DECODER_FILE = "taef1_decoder.safetensors"
 
@@ -35,7 +37,7 @@ def load_taef1(directory: str | Path, dtype: torch.dtype = torch.float32):
     d = Path(directory).expanduser()
     missing = [f for f in (ENCODER_FILE, DECODER_FILE) if not (d / f).is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"TAEF1 weights not found: {', '.join(str(d / f) for f in missing)}. "
             f"Put {ENCODER_FILE} and {DECODER_FILE} (from madebyollin/taesd) in that directory "
             "or set model.taef1_path to where they are."

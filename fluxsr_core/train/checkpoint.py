@@ -3,6 +3,8 @@
 Layout of ``<run_dir>/step-000012/``::
 
     pytorch_lora_weights.safetensors   LoRA in diffusers' FLUX format (loads for inference as is)
+    fluxsr_modules.safetensors         modules the method trains in full besides LoRA (if any)
+    fluxsr_model.json                  the model's identity (``fluxsr_core.model_folder``)
     optimizer.safetensors              AdamW per-parameter tensors, keys ``state.<i>.<name>``
     rng.safetensors                    torch CPU RNG state (uint8)
     state.json                         step, optimizer param_groups, LR scheduler state, a user dict
@@ -24,6 +26,7 @@ from typing import Any
 
 import torch
 
+from fluxsr_core import model_folder
 from fluxsr_core.train import lora
 
 STATE_FILE = "state.json"
@@ -75,15 +78,19 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], groups: list[dict],
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: torch.optim.Optimizer,
-                    scheduler=None, extra: dict[str, Any] | None = None, write: bool = True) -> Path:
+                    scheduler=None, modules: dict[str, torch.nn.Module] | None = None,
+                    info: model_folder.ModelInfo | None = None, extra: dict[str, Any] | None = None,
+                    write: bool = True) -> Path:
     """Write checkpoint ``step`` under ``run_dir`` atomically; returns the final directory.
 
     The state is gathered first (a collective when FSDP shards it: every rank calls
-    this, and only the one with ``write=True`` writes).
+    this, and only the one with ``write=True`` writes). ``modules``: the method's fully
+    trained modules; ``info``: the model's identity, so a checkpoint is a model folder.
     """
     from safetensors.torch import save_file
 
     weights = lora.lora_state_dict(transformer)
+    module_weights = model_folder.module_state_dict(modules or {})
     tensors, groups = optimizer_to_tensors(optimizer)
     final = step_dir(run_dir, step)
     if not write:
@@ -93,7 +100,9 @@ def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: t
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        lora.save_lora(transformer, tmp, tensors=weights)
+        model_folder.write_weights(tmp, transformer, weights, module_weights)
+        if info is not None:
+            model_folder.write_info(tmp, info)
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
         save_file({"cpu": torch.get_rng_state()}, str(tmp / RNG_FILE))
         state = {"step": step, "param_groups": groups, "extra": extra or {},
@@ -130,11 +139,12 @@ def latest_checkpoint(run_dir: str | Path, clean: bool = False) -> Path | None:
 
 
 def load_checkpoint(path: str | Path, *, transformer, optimizer: torch.optim.Optimizer, scheduler=None,
-                    restore_rng: bool = True) -> dict[str, Any]:
+                    modules: dict[str, torch.nn.Module] | None = None, restore_rng: bool = True) -> dict[str, Any]:
     """Restore LoRA values, optimizer and LR-scheduler state and (optionally) the CPU RNG; returns state.json's dict.
 
     ``transformer`` must already carry the adapter made by ``lora.add_lora`` with
-    the same LoraConfig, and ``optimizer`` must be built over ``lora.lora_parameters``.
+    the same LoraConfig (and the method's ``modules``), and ``optimizer`` must be built over
+    ``trainable_parameters`` of the same model.
     """
     from safetensors.torch import load_file
 
@@ -143,6 +153,8 @@ def load_checkpoint(path: str | Path, *, transformer, optimizer: torch.optim.Opt
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
     state = json.loads((path / STATE_FILE).read_text())
     lora.set_lora_weights(transformer, path)
+    if modules:
+        model_folder.load_module_state(modules, path / model_folder.MODULES_FILE)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     optimizer.load_state_dict(optimizer_from_tensors(load_file(str(path / OPTIMIZER_FILE)), state["param_groups"],
                                                      params))

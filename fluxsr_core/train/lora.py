@@ -14,11 +14,13 @@ adapter config stored as metadata), so ``FluxPipeline.load_lora_weights(dir)`` a
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from fluxsr_core.config import LoraConfig
+from fluxsr_core.errors import InputNotFoundError, UsageError
 
 ADAPTER = "default"
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -49,7 +51,7 @@ def add_lora(transformer, cfg: LoraConfig, seed: int | None = None) -> list[torc
 
 
 def lora_parameters(transformer) -> list[torch.nn.Parameter]:
-    """The LoRA parameters, in ``named_parameters`` order (stable across processes: the optimizer relies on it)."""
+    """The LoRA parameters, in ``named_parameters`` order (stable across processes)."""
     return [p for n, p in transformer.named_parameters() if "lora_" in n]
 
 
@@ -78,8 +80,29 @@ def shard_like(value: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def adapter_metadata(transformer) -> dict:
-    """The adapter's peft config as a dict (rank, alpha, targets), saved beside the weights."""
-    return transformer.peft_config[ADAPTER].to_dict()
+    """The adapter's peft config as a dict (rank, alpha, targets), saved beside the weights.
+
+    Canonical (``canonical_metadata``): peft keeps ``target_modules`` as a set, whose order
+    follows the process's hash seed, so without sorting two identical trainings would write
+    safetensors headers, and so files, with different bytes.
+    """
+    return canonical_metadata(transformer.peft_config[ADAPTER].to_dict())
+
+
+def canonical_metadata(value):
+    """``value`` with every set (at any depth) as a sorted list and every dict with sorted keys.
+
+    Lists and tuples keep their order (it means something: ``layers_to_transform``); the result
+    serialises to the same JSON in every process, whatever ``PYTHONHASHSEED`` is.
+    """
+    if isinstance(value, dict):
+        return {k: canonical_metadata(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (set, frozenset)):
+        items = [canonical_metadata(v) for v in value]
+        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True, default=str))
+    if isinstance(value, (list, tuple)):
+        return [canonical_metadata(v) for v in value]
+    return value
 
 
 def save_lora(transformer, directory: str | Path, tensors: dict[str, torch.Tensor] | None = None) -> Path:
@@ -96,7 +119,41 @@ def save_lora(transformer, directory: str | Path, tensors: dict[str, torch.Tenso
         transformer_lora_adapter_metadata=adapter_metadata(transformer),
         weight_name=LORA_WEIGHT_NAME, safe_serialization=True,
     )
+    canonical_safetensors_header(directory / LORA_WEIGHT_NAME)
     return directory / LORA_WEIGHT_NAME
+
+
+def canonical_safetensors_header(path: str | Path) -> None:
+    """Rewrite the header of the safetensors file ``path`` with its ``__metadata__`` keys sorted.
+
+    safetensors (0.8) keeps the metadata in a Rust ``HashMap`` with a random per-process
+    order (safetensors issue #584), so a file with two metadata entries (diffusers writes
+    ``format`` and ``lora_adapter_metadata``) gets one of two headers at random. The tensor
+    entries and data are untouched; the header is canonical compact JSON, space-padded to a
+    multiple of 8 bytes as safetensors pads it (data offsets are relative to the data, so they hold).
+    """
+    import struct
+
+    path = Path(path)
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    meta = header.pop("__metadata__", None)
+    canonical = {**({"__metadata__": dict(sorted(meta.items()))} if meta else {}), **header}
+    raw = json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode()
+    raw += b" " * (-len(raw) % 8)
+    if len(raw) == n:  # the usual case: same JSON, keys reordered; rewrite the header in place
+        with open(path, "r+b") as f:
+            f.seek(8)
+            f.write(raw)
+        return
+    tmp = path.with_name(path.name + ".canonical")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        src.seek(8 + n)
+        dst.write(struct.pack("<Q", len(raw)) + raw)
+        while block := src.read(1 << 24):
+            dst.write(block)
+    tmp.replace(path)
 
 
 def weight_file(path: str | Path) -> Path:
@@ -105,7 +162,7 @@ def weight_file(path: str | Path) -> Path:
     if path.is_dir():
         path = path / LORA_WEIGHT_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no LoRA weights at {path}: expected a {LORA_WEIGHT_NAME} written by save_lora / training")
+        raise InputNotFoundError(f"no LoRA weights at {path}: expected a {LORA_WEIGHT_NAME} written by save_lora / training")
     return path
 
 
@@ -130,7 +187,7 @@ def set_lora_weights(transformer, path: str | Path) -> None:
     expected = set(current)
     if set(sd) != expected:
         missing, extra = sorted(expected - set(sd))[:3], sorted(set(sd) - expected)[:3]
-        raise ValueError(f"LoRA file {path} does not match this adapter (missing {missing}, unexpected {extra}): "
+        raise UsageError(f"LoRA file {path} does not match this adapter (missing {missing}, unexpected {extra}): "
                          "different lora.rank/target_modules or model?")
     sd = {k: shard_like(v, current[k]) for k, v in sorted(sd.items())}  # same order on every rank (collectives)
     result = set_peft_model_state_dict(transformer, sd, adapter_name=ADAPTER)

@@ -7,7 +7,8 @@ from fluxsr_core.config import ConfigError, FluxSRConfig, dump_config, load_conf
 def test_defaults_are_valid_and_documented():
     cfg = FluxSRConfig()
     assert cfg.model.preset == "tiny" and 0 < cfg.loss.T_L < 1
-    for section in FluxSRConfig.model_fields:
+    assert FluxSRConfig.model_fields["preset"].description
+    for section in set(FluxSRConfig.model_fields) - {"preset"}:
         for name, field in type(getattr(cfg, section)).model_fields.items():
             assert field.description, f"{section}.{name} has no description"
 
@@ -69,3 +70,25 @@ def test_section_hash_tracks_only_named_sections():
 def test_taef1_requires_path():
     with pytest.raises(ConfigError, match="taef1_path"):
         load_config(overrides=["model.vae=taef1"])
+
+
+def test_a_config_is_a_preset_plus_overrides():
+    """A partial mapping (a deployment's parameter) is the named preset with those values over it."""
+    dev = FluxSRConfig.model_validate({"preset": "flux-dev", "model": {"path": "/models/flux"}})
+    assert dev.model.preset == "flux-dev" and dev.lora.rank == 64 and dev.model.path == "/models/flux"
+    assert dev == FluxSRConfig.model_validate(dev.model_dump())  # a full dump validates to itself
+    assert FluxSRConfig() == configs.tiny() and configs.tiny().loss.lpips_net == "alex"
+    assert load_config(overrides=["preset=flux-dev"]) == configs.flux_dev()  # naming a preset rebases
+    assert load_config(overrides=["preset=flux-dev", "lora.rank=8"]).lora.rank == 8
+    with pytest.raises(ConfigError, match="unknown named config"):
+        configs.named("flux-schnell")
+
+
+def test_renamed_key_names_the_new_one(tmp_path):
+    with pytest.raises(ConfigError, match="'infer.t' was renamed 'infer.step_fraction'"):
+        load_config(overrides=["infer.t=0.5"])
+    p = tmp_path / "old.yaml"
+    p.write_text("infer:\n  t: 0.5\n")
+    with pytest.raises(ConfigError, match=f"{p}.*infer.step_fraction"):
+        load_config(p)
+    assert load_config(overrides=["infer.step_fraction=0.5"]).infer.step_fraction == 0.5

@@ -1,6 +1,6 @@
 import torch
 
-from fluxsr_core import ftd
+from fluxsr_core.methods import ftd
 
 
 def _batch(seed=0, shape=(3, 16, 8, 8)):

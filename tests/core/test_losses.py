@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from fluxsr_core import losses
-from fluxsr_core.config import LossConfig
 from fluxsr_core.models.velocity import TextCondition, predict_velocity
 from fluxsr_core.perceptual import BACKBONE_FILES, build_lpips
 
@@ -86,17 +85,18 @@ def test_lpips_loads_backbone_from_torch_hub_cache(tmp_path, monkeypatch):
     torch.testing.assert_close(getattr(model.net.slice5, "10").weight, alex.features[10].weight)
 
 
-def test_total_loss_combines_terms_with_config_weights(random_lpips):
-    cfg = LossConfig(lambda_tv_lpips=2.0, gamma_tv=1.0, mu_adl=0.5)
+def test_ftd_total_combines_terms_with_its_weights(random_lpips):
+    from fluxsr_core.methods.ftd import FTD, reconstruction_total
+
     g = torch.Generator().manual_seed(0)
     x_hat, x_hr = torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g)
     feats = [torch.randn(1, 10, 8, generator=g)]
-    ftd = torch.tensor(0.3)
-    terms = losses.total_loss(cfg, ftd=ftd, x_hat=x_hat, x_hr=x_hr, block_tokens=feats, lpips_model=random_lpips)
-    expected = 0.3 + terms.mse + 2.0 * terms.tv_lpips + 0.5 * terms.adl
-    torch.testing.assert_close(terms.total, expected)
-    assert losses.LossTerms.NAMES == ("total", "ftd", "mse", "tv_lpips", "adl")
-    assert terms.stacked().tolist() == [getattr(terms, k).double().item() for k in losses.LossTerms.NAMES]
+    terms = reconstruction_total(torch.tensor(0.3), x_hat, x_hr, feats, random_lpips, lambda_tv_lpips=2.0, gamma_tv=1.0,
+                                 mu_adl=0.5)
+    expected = 0.3 + terms["mse"] + 2.0 * terms["tv_lpips"] + 0.5 * terms["adl"]
+    torch.testing.assert_close(terms["total"], expected)
+    assert terms["mse"] > 0 and terms["tv_lpips"] > 0 and terms["adl"] > 0
+    assert tuple(terms) == FTD.term_names  # the method's names are the terms it returns
 
 
 def test_random_lpips_backbone_is_the_same_whatever_the_callers_rng():

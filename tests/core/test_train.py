@@ -1,4 +1,5 @@
-"""Training core on the tiny preset, CPU: loss goes down, only LoRA trains, exports load, resume is exact."""
+"""Training core on the tiny preset, CPU: loss goes down, only what the method trains changes, exports load,
+resume is exact; a method with an extra fully trained module goes through the same loop."""
 
 import json
 import shutil
@@ -8,13 +9,15 @@ import sys
 import pytest
 import torch
 
-from fluxsr_core.config import LoraConfig, LossConfig, ModelConfig, TrainConfig
+from fluxsr_core.config import LoraConfig, ModelConfig, TrainConfig
+from fluxsr_core.methods.ftd import FTD
 from fluxsr_core.models import load_components
+from fluxsr_core.models.sr_model import SRModel, encode_empty_prompt
 from fluxsr_core.models.velocity import predict_velocity
 from fluxsr_core.perceptual import build_lpips
 from fluxsr_core.train import lora
 from fluxsr_core.train.checkpoint import latest_checkpoint
-from fluxsr_core.train.loop import Trainer, encode_empty_prompt
+from fluxsr_core.train.loop import Trainer
 from helpers import REPO, latent_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -24,7 +27,7 @@ def _dataset(n=2):
     return latent_samples(n, seed=123)
 
 
-LOSS = LossConfig(lpips_net="alex", allow_random_lpips_backbone=True)
+T_L = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +37,11 @@ def lpips_model(one_torch_thread):
         return build_lpips("alex", allow_random=True)
 
 
-def _trainer(lpips_model, run_dir=None, **train):
+def _trainer(lpips_model, run_dir=None, method_cls=FTD, **train):
     cfg = TrainConfig(**{"batch_size": 2, "learning_rate": 1e-3, "seed": 0, **train})
-    return Trainer(load_components(ModelConfig()), _dataset(), loss_cfg=LOSS, lora_cfg=LoraConfig(rank=4),
-                   train_cfg=cfg, lpips_model=lpips_model, run_dir=run_dir)
+    method = method_cls(T_L=T_L, lpips_net="alex", allow_random_lpips_backbone=True, lpips_model=lpips_model)
+    return Trainer(method, SRModel(load_components(ModelConfig())), _dataset(), lora_cfg=LoraConfig(rank=4),
+                   train_cfg=cfg, run_dir=run_dir)
 
 
 def test_non_finite_loss_stops_before_the_weights_change(lpips_model):
@@ -54,23 +58,23 @@ def test_non_finite_loss_stops_before_the_weights_change(lpips_model):
 def test_loss_decreases_and_only_lora_changes(lpips_model):
     tr = _trainer(lpips_model)
     before = {k: v.clone() for k, v in tr.transformer.state_dict().items()}
-    vae_before = {k: v.clone() for k, v in tr.components.vae.state_dict().items()}
+    vae_before = {k: v.clone() for k, v in tr.model.components.vae.state_dict().items()}
     batch = tr.batch_for_step(1)
     gen = lambda: torch.Generator().manual_seed(7)
     with torch.no_grad():
-        start = tr.compute_loss(batch, gen())[0].total.item()
+        start = tr.compute_loss(batch, gen())[0]["total"].item()
     records = [tr.train_step(s, batch) for s in range(1, 9)]
     with torch.no_grad():
-        end = tr.compute_loss(batch, gen())[0].total.item()
+        end = tr.compute_loss(batch, gen())[0]["total"].item()
     assert end < start, (start, end)
     for r in records:  # every term is logged
         assert set(r) >= {"step", "total", "ftd", "mse", "tv_lpips", "adl", "t_mean", "lr"}
-        assert LOSS.T_L <= r["t_mean"] <= 1.0
+        assert T_L <= r["t_mean"] <= 1.0
     after = tr.transformer.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed and all("lora_" in k for k in changed)
     assert any("lora_B" in k for k in changed)
-    assert all(torch.equal(v, tr.components.vae.state_dict()[k]) for k, v in vae_before.items())
+    assert all(torch.equal(v, tr.model.components.vae.state_dict()[k]) for k, v in vae_before.items())
     assert all(p.requires_grad == ("lora_" in n) for n, p in tr.transformer.named_parameters())
 
 
@@ -177,3 +181,41 @@ def _fresh_lora():
     tr = load_components(ModelConfig()).transformer
     add_lora(tr, LoraConfig(rank=4), seed=5)
     return tr
+
+
+class FTDWithOutput(FTD):
+    """FTD that also trains the transformer's output projection in full: a method with one extra module
+    (what a widened input projection or a second time embedding is for OFTSR and MeanFlow)."""
+
+    def trainable_modules(self, model):
+        return {"proj_out": model.transformer.proj_out}
+
+
+def test_a_method_module_is_optimised_checkpointed_resumed_and_exported(tmp_path, lpips_model):
+    from safetensors.torch import load_file
+
+    from fluxsr_core import model_folder
+
+    full = _trainer(lpips_model, tmp_path / "full", method_cls=FTDWithOutput, steps=4, checkpoint_every=2)
+    start = {k: v.clone() for k, v in full.transformer.proj_out.state_dict().items()}
+    assert full.modules["proj_out"].weight.requires_grad and full.modules["proj_out"].weight.dtype == torch.float32
+    losses = [r["total"] for r in full.fit()]
+    trained = full.transformer.proj_out.state_dict()
+    assert all(not torch.equal(start[k], trained[k]) for k in start)  # optimised, not only the LoRA
+    saved = load_file(str(tmp_path / "full" / "step-000004" / model_folder.MODULES_FILE))
+    assert sorted(saved) == ["proj_out.bias", "proj_out.weight"]
+    assert all(torch.equal(saved[f"proj_out.{k}"], v) for k, v in trained.items())  # checkpointed
+    resumed = _trainer(lpips_model, tmp_path / "full", method_cls=FTDWithOutput, steps=4, checkpoint_every=2)
+    assert resumed.resume(tmp_path / "full" / "step-000002")
+    assert [r["total"] for r in resumed.fit()] == losses[2:]  # resumed: module and its AdamW state restored
+    assert all(torch.equal(resumed.transformer.proj_out.state_dict()[k], v) for k, v in trained.items())
+    full.export(tmp_path / "export")
+    info = model_folder.read_info(tmp_path / "export")
+    assert info.modules == ["proj_out"] and info.steps == 4 and info.method == "ftd"
+    fresh = SRModel(load_components(ModelConfig()))
+    lora.load_lora(fresh.transformer, tmp_path / "export")
+    model_folder.load_module_state({"proj_out": fresh.transformer.proj_out}, tmp_path / "export" / model_folder.MODULES_FILE)
+    z, t = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(2)), torch.tensor([0.6])
+    full.transformer.eval()
+    with torch.no_grad():
+        assert torch.equal(full.model.velocity(z, t), fresh.velocity(z, t))  # exported: the same model

@@ -24,14 +24,14 @@ def _subset(shared: Path, tmp: Path, n: int = 3) -> tuple[Path, Path, Path]:
 
 
 def test_benchmark_table_models_peer_cache_and_unavailable_metric(prefect_env, shared, tmp_path):
-    """bicubic, a trained model at two t values and a peer folder in one table; cached; lpips unavailable."""
+    """bicubic, a trained model at two step fractions and a peer folder in one table; cached; lpips unavailable."""
     lr, hr, peer = _subset(shared, tmp_path)
     weights = make_lora(tmp_path / "lora")
     env = {**prefect_env, "TORCH_HOME": str(tmp_path / "empty-torch-home")}
     args = ["bench", str(lr), "--hr", str(hr), "--peer", f"nearest={peer}", "--model", f"ours={weights}",
-            "--t", "0.5", "--t", "1", "--out", str(tmp_path / "out"), "--set", "bench.metrics=[psnr,ssim,lpips]"]
+            "--knob", "step_fraction=0.5", "--knob", "step_fraction=1", "--out", str(tmp_path / "out"), "--set", "bench.metrics=[psnr,ssim,lpips]"]
     s = summary_of(run_cli(env, *args))
-    methods = ["bicubic", "ours t=0.5", "ours t=1", "nearest"]
+    methods = ["bicubic", "ours step_fraction=0.5", "ours step_fraction=1", "nearest"]
     assert s["computed"] == 1 and s["methods"] == methods
     assert "lpips" in s["unavailable"] and ".pth" in s["unavailable"]["lpips"]
     table = Path(s["table"]).read_text()
@@ -41,7 +41,7 @@ def test_benchmark_table_models_peer_cache_and_unavailable_metric(prefect_env, s
     data = json.loads((Path(s["directory"]) / "summary.json").read_text())
     assert data["unavailable"]["lpips"] and all(m.get("lpips") is None for m in s["summary"].values())
     assert s["summary"]["bicubic"]["psnr"] > s["summary"]["nearest"]["psnr"]
-    assert s["summary"]["ours t=0.5"]["psnr"] != s["summary"]["ours t=1"]["psnr"]
+    assert s["summary"]["ours step_fraction=0.5"]["psnr"] != s["summary"]["ours step_fraction=1"]["psnr"]
 
     # the model rows are the student of `fluxsr upscale`, same LoRA and settings, to 8-bit rounding
     import torch
@@ -52,8 +52,8 @@ def test_benchmark_table_models_peer_cache_and_unavailable_metric(prefect_env, s
 
     first = sorted(lr.iterdir())[0]
     with torch.inference_mode():
-        mine = load_student(tiny(), weights).upscale(read_image(first), tiny().infer, t=0.5)
-    saved = read_image(Path(s["directory"]) / "sr" / "ours t=0.5" / f"{first.stem}.png")
+        mine = load_student(tiny(), weights).upscale(read_image(first), tiny().infer, step_fraction=0.5)
+    saved = read_image(Path(s["directory"]) / "sr" / "ours step_fraction=0.5" / f"{first.stem}.png")
     assert (saved - mine).abs().max().item() <= 0.5 / 255 + 1e-6
 
     again = summary_of(run_cli(env, *args))
@@ -62,7 +62,7 @@ def test_benchmark_table_models_peer_cache_and_unavailable_metric(prefect_env, s
     other = summary_of(run_cli(env, *args))
     assert other["computed"] == 1 and other["key"] != s["key"]
     assert other["summary"]["bicubic"] == s["summary"]["bicubic"]
-    assert other["summary"]["ours t=1"] != s["summary"]["ours t=1"]
+    assert other["summary"]["ours step_fraction=1"] != s["summary"]["ours step_fraction=1"]
 
 
 def test_synthetic_testset_from_hr_folder_is_reproducible_and_scored(prefect_env, shared, tmp_path):
@@ -86,9 +86,10 @@ def test_synthetic_testset_from_hr_folder_is_reproducible_and_scored(prefect_env
     assert again["summary"] == s["summary"]
 
 
-@pytest.mark.parametrize("peers, models", [({"bicubic": "p"}, {}), ({"ours": "p"}, {"ours": "lora"})])
-def test_method_names_must_be_unique(tmp_path, peers, models):
+@pytest.mark.parametrize("peers, with_model", [({"bicubic": "p"}, False), ({"ours": "p"}, True)])
+def test_method_names_must_be_unique(tmp_path, peers, with_model):
     from flows.benchmark import benchmark
 
+    models = {"ours": str(make_lora(tmp_path / "lora"))} if with_model else {}
     with pytest.raises(ValueError, match="are used twice"):
         benchmark.fn(lr_dir=str(tmp_path), peers=peers, models=models, out=str(tmp_path))

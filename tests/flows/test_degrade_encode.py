@@ -94,9 +94,9 @@ def test_changing_degrade_config_reruns_degrade_and_encode_only(prefect_env, ups
     assert again["pairs"]["cached"] == 6 and again["pairs"]["computed"] == 0
     assert again["degrade"]["computed"] == 6 and again["degrade"]["key"] != first["degrade"]["key"]
     assert again["encode-latents"]["computed"] == 6 and again["encode-latents"]["key"] != first["encode-latents"]["key"]
-    assert again["train"]["computed"] == 1 and again["train"]["key"] != first["train"]["key"]
+    assert again["train"]["ftd"]["computed"] == 1 and again["train"]["ftd"]["key"] != first["train"]["ftd"]["key"]
     assert again["benchmark"]["computed"] == 1 and again["benchmark"]["key"] != first["benchmark"]["key"]
-    assert again["benchmark"]["methods"] == ["bicubic", "fluxsr"]
+    assert again["benchmark"]["methods"] == ["bicubic", "ftd"]
 
 
 def test_corrupt_upstream_shard_is_named(prefect_env, upstream, tmp_path):

@@ -92,12 +92,12 @@ def test_setup_registers_pool_limit_and_deployments(deployed):
     pairs = _api(env, "/deployments/name/generate-pairs/default")
     assert pairs["entrypoint"] == "flows/generate_pairs.py:generate_pairs"
     assert pairs["work_pool_name"] == POOL
-    assert pairs["parameters"] == {"preset": "tiny", "out": "runs/deployed"}
+    assert pairs["parameters"] == {"config": {"preset": "tiny"}, "out": "runs/deployed"}
     assert pairs["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
 
     nightly = _api(env, "/deployments/name/fluxsr-pipeline/retrain-nightly")
     assert nightly["entrypoint"] == "flows/pipeline.py:pipeline"
-    assert nightly["parameters"]["preset"] == "tiny" and nightly["parameters"]["out"] == "runs/nightly"
+    assert nightly["parameters"]["config"] == {"preset": "tiny"} and nightly["parameters"]["out"] == "runs/nightly"
     (schedule,) = nightly["schedules"]
     assert schedule["schedule"]["cron"] == "0 3 * * *" and schedule["active"]
 
@@ -119,7 +119,7 @@ def test_worker_runs_generate_pairs_deployment(deployed, tmp_path):
     env = deployed["env"]
     out = tmp_path / "out"
     r = subprocess.run([str(BIN / "prefect"), "deployment", "run", "generate-pairs/default",
-                        "--param", f"out={out}", "--param", f"overrides={json.dumps(SMALL)}"],
+                        "--param", f"out={out}", "--param", f"config={_config(SMALL)}"],
                        env=env, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     run_id = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
@@ -136,7 +136,8 @@ def test_worker_runs_generate_pairs_deployment(deployed, tmp_path):
     assert sorted(p.name for p in stage.glob("pairs-*.tar")) == ["pairs-000000.tar", "pairs-000001.tar"]
     assert [f["records"] for f in manifest["files"]] == [1, 1]
     flow_run = _api(env, f"/flow_runs/{run_id}")
-    assert flow_run["parameters"]["preset"] == "tiny" and flow_run["parameters"]["out"] == str(out)
+    assert flow_run["parameters"]["config"]["preset"] == "tiny" and flow_run["parameters"]["out"] == str(out)
+    assert flow_run["parameters"]["config"]["pairs"]["num_records"] == 2
 
 
 # Keep last in this module: it SIGKILLs the module's worker.
@@ -144,9 +145,16 @@ PIPE = ["pairs.num_records=6", "pairs.records_per_shard=1", "pairs.resolution=96
         "pairs.batch_size=1", "train.steps=2", "train.batch_size=1"]
 
 
+def _config(overrides: list[str]) -> str:
+    """The flow's typed ``config`` parameter as a deployment run takes it: a preset plus values, as JSON."""
+    from fluxsr_core.config import parse_overrides
+
+    return json.dumps({"preset": "tiny", **parse_overrides(overrides)})
+
+
 def _run_deployment(env: dict, name: str, out: Path, overrides: list[str]) -> str:
     r = subprocess.run([str(BIN / "prefect"), "deployment", "run", name, "--param", f"out={out}",
-                        "--param", f"overrides={json.dumps(overrides)}"],
+                        "--param", f"config={_config(overrides)}"],
                        env=env, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     return re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
@@ -213,4 +221,5 @@ def test_kill_worker_mid_pipeline_then_rerun_is_cached_and_identical(deployed, t
     for k in ("z_L", "z0", "noise", "hr", "done"):
         np.testing.assert_array_equal(np.asarray(a[k][:]), np.asarray(b[k][:]), err_msg=k)
     assert rerun["encode-latents"]["key"] == reference["encode-latents"]["key"]
-    assert rerun["train"]["key"] == reference["train"]["key"] and Path(rerun["train"]["weights"]).is_file()
+    assert rerun["train"]["ftd"]["key"] == reference["train"]["ftd"]["key"]
+    assert Path(rerun["train"]["ftd"]["weights"]).is_file()

@@ -137,3 +137,32 @@ def test_gpu_stage_takes_a_slot_when_scheduling_is_on(prefect_env, tmp_path):
     assert list((tmp_path / "locks").iterdir())
     limits = subprocess.run([str(BIN / "prefect"), "gcl", "inspect", "gpu"], env=env, capture_output=True, text=True)
     assert limits.returncode == 0 and "gpu" in limits.stdout
+
+
+def test_unknown_method_lists_the_available_ones(prefect_env, tmp_path):
+    for args in (["run", "--method", "oftsr-typo"], ["train", "--method", "nope"], ["run", "-m", "ftd", "-m", "ftd"]):
+        r = run_cli(prefect_env, *args, "--out", str(tmp_path), check=False)
+        assert r.returncode == 2, r.stderr
+        assert ("available: ftd" in r.stderr) or ("named twice" in r.stderr), r.stderr
+        assert "Beginning flow run" not in r.stdout + r.stderr and not list(tmp_path.iterdir())
+
+
+def test_a_bug_is_a_traceback_not_a_usage_error():
+    """Only errors a user can fix (FluxSRError) become one line and exit 2; a plain KeyError is a bug."""
+    import pytest
+    import typer
+
+    from flows import cli
+    from fluxsr_core.errors import UsageError
+
+    def buggy():
+        raise KeyError("internal")
+
+    def usage():
+        raise UsageError("bad value")
+
+    with pytest.raises(KeyError):
+        cli._run(buggy)
+    with pytest.raises(typer.Exit) as exit_:
+        cli._run(usage)
+    assert exit_.value.exit_code == 2

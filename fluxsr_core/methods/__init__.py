@@ -1,0 +1,47 @@
+"""Training methods behind one seam (``base.Method``); the registry the CLI, pipeline and inference use.
+
+Adding a method: a module here with its equations as small functions at the top and a
+``Method`` subclass at the bottom, named in ``METHODS`` (see the README, "Adding a method").
+The registry names classes by import path, so checking a method name (the CLI does it
+before anything starts) imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from fluxsr_core.errors import UsageError
+
+METHODS: dict[str, str] = {  # --method name -> "module:Class"
+    "ftd": "fluxsr_core.methods.ftd:FTD",
+}
+
+
+def check_methods(names: list[str]) -> list[str]:
+    """The methods to train: at least one, each known (the error lists the available ones), none twice."""
+    if not names:
+        raise UsageError(f"no method given; available: {', '.join(sorted(METHODS))}")
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise UsageError(f"unknown method {unknown[0]!r}; available: {', '.join(sorted(METHODS))}")
+    if len(set(names)) != len(names):
+        raise UsageError(f"methods {names}: a method is named twice")
+    return list(names)
+
+
+def method_class(name: str):
+    """The ``Method`` subclass called ``name``; an error listing the available ones otherwise."""
+    check_methods([name])
+    module, cls = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_method(name: str, cfg, **kwargs: Any):
+    """The method ``name`` with its parameters from a ``FluxSRConfig``."""
+    return method_class(name).from_config(cfg, **kwargs)
+
+
+def method_from_metadata(name: str, params: dict[str, Any]):
+    """The method a saved model was trained with (``fluxsr_model.json``)."""
+    return method_class(name).from_metadata(params)

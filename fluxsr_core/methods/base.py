@@ -1,0 +1,89 @@
+"""The seam every training method plugs into: what a method says, and nothing the trainer must know.
+
+A method (FTD, later the SR teacher, OFTSR, MeanFlow) is one object that says
+- ``name`` and ``term_names``: the CLI's ``--method`` and the loss terms it logs ("total" first,
+  the one back-propagated); logging, ``losses.jsonl``, plots and artifacts read them from here;
+- ``extend(model)``: architecture changes besides the LoRA adapters (e.g. a widened input projection,
+  a second time embedding), made before training and before a saved model is loaded;
+- ``trainable_modules(model)``: modules trained in full besides LoRA, by their name in the transformer
+  (optimised, checkpointed, resumed and exported with the LoRA, which every method trains);
+- ``setup_training(model)``: training-only helpers (e.g. a frozen LPIPS network);
+- ``sample_times(n, generator)``: one time (``{"t": (n,)}``) or two (``{"r", "t"}``) per sample;
+- ``loss(model, batch, times)``: the named terms of a batch as tensors;
+- ``sample(model, z_L, **knobs)``: inference in latent space (one step, k steps, or a knob), with
+  ``knobs`` (name -> default) saying which knobs exist;
+- ``needs``: what it asks of the runtime (e.g. ``{"forward_ad"}``), checked before a run starts;
+- ``metadata()``: what is saved with a trained model and read back at inference (``from_metadata``).
+
+The trainer (``fluxsr_core.train.loop``) takes a method and an ``SRModel`` and never names a method.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+
+from fluxsr_core.models.sr_model import SRModel
+
+Batch = dict[str, torch.Tensor]  # z_L (B, 16, h, w), z0, noise (same), hr (B, 3, 8h, 8w) in [0, 1]
+Times = dict[str, torch.Tensor]  # name -> (B,)
+Terms = dict[str, torch.Tensor]  # term name -> scalar tensor; "total" is back-propagated
+
+RUNTIME_NEEDS = frozenset({"forward_ad"})  # what a method may ask for
+
+
+class Method(ABC):
+    """One distillation method: its loss, its times, what it trains, how it samples, what it saves."""
+
+    name: ClassVar[str]
+    term_names: ClassVar[tuple[str, ...]]  # "total" first
+    needs: ClassVar[frozenset[str]] = frozenset()
+    knobs: ClassVar[dict[str, float | int]] = {}  # inference knob -> default (named like its ``infer`` key)
+    config_keys: ClassVar[dict[str, str]] = {}  # parameter -> the config key it is set by (for messages)
+    inference_params: ClassVar[tuple[str, ...]] = ()  # parameters that change what ``sample`` computes
+
+    guidance: float = 3.5  # the guidance-embedding value the network is run with
+
+    def extend(self, model: SRModel) -> None:
+        """Architecture changes besides LoRA, made to ``model.transformer`` in place (none by default)."""
+
+    def setup_training(self, model: SRModel) -> None:
+        """Build what only training needs (loss networks) on ``model.device``."""
+
+    def trainable_modules(self, model: SRModel) -> dict[str, torch.nn.Module]:
+        """Modules trained in full besides LoRA, keyed by their name in the transformer (none by default)."""
+        return {}
+
+    @abstractmethod
+    def sample_times(self, n: int, generator: torch.Generator) -> Times:
+        """Training times of ``n`` samples, drawn on the CPU from ``generator`` (pure in its seed)."""
+
+    @abstractmethod
+    def loss(self, model: SRModel, batch: Batch, times: Times) -> Terms:
+        """The loss terms of ``batch`` at ``times``, keyed by ``term_names``."""
+
+    @abstractmethod
+    def sample(self, model: SRModel, z_L: torch.Tensor, **knobs: Any) -> torch.Tensor:
+        """The HR latent for the LR latent ``z_L`` (B, 16, h, w); ``knobs`` as in ``self.knobs``."""
+
+    @abstractmethod
+    def metadata(self) -> dict[str, Any]:
+        """The method's parameters, JSON-able, saved with the model; ``from_metadata`` reads them back."""
+
+    @classmethod
+    @abstractmethod
+    def from_metadata(cls, params: dict[str, Any]) -> "Method":
+        """The method a saved model was trained with."""
+
+    def evaluations(self, **knobs: Any) -> int:
+        """Network evaluations per image of ``sample`` with these knobs (for the benchmark's table)."""
+        return 1
+
+    def check_knobs(self, knobs: dict[str, Any]) -> dict[str, Any]:
+        """``knobs`` completed with defaults; an unknown knob is an error naming the method's knobs."""
+        unknown = sorted(set(knobs) - set(self.knobs))
+        if unknown:
+            raise ValueError(f"method {self.name!r} has no inference knob {unknown}; its knobs: {sorted(self.knobs)}")
+        return {**self.knobs, **knobs}

@@ -1,0 +1,245 @@
+"""A trained model's folder: its weights, what it is (``fluxsr_model.json``) and its model card.
+
+Every exported model (a training run's ``final/`` and each checkpoint) holds
+
+    pytorch_lora_weights.safetensors   the LoRA in diffusers' FLUX format (``FluxPipeline.load_lora_weights``)
+    fluxsr_modules.safetensors         modules a method trains in full besides LoRA (only when there are some)
+    fluxsr_model.json                  the identity: method and its parameters, base model and its architecture
+                                       digest, LoRA settings, steps, the data it was trained on, fluxsr version
+    README.md                          (final/ only) a model card with a YAML header a model hub reads
+
+``fluxsr upscale``, the benchmark and ``Student`` read the identity, so a model runs with the
+parameters it was trained with, and one trained for another base architecture is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fluxsr_core.errors import FluxSRError, InputNotFoundError
+from fluxsr_core.train import lora
+
+INFO_FILE = "fluxsr_model.json"
+MODULES_FILE = "fluxsr_modules.safetensors"
+CARD_FILE = "README.md"
+FORMAT = 1
+LICENSES = {"flux-dev": "flux-1-dev-non-commercial-license", "tiny": "apache-2.0"}
+HUB_IDS = {"flux-dev": "black-forest-labs/FLUX.1-dev"}
+
+
+class ModelMismatchError(FluxSRError, ValueError):
+    """A saved model does not fit the base model or the settings it is asked to run with."""
+
+
+def fluxsr_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("fluxsr")
+    except PackageNotFoundError:
+        from fluxsr_core import __version__
+
+        return __version__
+
+
+def architecture_digest(transformer) -> str:
+    """sha256 (16 hex) of the transformer's diffusers config: equal digests, same architecture and shapes."""
+    config = {k: v for k, v in dict(transformer.config).items() if not k.startswith("_")}
+    payload = json.dumps({"class": type(transformer).__name__, "config": config}, sort_keys=True,
+                         default=lambda v: sorted(v) if isinstance(v, (set, frozenset)) else list(v))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def base_model_of(model) -> dict[str, Any]:
+    """The base of an ``SRModel``: preset, hub id or path, VAE, architecture digest (call before any extension)."""
+    model_cfg = model.components.config
+    path = model_cfg.path or HUB_IDS.get(model_cfg.preset)
+    transformer = model.transformer
+    return {"preset": model_cfg.preset, "path": path, "seed": model_cfg.seed if model_cfg.preset == "tiny" else None,
+            "vae": model_cfg.vae, "architecture_digest": architecture_digest(transformer)}
+
+
+@dataclass
+class ModelInfo:
+    """What ``fluxsr_model.json`` holds."""
+
+    method: str
+    method_params: dict[str, Any]
+    base: dict[str, Any]
+    lora: dict[str, Any]
+    modules: list[str] = field(default_factory=list)
+    steps: int = 0
+    trained_on: dict[str, Any] = field(default_factory=dict)
+    fluxsr_version: str = field(default_factory=fluxsr_version)
+    format: int = FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+    def check_base(self, other: dict[str, Any], where: str) -> None:
+        """Refuse to run on a base of another architecture (or another tiny seed), naming both."""
+        mine = (self.base.get("architecture_digest"), self.base.get("seed"))
+        theirs = (other.get("architecture_digest"), other.get("seed"))
+        if mine != theirs:
+            raise ModelMismatchError(
+                f"{where} was trained on base {_describe(self.base)} but the configured base is {_describe(other)}: "
+                f"load it with the preset it was trained on (--preset {self.base.get('preset')}"
+                + (f" --set model.seed={self.base['seed']}" if self.base.get("seed") is not None else "") + ")")
+
+
+def _describe(base: dict[str, Any]) -> str:
+    name = base.get("path") or base.get("preset")
+    seed = f" seed {base['seed']}" if base.get("seed") is not None else ""
+    return f"{name}{seed} (architecture {base.get('architecture_digest')})"
+
+
+def lora_settings(transformer) -> dict[str, Any]:
+    cfg = lora.adapter_metadata(transformer)
+    return {"rank": cfg["r"], "alpha": cfg["lora_alpha"], "target_modules": sorted(cfg["target_modules"])}
+
+
+def module_state_dict(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Tensor]:
+    """Full tensors of the method's modules, keys ``<module name>.<param>`` (a collective under FSDP)."""
+    return {f"{name}.{k}": lora.full_tensor(v).detach().to("cpu").contiguous()
+            for name in sorted(modules) for k, v in modules[name].state_dict().items()}
+
+
+def load_module_state(modules: dict[str, torch.nn.Module], path: Path) -> None:
+    """Set the method's modules from ``path`` (FSDP-sharded modules get their shard); names must match."""
+    from safetensors.torch import load_file
+
+    sd = load_file(str(path)) if path.is_file() else {}
+    expected = {f"{name}.{k}" for name, m in modules.items() for k in m.state_dict()}
+    if set(sd) != expected:
+        raise ModelMismatchError(f"{path}: holds modules {sorted(sd)[:4]}, the method trains {sorted(expected)[:4]}")
+    for name in sorted(modules):
+        current = modules[name].state_dict()
+        new = {k: lora.shard_like(sd[f"{name}.{k}"], v) for k, v in current.items()}
+        modules[name].load_state_dict(new)
+
+
+def write_weights(directory: Path, transformer, lora_tensors: dict[str, torch.Tensor],
+                  module_tensors: dict[str, torch.Tensor]) -> Path:
+    """The LoRA (diffusers format) and, when the method has any, its full modules; returns the LoRA file."""
+    from safetensors.torch import save_file
+
+    weights = lora.save_lora(transformer, directory, tensors=lora_tensors)
+    if module_tensors:
+        save_file(dict(sorted(module_tensors.items())), str(Path(directory) / MODULES_FILE))
+    return weights
+
+
+def write_info(directory: Path, info: ModelInfo) -> Path:
+    path = Path(directory) / INFO_FILE
+    path.write_text(info.to_json())
+    return path
+
+
+def model_dir(path: str | Path) -> Path:
+    """The folder of a model given as the folder or as its LoRA file; InputNotFoundError naming what is missing."""
+    path = Path(path)
+    folder = path.parent if path.suffix == ".safetensors" else path
+    if not (folder / lora.LORA_WEIGHT_NAME).is_file():
+        raise InputNotFoundError(f"no trained model at {path}: expected {folder / lora.LORA_WEIGHT_NAME} "
+                                 "(a training run's final/ folder, a checkpoint folder or its LoRA file)")
+    return folder
+
+
+def read_info(path: str | Path) -> ModelInfo:
+    """The identity of the model at ``path`` (folder or LoRA file)."""
+    folder = model_dir(path)
+    info_path = folder / INFO_FILE
+    if not info_path.is_file():
+        raise InputNotFoundError(f"{folder} has a LoRA but no {INFO_FILE}: it was not written by fluxsr (or by a "
+                                 "version before models carried their identity); retrain or export it again")
+    data = json.loads(info_path.read_text())
+    if data.get("format") != FORMAT:
+        raise ModelMismatchError(f"{info_path}: format {data.get('format')}, this fluxsr reads format {FORMAT}")
+    return ModelInfo(**data)
+
+
+def model_card(info: ModelInfo, last: dict[str, float] | None, plot: str | None) -> str:
+    """``README.md`` of an exported model: YAML header (base_model, library_name, tags, licence), training, loading."""
+    base_id = info.base.get("path") or info.base.get("preset")
+    licence = LICENSES.get(info.base.get("preset"), "other")
+    tags = ["fluxsr", "super-resolution", "image-to-image", "lora", info.method]
+    header = "\n".join(["---", f"base_model: {base_id}", "library_name: diffusers", f"license: {licence}",
+                        "pipeline_tag: image-to-image", "tags:", *[f"- {t}" for t in tags], "---"])
+    params = "\n".join(f"| `{k}` | {v} |" for k, v in sorted(info.method_params.items()))
+    losses = "\n".join(f"| {k} | {v:.5f} |" for k, v in (last or {}).items() if isinstance(v, float))
+    return f"""{header}
+
+# fluxsr {info.method} model
+
+A one-step real-world super-resolution model (4x) trained by fluxsr
+with the `{info.method}` method on base `{base_id}`
+for {info.steps} steps ({info.trained_on.get('samples', '?')} training samples, latents
+`{info.trained_on.get('latents_key', '?')}`). fluxsr {info.fluxsr_version}.
+
+## Method parameters
+
+| parameter | value |
+|---|---|
+{params}
+
+LoRA: rank {info.lora.get('rank')}, alpha {info.lora.get('alpha')}, on {len(info.lora.get('target_modules', []))} module
+types{', plus fully trained ' + ', '.join(info.modules) if info.modules else ''}.
+
+## Last logged losses
+
+| term | value |
+|---|---|
+{losses}
+{f'{chr(10)}![loss curves]({plot}){chr(10)}' if plot else ''}
+## Use
+
+```bash
+fluxsr upscale photo.png -o out/ --lora THIS_FOLDER --preset {info.base.get('preset')}
+```
+
+With diffusers (the LoRA alone; fluxsr's sampler does the one step and colour fix):
+
+```python
+from diffusers import FluxTransformer2DModel
+transformer = FluxTransformer2DModel.from_pretrained("{base_id}", subfolder="transformer")
+transformer.load_lora_adapter("THIS_FOLDER/{lora.LORA_WEIGHT_NAME}", prefix="transformer")
+```
+"""
+
+
+def model_digest(path: str | Path) -> str:
+    """sha256 over what decides a model's outputs: its weights files and its identity (not card or plot)."""
+    folder = model_dir(path)
+    h = hashlib.sha256()
+    for name in (lora.LORA_WEIGHT_NAME, MODULES_FILE, INFO_FILE):
+        f = folder / name
+        if f.is_file():
+            h.update(name.encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def knob_rows(models: dict[str, str | Path], knob_values: dict[str, list[Any]]) -> dict[str, tuple[str, dict]]:
+    """Benchmark rows: row name -> (model name, knobs). Each model gets one row per combination of the
+    given values of *its* method's knobs (``{"step_fraction": [0.5, 1]}``); no values, one row."""
+    from itertools import product
+
+    from fluxsr_core.methods import method_class
+
+    rows: dict[str, tuple[str, dict]] = {}
+    for name, path in models.items():
+        defaults = method_class(read_info(path).method).knobs
+        mine = {k: [type(defaults[k])(v) for v in vs] for k, vs in knob_values.items() if k in defaults}
+        combos = [dict(zip(mine, c)) for c in product(*mine.values())] if mine else [{}]
+        for knobs in combos:
+            label = " ".join(f"{k}={v:g}" for k, v in knobs.items())
+            rows[f"{name} {label}" if label and len(combos) > 1 else name] = (name, knobs)
+    return rows
