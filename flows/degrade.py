@@ -24,7 +24,7 @@ def degrade(out: str = "runs/demo", config: FluxSRConfig | None = None, shards: 
                   pairs_entry=e.__dict__, degrade=cfg.degrade)
              for i, e in enumerate(plan.pairs_files) if i in selected]
     task = degrade_shard.with_options(**cache_options(out, STAGE, CODE_MODULES))
-    report = run_units(task, units, what="degrade", gpu=True,
+    report = run_units(task, units, what="degrade", gpu=True, runner=cfg.runner,
                        verify=lambda e: check_shard(plan.directory / e["name"], FileEntry(**e)))
     names = [shard_name(SHARD_PREFIX, i) for i in range(len(plan.pairs_files))]
     manifest = write_shards_manifest(str(plan.directory), STAGE, plan.key, plan.config, names,

@@ -28,7 +28,7 @@ def encode_latents(out: str = "runs/demo", config: FluxSRConfig | None = None, s
             raise ValueError(f"records {a}..{a + n - 1} are not all marked done in {plan.store_path}")
 
     task = encode_range.with_options(**cache_options(out, STAGE, CODE_MODULES))
-    report = run_units(task, units, what="encode-latents", gpu=True, verify=verify)
+    report = run_units(task, units, what="encode-latents", gpu=True, runner=cfg.runner, verify=verify)
     manifest = write_store_manifest(str(plan.directory), str(plan.store_path), STAGE, plan.key, plan.config,
                                     plan.attrs["inputs"], {"store": plan.store_path.name, **plan.shape.__dict__})
     summary = {"stage": STAGE, "store": str(plan.store_path), "key": plan.key, "ranges": len(units),

@@ -30,7 +30,7 @@ def generate_pairs(out: str = "runs/demo", config: FluxSRConfig | None = None, s
                   model=cfg.model, pairs=cfg.pairs, prompts_sha256=plan.prompts_sha256)  # decides the shards
              for s in parse_range(shards, plan.num_shards)]
     task = generate_shard.with_options(**cache_options(out, STAGE, CODE_MODULES))
-    report = run_units(task, units, what="generate-pairs", gpu=True,
+    report = run_units(task, units, what="generate-pairs", gpu=True, runner=cfg.runner,
                        verify=lambda e: check_shard(plan.directory / e["name"], FileEntry(**e)))
     manifest = write_shards_manifest(str(plan.directory), STAGE, plan.key, plan.config,
                                      [plan.shard_path(s).name for s in range(plan.num_shards)], {})

@@ -321,6 +321,25 @@ class TrainConfig(_Section):
                                 "is decoded (the inference path); 'ftd' = the FTD pass at the sampled t.")
 
 
+class RunnerConfig(_Section):
+    """How a stage runs its units: threads on this machine, or a Dask cluster (orchestration only: no stage key
+    depends on it, and outputs are byte-identical whichever runs them)."""
+
+    kind: Literal["threads", "dask"] = Field(
+        "threads", description="'threads': concurrent units in this process; 'dask': units on a Dask cluster "
+                               "(runner.address, or a temporary local cluster of max_workers processes).")
+    max_workers: int | None = Field(
+        None, ge=1, description="Units at once; null = the GPU slots of this machine (its GPUs, or FLUXSR_GPU_SLOTS), "
+                                "1 on a machine with neither.")
+    address: str | None = Field(None, description="Dask scheduler address (tcp://HOST:8786) when kind is 'dask'.")
+    gpu_resource: str | None = Field(
+        None, description="Dask worker resource a GPU unit requests one of (e.g. GPU, with workers started as "
+                          "`dask worker ... --resources GPU=1`, one per GPU); null = none.")
+    unit_threads: int | None = Field(
+        None, ge=1, description="torch threads of a unit running on the CPU; null = this machine's cores shared "
+                                "out over the concurrent units.")
+
+
 class BenchConfig(_Section):
     """Stage 5, benchmark."""
 
@@ -403,6 +422,7 @@ class FluxSRConfig(_Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
 
     @model_validator(mode="before")

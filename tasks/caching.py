@@ -18,19 +18,24 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import os
 import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
 from prefect.cache_policies import CachePolicy
+from prefect.locking.filesystem import FileSystemLockManager
 
 from storage.atomic import sha256_json
 from storage.layout import results_dir
 
 CACHE_VERSION = 1
+LOCKS_DIR = ".prefect-locks"  # under the output root: one lock file per unit being computed
 # Task arguments that say where files are (or where training processes meet), not what they hold:
 # they never count in a key.
 # What a unit reads is identified by the upstream entries (sha256) passed beside them.
@@ -184,12 +189,56 @@ def _plain(value: Any) -> Any:
     return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
+STALE_AFTER_S = 6 * 3600.0  # a unit lock held longer than this by a process on another host is taken as dead
+
+
+class UnitLockManager(FileSystemLockManager):
+    """Prefect's file lock manager, plus: a lock records its host and process, and one whose process is gone
+    (same host) or that is older than ``STALE_AFTER_S`` (another host) no longer blocks a re-run."""
+
+    def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
+                     hold_timeout: float | None = None) -> bool:
+        ok = super().acquire_lock(key, holder, acquire_timeout, STALE_AFTER_S if hold_timeout is None else hold_timeout)
+        if ok:
+            path = self._lock_path_for_key(key)
+            info = pydantic_core.from_json(Path(path).read_bytes())
+            Path(path).write_bytes(pydantic_core.to_json({**info, "host": socket.gethostname(), "pid": os.getpid()}))
+        return ok
+
+    def is_locked(self, key: str, use_cache: bool = False) -> bool:
+        info = self._get_lock_info(key, use_cache=use_cache)
+        if info is not None and info.get("host") == socket.gethostname() and not _alive(info.get("pid")):
+            Path(info["path"]).unlink(missing_ok=True)
+            self._locks.pop(key, None)
+            return False
+        return super().is_locked(key, use_cache=use_cache)
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return True  # a lock written without a pid (being written): assume held
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def cache_options(root: str | Path, stage: str, modules: tuple[str, ...]) -> dict[str, Any]:
-    """``task.with_options(**cache_options(...))``: persisted JSON results under the output root."""
+    """``task.with_options(**cache_options(...))``: persisted JSON results under the output root.
+
+    The cache transaction is SERIALIZABLE under a ``UnitLockManager`` in ``<root>/.prefect-locks``:
+    a unit that two runs (threads, workers, deployments) reach at once is computed by one of them,
+    and the other reads its result.
+    """
     storage = results_dir(root)
     storage.mkdir(parents=True, exist_ok=True)
+    locks = UnitLockManager(lock_files_directory=(Path(root) / LOCKS_DIR).resolve())
     return dict(
-        cache_policy=StagePolicy(stage=stage, modules=modules),
+        cache_policy=StagePolicy(stage=stage, modules=modules).configure(isolation_level="SERIALIZABLE",
+                                                                           lock_manager=locks),
         persist_result=True,
         result_storage=storage.resolve(),
         result_serializer="json",

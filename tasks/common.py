@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from functools import lru_cache
 
 from fluxsr_core.config import FluxSRConfig, ModelConfig, load_config
@@ -21,9 +22,16 @@ def _components(model_json: str):
     return load_components(ModelConfig.model_validate_json(model_json))
 
 
+_LOADING = threading.Lock()
+
+
 def components_for(model: ModelConfig):
-    """Load a preset once per process, however many tasks use it."""
-    return _components(json.dumps(model.model_dump(mode="json"), sort_keys=True))
+    """Load a preset once per process and device, however many tasks use it, even concurrently.
+
+    Concurrent units (``tasks.runners``) share the loaded models; the lock makes the first load
+    (and diffusers' lazy imports, which are not thread-safe) happen once."""
+    with _LOADING:
+        return _components(json.dumps(model.model_dump(mode="json"), sort_keys=True))
 
 
 def finished_stage(directory, stage: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,25 @@ def encode_lr(components, lrs: torch.Tensor, size: int) -> torch.Tensor:
     return encode_images(components, up).float().cpu()
 
 
+ENCODE_CPU_THREADS = 1  # the VAE's convolutions give other low bits on another thread count
+
+
+@contextmanager
+def fixed_cpu_threads(device: torch.device):
+    """On the CPU, encode on ``ENCODE_CPU_THREADS`` intra-op threads whatever the unit's share of the cores, so z_L's
+    bytes depend neither on the machine's core count nor on how many units run at once (measured: 1 vs 2
+    threads change z_L's low bits). This thread's setting is restored after; a GPU is left alone."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(ENCODE_CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _encode_records(store: LatentStore, components, pairs_shard: str, lr_shard: str, todo: np.ndarray,
                     first_record: int, batch_size: int) -> None:
     """Encode the records of one shard pair still marked to do, writing each record as it completes."""
@@ -92,7 +112,8 @@ def _encode_records(store: LatentStore, components, pairs_shard: str, lr_shard: 
                                for k in range(K)])
         except KeyError as err:
             raise ShardError(f"{lr_shard}: LR variant {err} of record {r} missing; re-run degrade") from None
-        z_L = torch.cat([encode_lr(components, lrs[i:i + batch_size], size) for i in range(0, K, batch_size)])
+        with fixed_cpu_threads(components.device):
+            z_L = torch.cat([encode_lr(components, lrs[i:i + batch_size], size) for i in range(0, K, batch_size)])
         store.write_record(r, z0=np.load(io.BytesIO(s["latent.npy"])), noise=np.load(io.BytesIO(s["noise.npy"])),
                            hr=(hr * 255).round().to(torch.uint8).numpy(), z_L=z_L.numpy())
 

@@ -57,6 +57,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -313,12 +314,45 @@ def prepare_gpu_scheduling() -> None:
         _logger().info(ensure_gpu_limit(slot_count(), resize=False))
 
 
+_UNIT_THREADS: ContextVar[int | None] = ContextVar("fluxsr_unit_threads", default=None)
+
+
+@contextmanager
+def unit_threads_for(threads: int) -> Iterator[None]:
+    """Units submitted inside this block run their CPU work on ``threads`` torch threads (context-local)."""
+    token = _UNIT_THREADS.set(threads)
+    try:
+        yield
+    finally:
+        _UNIT_THREADS.reset(token)
+
+
+@contextmanager
+def cpu_threads() -> Iterator[None]:
+    """Inside a unit: torch's intra-op threads of this thread set to the unit's share (restored after)."""
+    threads = _UNIT_THREADS.get()
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @contextmanager
 def unit_device() -> Iterator[str | None]:
     """Where a GPU-capable unit of work runs: inside a ``gpu_slot`` when scheduling is on
-    (yields ``"cuda:<i>"``, or ``"cpu"`` for a virtual slot), else ``None`` (the config's device)."""
+    (yields ``"cuda:<i>"``, or ``"cpu"`` for a virtual slot), else ``None`` (the config's device).
+    On the CPU the unit runs on its share of the cores (``unit_threads_for``)."""
     if not scheduling_enabled():
-        yield None
+        with cpu_threads():
+            yield None
         return
     with gpu_slot() as slot:
-        yield slot.device
+        with cpu_threads() if slot.device == "cpu" else nullcontext():
+            yield slot.device
