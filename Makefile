@@ -22,7 +22,7 @@ run: install
 	$(BIN)/fluxsr run --out $(OUT)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope  # 2 workers; a module's tests (and fixtures) stay on one
 
 clean:
 	rm -rf $(OUT) .prefect .pytest_cache

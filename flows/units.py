@@ -64,7 +64,8 @@ def run_units(task, units: list[dict[str, Any]], *, what: str, verify: Callable[
             future.wait()  # sets the final state (before, ``state`` asks the server, which may lag)
             state = future.state
             entry = state.result()  # raises the unit's own error on failure
-            if attempt == "first" and state.name == "Cached":
+            cached = attempt == "first" and state.name == "Cached"
+            if cached:
                 try:
                     verify(entry)
                 except (ValueError, OSError) as err:
@@ -72,8 +73,7 @@ def run_units(task, units: list[dict[str, Any]], *, what: str, verify: Callable[
                     pending[submit(i, refresh=True)] = (i, "regenerated")
                     continue
             report.entries[i] = entry
-            report.counts["cached" if attempt == "first" and state.name == "Cached" else
-                          "regenerated" if attempt == "regenerated" else "computed"] += 1
+            report.counts["cached" if cached else "regenerated" if attempt == "regenerated" else "computed"] += 1
             bar.update()
             update_progress_artifact(progress_id, 100.0 * bar.n / max(len(units), 1))
         bar.close()

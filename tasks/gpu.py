@@ -328,9 +328,8 @@ def unit_threads_for(threads: int) -> Iterator[None]:
 
 
 @contextmanager
-def cpu_threads() -> Iterator[None]:
-    """Inside a unit: torch's intra-op threads of this thread set to the unit's share (restored after)."""
-    threads = _UNIT_THREADS.get()
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads of this thread set to ``threads`` while inside (None: unchanged); restored after."""
     if threads is None:
         yield
         return
@@ -342,6 +341,11 @@ def cpu_threads() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def cpu_threads():
+    """Inside a unit: this thread's torch threads set to the unit's share of the cores (``unit_threads_for``)."""
+    return torch_threads(_UNIT_THREADS.get())
 
 
 @contextmanager
