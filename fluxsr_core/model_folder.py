@@ -74,6 +74,7 @@ class ModelInfo:
     base: dict[str, Any]
     lora: dict[str, Any]
     modules: list[str] = field(default_factory=list)
+    knobs: dict[str, Any] = field(default_factory=dict)  # the method's inference knobs and their defaults
     steps: int = 0
     trained_on: dict[str, Any] = field(default_factory=dict)
     fluxsr_version: str = field(default_factory=fluxsr_version)
@@ -190,6 +191,7 @@ for {info.steps} steps ({info.trained_on.get('samples', '?')} training samples, 
 
 LoRA: rank {info.lora.get('rank')}, alpha {info.lora.get('alpha')}, on {len(info.lora.get('target_modules', []))} module
 types{', plus fully trained ' + ', '.join(info.modules) if info.modules else ''}.
+Inference knobs: {', '.join(f'`{k}` (default {v})' for k, v in info.knobs.items()) or 'none'}.
 
 ## Last logged losses
 

@@ -223,7 +223,8 @@ class Trainer:
         """The identity of the model as it is now (written into every checkpoint and the export)."""
         return model_folder.ModelInfo(
             method=self.method.name, method_params=self.method.metadata(), base=self.identity["base"],
-            lora=model_folder.lora_settings(self.transformer), modules=sorted(self.modules), steps=self.step,
+            lora=model_folder.lora_settings(self.transformer), modules=sorted(self.modules),
+            knobs=dict(self.method.knobs), steps=self.step,
             trained_on={**self.identity.get("trained_on", {}), "samples": len(self.dataset)})
 
     def save_checkpoint(self) -> Path:

@@ -40,6 +40,7 @@ def test_the_folder_says_what_the_model_is(trained):
     assert info["base"]["preset"] == "tiny" and info["base"]["seed"] == 0 and len(info["base"]["architecture_digest"]) == 16
     assert info["lora"] == {"rank": 4, "alpha": 4, "target_modules": sorted(LoraConfig().target_modules)}
     assert info["steps"] == 2 and info["trained_on"] == {"latents_key": "abc123", "samples": 2}
+    assert info["knobs"] == {"step_fraction": 1.0}
     assert info["fluxsr_version"] and info["format"] == model_folder.FORMAT
 
 
@@ -81,7 +82,7 @@ def test_model_card_header_and_body(trained):
     assert header["library_name"] == "diffusers" and header["license"] == "apache-2.0"
     assert header["base_model"] == "tiny" and {"fluxsr", "ftd", "lora", "super-resolution"} <= set(header["tags"])
     assert "| `T_L` | 0.3 |" in text and "| total | 0.50000 |" in text and "load_lora_adapter" in text
-    assert "![loss curves](loss.png)" in text
+    assert "![loss curves](loss.png)" in text and "`step_fraction` (default 1.0)" in text
 
 
 def test_a_folder_without_identity_is_named(tmp_path, trained):
