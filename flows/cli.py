@@ -149,8 +149,10 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
             scale: Optional[float] = typer.Option(None, "--scale", help="Output/input size (default infer.scale, 4)."),
             color_fix: Optional[str] = typer.Option(None, "--color-fix", help="none | wavelet | adain (default infer.color_fix)."),
             tile: Optional[int] = typer.Option(None, "--tile", help="Latent tile size (8 px each; default infer.tile)."),
-            on_error: str = typer.Option("skip", "--on-error", help="A bad input (not an image, truncated): "
-                                                                    "skip = report it and go on, stop = stop there."),
+            on_error: str = typer.Option("skip", "--on-error", help="A bad input (not an image, truncated, too many "
+                                                                    "pixels): skip = report it and go on, stop = stop "
+                                                                    "there."),
+            recursive: bool = typer.Option(False, "--recursive", "-r", help="Read folders' sub-folders too."),
             preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
     """Super-resolution of images by a trained model, one PNG per input.
 
@@ -168,7 +170,7 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
     extra = [f"infer.{k}={v}" for k, v in options if v is not None]
     cfg = _preflight(preset, config, [*(set_ or []), *extra])
     try:
-        files = collect_inputs(inputs)  # a missing input fails here, before the model loads
+        found = collect_inputs(inputs, recursive=recursive)  # a missing input fails here, before the model loads
     except FluxSRError as err:
         _fail(err)
 
@@ -183,6 +185,9 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
     except FluxSRError as err:
         _fail(err)
     typer.echo(f"model: {student.describe()}", err=True)
+    files = found.files
+    for why in found.skipped:
+        typer.echo(f"skipped: {why}", err=True)
     bar = tqdm(total=len(files), unit="img", desc="upscale")
 
     def report(o) -> None:
@@ -196,7 +201,7 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
         outcomes = upscale_files(student, files, out, cfg.infer, on_error=on_error, progress=report)
     bar.close()
     failed = [o for o in outcomes if o.error]
-    typer.echo(f"{len(outcomes) - len(failed)} written to {out}, {len(failed)} failed"
+    typer.echo(f"{len(outcomes) - len(failed)} written to {out}, {len(failed)} failed, {len(found.skipped)} skipped"
                + (f", {len(files) - len(outcomes)} not attempted (--on-error stop)" if len(outcomes) < len(files) else ""))
     if failed:
         raise typer.Exit(1)

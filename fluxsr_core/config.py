@@ -27,6 +27,7 @@ class ConfigError(FluxSRError, ValueError):
     """A configuration problem, with the file and key it concerns."""
 
 
+MAX_INPUT_PIXELS = 64_000_000  # infer.max_input_pixels' default (an 8000x8000 input)
 # Keys that were renamed: the old name is an error naming the new one.
 RENAMED_KEYS = {"infer.t": "infer.step_fraction"}
 
@@ -376,6 +377,9 @@ class InferConfig(_Section):
     overlap: int = Field(16, ge=0, description="Latent overlap between tiles (even, < tile).")
     guidance: float | None = Field(None, ge=0.0, description="Guidance-embedding value; null = the trained model's "
                                                              "(train.guidance for a base model without one).")
+    max_input_pixels: int = Field(
+        MAX_INPUT_PIXELS, ge=1, description="An input whose header declares more pixels is refused by name before it is "
+                                      "decoded (the batch goes on); raise it for real huge images.")
     method_params: dict[str, Any] = Field(
         default_factory=dict, description="Run a trained model with other method parameters on purpose, e.g. "
                                           "{T_L: 0.4}; empty = as trained (fluxsr_model.json).")

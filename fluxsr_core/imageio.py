@@ -22,9 +22,13 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from fluxsr_core.config import MAX_INPUT_PIXELS
 from fluxsr_core.errors import UnreadableImageError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+# fluxsr checks every input's declared size against its own limit (``max_pixels``, a config key) before decoding;
+# Pillow's process-wide guard raises DecompressionBombError, which is no OSError, so one bad file stopped a batch.
+Image.MAX_IMAGE_PIXELS = None
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
 
@@ -72,8 +76,28 @@ def _pil_rgb(data: bytes, path: Path) -> np.ndarray:
         raise UnreadableImageError(f"{path}: truncated or corrupt image ({err})") from None
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """An image file as a float32 tensor (1, 3, H, W) in [0, 1]; ValueError naming the file on failure."""
+def declared_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file's header, decoding nothing; None when Pillow does not know the format."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
+def check_pixels(path: Path, max_pixels: int | None, key: str = "infer.max_input_pixels") -> None:
+    """An input whose header declares more than ``max_pixels`` is refused before it is decoded, naming the limit."""
+    size = declared_size(path) if max_pixels else None
+    if size is not None and size[0] * size[1] > max_pixels:
+        w, h = size
+        raise UnreadableImageError(f"{path}: declares {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+                                   f"(raise it with --set {key}=N if the image is real)")
+
+
+def read_image(path: str | Path, max_pixels: int | None = MAX_INPUT_PIXELS) -> torch.Tensor:
+    """An image file as a float32 tensor (1, 3, H, W) in [0, 1]; ``UnreadableImageError`` naming the file on
+    failure (not an image, truncated, empty, more than ``max_pixels`` pixels declared). An animated GIF gives its
+    first frame."""
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -81,6 +105,7 @@ def read_image(path: str | Path) -> torch.Tensor:
         raise UnreadableImageError(f"{p}: cannot read file ({err.strerror or err})") from None
     if not data:
         raise UnreadableImageError(f"{p}: empty file, not an image")
+    check_pixels(p, max_pixels)
     arr = _opencv_rgb(data, p) if _needs_opencv(data) else _pil_rgb(data, p)
     if arr.ndim == 2:
         arr = arr[..., None]

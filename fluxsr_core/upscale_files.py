@@ -1,7 +1,9 @@
 """``fluxsr upscale IN... -o OUT``: image files and folders through the student, one PNG each.
 
 Every input is reported, none dropped silently: a file that is not an image, is
-truncated or cannot be read is listed as failed with the reason (``on_error="skip"``
+truncated, declares more pixels than ``infer.max_input_pixels`` or cannot be read is listed
+as failed with the reason; what a folder holds that is not read (other suffixes,
+sub-folders without ``recursive``) is listed as skipped with the reason (``on_error="skip"``
 goes on with the rest, ``"stop"`` stops at it); grayscale, RGBA and 16-bit inputs
 are upscaled as RGB with a note saying what was converted (alpha dropped, 16-bit
 written as 8-bit). Outputs are written to a temporary name and renamed, so
@@ -18,7 +20,7 @@ from typing import Literal
 from PIL import Image
 
 from fluxsr_core.config import InferConfig
-from fluxsr_core.errors import InputNotFoundError, UsageError
+from fluxsr_core.errors import InputNotFoundError, UnreadableImageError, UsageError
 from fluxsr_core.imageio import IMAGE_SUFFIXES, read_image, write_image
 
 
@@ -30,12 +32,28 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-def collect_inputs(paths: list[str | Path]) -> list[Path]:
-    """Named files as given (whatever their suffix, so a bad one is reported) and each folder's image files, sorted."""
+@dataclass
+class Inputs:
+    files: list[Path]
+    skipped: list[str]  # "<path>: why", for what a folder held that is not read
+
+
+def collect_inputs(paths: list[str | Path], recursive: bool = False) -> Inputs:
+    """Named files as given (whatever their suffix, so a bad one is reported) and each folder's image files, sorted
+    (its sub-folders too with ``recursive``); what a folder holds that is not read is listed with the reason."""
     found: list[Path] = []
+    skipped: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            for f in sorted(p.rglob("*") if recursive else p.iterdir()):
+                if f.is_dir():
+                    if not recursive:
+                        skipped.append(f"{f}/: a sub-folder (add --recursive to read sub-folders)")
+                elif f.suffix.lower() in IMAGE_SUFFIXES:
+                    found.append(f)
+                elif not f.name.startswith("."):
+                    skipped.append(f"{f}: suffix {f.suffix or '(none)'} is not an image suffix "
+                                   f"({', '.join(sorted(IMAGE_SUFFIXES))}); name the file to try it")
         elif p.exists():
             found.append(p)
         else:
@@ -47,17 +65,21 @@ def collect_inputs(paths: list[str | Path]) -> list[Path]:
         if f.stem in stems and stems[f.stem] != f:
             raise UsageError(f"{stems[f.stem]} and {f} would both be written as {f.stem}.png: rename one")
         stems[f.stem] = f
-    return list(dict.fromkeys(found))
+    return Inputs(files=list(dict.fromkeys(found)), skipped=skipped)
 
 
 def conversion_notes(path: Path) -> list[str]:
     """What reading ``path`` as 8-bit RGB changes (empty for an RGB 8-bit file)."""
     try:
         with Image.open(path) as im:
-            mode, transparent = im.mode, "transparency" in im.info
+            mode, transparent, frames = im.mode, "transparency" in im.info, getattr(im, "n_frames", 1)
     except Exception:  # unreadable by PIL: read_image reports the real reason
         return []
     notes = []
+    if frames > 1:
+        notes.append(f"animated image of {frames} frames: the first frame is upscaled")
+    if mode == "CMYK":
+        notes.append("CMYK input, converted to RGB")
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and transparent):
         notes.append("alpha channel dropped (output is RGB)")
     if mode in ("L", "LA", "1", "I;16", "I;16L", "I;16B", "I"):
@@ -91,8 +113,8 @@ def upscale_files(student, inputs: list[Path], out_dir: str | Path, cfg: InferCo
     for src in inputs:
         outcome = Outcome(source=src, notes=conversion_notes(src))
         try:
-            image = read_image(src)
-        except ValueError as err:
+            image = read_image(src, cfg.max_input_pixels)
+        except UnreadableImageError as err:
             outcome.error = str(err)
         else:
             target = out_dir / f"{src.stem}.png"

@@ -73,3 +73,79 @@ def test_stop_on_first_error_and_bad_lora(inputs, tmp_path):
     assert r.returncode == 2 and str(tmp_path / "nope") in r.stderr
     r = run_cli(ENV, "upscale", str(tmp_path / "missing.png"), "-o", str(tmp_path / "c"), check=False)
     assert r.returncode == 2 and "missing.png: no such file" in r.stderr
+
+
+def _bomb_png(path, width=60000, height=60000):
+    """A PNG whose header declares width x height RGB pixels (no real pixel data: a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def hostile(shared, tmp_path_factory):
+    """A folder of hostile and odd inputs, each with what must happen to it: a 4x output of (w, h), or a failure
+    whose message says why (and, outside it, a file with no suffix, named on the command line)."""
+    d = tmp_path_factory.mktemp("hostile")
+    photo = Image.open(shared / "data" / "RealSet65" / "0003.jpg").convert("RGB")
+    crop = photo.crop((0, 0, 24, 20))
+    (d / "empty.png").write_bytes(b"")
+    (d / "text.png").write_text("hello, not an image")
+    crop.save(d / "cut.png")
+    data = (d / "cut.png").read_bytes()
+    (d / "cut.png").write_bytes(data[: len(data) // 2])
+    _bomb_png(d / "bomb.png")
+    crop.resize((1, 1)).save(d / "one.png")
+    crop.resize((3, 17)).save(d / "thin.png")
+    crop.convert("P", palette=Image.Palette.ADAPTIVE).save(d / "palette.png")
+    crop.convert("CMYK").save(d / "cmyk.jpg")
+    Image.fromarray(np.asarray(crop.convert("L"), dtype=np.uint16) * 257).save(d / "gray16.png")
+    crop.convert("RGBA").save(d / "rgba.png")
+    crop.save(d / "anim.gif", save_all=True, append_images=[crop.rotate(90)], duration=100)
+    crop.save(d / "photo.webp")
+    (d / "notes.txt").write_text("a text file the folder happens to hold")
+    (d / "sub").mkdir()
+    crop.save(d / "sub" / "inner.png")
+    bare = tmp_path_factory.mktemp("bare") / "nosuffix"
+    crop.save(bare, format="PNG")
+    expect = {"empty": "empty file", "text": "not an image", "cut": "truncated", "bomb": "60000x60000",
+              "one": (1, 1), "thin": (3, 17), "palette": (24, 20), "cmyk": (24, 20), "gray16": (24, 20),
+              "rgba": (24, 20), "anim": (24, 20), "photo": (24, 20), "nosuffix": (24, 20)}
+    return d, bare, expect
+
+
+def test_hostile_inputs_each_written_or_failed_by_name(hostile, tmp_path):
+    folder, bare, expect = hostile
+    out = tmp_path / "sr"
+    r = run_cli(ENV, "upscale", str(folder), str(bare), "-o", str(out), *TILES, check=False)
+    text = r.stdout + r.stderr
+    assert r.returncode == 1, text
+    for stem, want in expect.items():
+        if isinstance(want, str):  # failed, by name, with its reason; the batch went on
+            assert f"failed: {folder / (stem + '.png')}: " in text and want in text, (stem, text[-3000:])
+            assert not (out / f"{stem}.png").exists()
+        else:
+            with Image.open(out / f"{stem}.png") as im:
+                assert im.size == (4 * want[0], 4 * want[1]) and im.mode == "RGB", stem
+    assert "over the limit of 64,000,000 (raise it with --set infer.max_input_pixels=N" in text
+    assert "animated image of 2 frames: the first frame is upscaled" in text and "CMYK input" in text
+    assert f"skipped: {folder / 'notes.txt'}: suffix .txt is not an image suffix" in text
+    assert f"skipped: {folder / 'sub'}/: a sub-folder (add --recursive" in text
+    written = sorted(p.name for p in out.iterdir())
+    assert written == sorted(f"{s}.png" for s, w in expect.items() if not isinstance(w, str))  # no partial files
+    assert f"{len(written)} written" in text and "4 failed, 2 skipped" in text
+
+
+def test_recursive_reads_sub_folders(hostile, tmp_path):
+    folder, _, _ = hostile
+    r = run_cli(ENV, "upscale", str(folder / "sub"), str(folder / "one.png"), "-o", str(tmp_path / "a"), *TILES)
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["inner.png", "one.png"]
+    r = run_cli(ENV, "upscale", str(folder), "-o", str(tmp_path / "b"), "--recursive", "--on-error", "skip", *TILES,
+                check=False)
+    assert (tmp_path / "b" / "inner.png").is_file() and "sub-folder" not in r.stderr
