@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from fluxsr_core.config import RunnerConfig
 from fluxsr_core.errors import UsageError
+from tasks.caching import warm_code_version
 from tasks.gpu import unit_threads_for
 from tasks.runners import concurrent_units, cpu_share, resources_for, task_runner
 
@@ -46,6 +47,7 @@ def run_units(task, units: list[dict[str, Any]], *, what: str, verify: Callable[
         from tasks.gpu import prepare_gpu_scheduling
 
         prepare_gpu_scheduling()
+    warm_code_version(task)  # computed here, once, not by the units' threads at the same moment
     workers = concurrent_units(runner, gpu)
     report = UnitsReport(entries=[None] * len(units))
     start = time.perf_counter()

@@ -22,6 +22,7 @@ import os
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -79,6 +80,21 @@ def module_file(name: str) -> Path | None:
 _AST_LOCK = threading.Lock()  # Prefect runs task key computations on several threads
 
 
+def _parse(path: Path) -> ast.Module:
+    """``ast.parse``, retried: CPython 3.11's AST state is shared by every thread that compiles (an import in
+    another thread too), and a collision raises a transient ``SystemError: AST recursion depth mismatch``."""
+    source = path.read_bytes()
+    for attempt in range(10):
+        try:
+            with _AST_LOCK:
+                return ast.parse(source, filename=str(path))
+        except SystemError:
+            if attempt == 9:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 # A string literal naming a module, "pkg.mod" or "pkg.mod:attr": how code reaches a module other than by an
 # import statement (``importlib.import_module``, a registry of "module:Class" entries, ``python -m pkg.mod``).
 _MODULE_STRING = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+|[A-Za-z_]\w*(?=:))(?::[\w.]+)?")
@@ -92,8 +108,7 @@ def _direct_imports(name: str) -> frozenset[str]:
     or an entry point into one (``"pkg.mod:attr"``), the way modules are loaded by name.
     """
     path = module_file(name)
-    with _AST_LOCK:  # CPython 3.11's parser is not thread-safe (SystemError: AST recursion depth mismatch)
-        tree = ast.parse(path.read_bytes(), filename=str(path))
+    tree = _parse(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -180,6 +195,13 @@ class StagePolicy(CachePolicy):
     def compute_key(self, task_ctx, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
         kept = {k: _plain(v) for k, v in inputs.items() if k not in self.exclude}
         return sha256_json({"stage": self.stage, "code": code_version(*self.modules), "inputs": kept})
+
+
+def warm_code_version(task) -> None:
+    """Compute (and cache) the code version a task's ``StagePolicy`` keys on, before its units run in threads."""
+    policy = getattr(task, "cache_policy", None)
+    if isinstance(policy, StagePolicy):
+        code_version(*policy.modules)
 
 
 def _plain(value: Any) -> Any:
