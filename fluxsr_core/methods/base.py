@@ -77,10 +77,6 @@ class Method(ABC):
     def from_metadata(cls, params: dict[str, Any]) -> "Method":
         """The method a saved model was trained with."""
 
-    def evaluations(self, **knobs: Any) -> int:
-        """Network evaluations per image of ``sample`` with these knobs (for the benchmark's table)."""
-        return 1
-
     def check_knobs(self, knobs: dict[str, Any]) -> dict[str, Any]:
         """``knobs`` completed with defaults; an unknown knob is an error naming the method's knobs."""
         unknown = sorted(set(knobs) - set(self.knobs))

@@ -19,7 +19,7 @@ def test_concurrent_units_default_to_the_gpu_slots(monkeypatch):
     assert concurrent_units(RunnerConfig(), gpu=True) == 3
     assert concurrent_units(RunnerConfig(), gpu=False) == 1  # a CPU-only stage is not spread by slots
     assert concurrent_units(RunnerConfig(max_workers=5), gpu=True) == 5
-    assert cpu_share(2, RunnerConfig()) == max(1, (__import__("os").cpu_count() or 1) // 2)
+    assert cpu_share(4096, RunnerConfig()) == 1  # never below one thread, however many units
     assert cpu_share(2, RunnerConfig(unit_threads=3)) == 3
 
 
