@@ -15,11 +15,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                        "--preset (named config), --config (YAML) and --set KEY=VALUE overrides.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect configuration.")
 app.add_typer(config_app, name="config")
+models_app = typer.Typer(no_args_is_help=True, help="The registry of promoted models (OUT/models/, written by retrain).")
+app.add_typer(models_app, name="models")
 
 PresetOpt = typer.Option("tiny", "--preset", "-p", help="Named base config: tiny (CPU, embedded default) or flux-dev.")
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file layered over the preset.")
 SetOpt = typer.Option(None, "--set", "-s", help="Override, KEY=VALUE (repeatable), e.g. --set pairs.num_records=32.")
 OutOpt = typer.Option("runs/demo", "--out", "-o", help="Output root; stages write to OUT/<stage>/<key>/.")
+RootOpt = typer.Option("runs/nightly", "--root", help="Output root whose models/ registry to use (the retrain flow's --out).")
 MethodOpt = typer.Option("ftd", "--method", "-m", help="Training method: ftd (FluxSR's Flow Trajectory Distillation).")
 
 
@@ -143,6 +146,10 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
                 None, "--lora", help="Trained model: a train run's final/ folder, a checkpoint folder or the LoRA file "
                                      "in one; it runs with the method and parameters it was trained with (its "
                                      "fluxsr_model.json). Without it the base transformer runs, a smoke test only."),
+            model: Optional[str] = typer.Option(
+                None, "--model", help="A promoted model by method: METHOD (its current version) or METHOD@v0002, "
+                                      "from the registry under --root (see `fluxsr models list`)."),
+            root: str = RootOpt,
             step_fraction: Optional[float] = typer.Option(
                 None, "--step-fraction", help="FTD models: fraction of the one step, 0..1 (default "
                                               "infer.step_fraction, 1 = the model, 0 = the bicubic input)."),
@@ -160,9 +167,8 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
 
     Exit status 1 when any input failed (each is listed with its reason); 2 on a usage error.
     """
+    from fluxsr_core.errors import FluxSRError, UsageError
     from fluxsr_core.upscale_files import collect_inputs
-
-    from fluxsr_core.errors import FluxSRError
 
     if on_error not in ("skip", "stop"):
         _fail(ValueError(f"--on-error must be skip or stop, not {on_error!r}"))
@@ -181,6 +187,12 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
     from fluxsr_core.upscale_files import upscale_files
 
     try:
+        if model is not None:
+            if lora_path is not None:
+                raise UsageError("give --lora (a model folder) or --model (a promoted method), not both")
+            from storage.registry import ModelRegistry
+
+            lora_path = str(ModelRegistry(root).resolve(model))
         student = load_student(cfg, lora_path)
     except FluxSRError as err:
         _fail(err)
@@ -281,6 +293,45 @@ def run(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = Conf
     summary = _run(pipeline, out=out, config=cfg, methods=methods, bench_lr_dir=bench_lr, bench_hr_dir=bench_hr,
                    bench_synthetic_from=bench_synthetic_from, until=until)
     _print_summary("fluxsr-pipeline: what was written", summary)
+
+
+@app.command("retrain")
+def retrain_cmd(out: str = typer.Option("runs/nightly", "--out", "-o", help="Output root (dataset, runs, models/)."),
+                preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Grow the dataset, compute only new work, retrain and promote by benchmark (flow retrain; nightly deployment).
+
+    Growth: retrain.grow_by records a run (or the prompt file's new lines with pairs.num_records=null).
+    Warm start: --set train.init_from=latest. Promotion: retrain.metric, retrain.tolerance, the test_* set.
+    """
+    cfg = _preflight(preset, config, set_, prompts=True)
+    _check_methods(cfg.retrain.methods)
+    from flows.retrain import retrain
+
+    summary = _run(retrain, out=out, config=cfg)
+    for method, d in (summary.get("promotion") or {}).items():
+        typer.echo(f"{method}: {d['decision']} ({d['reason']})")
+    typer.echo(summary.get("note", f"dataset: {summary['records']} records"))
+
+
+@models_app.command("list")
+def models_list(root: str = RootOpt, method: Optional[str] = typer.Option(None, "--method", "-m", help="One method only.")):
+    """Promoted versions (* = current) and every promotion decision, oldest first."""
+    from storage.registry import ModelRegistry
+
+    registry = ModelRegistry(root)
+    methods = [method] if method else registry.methods()
+    if not methods:
+        typer.echo(f"no promoted models under {registry.root}")
+    for m in methods:
+        current = registry.current(m)
+        typer.secho(f"{m}", bold=True)
+        for v in registry.versions(m):
+            mark = "*" if current and v.name == current.name else " "
+            typer.echo(f" {mark} {v.name}  {v.digest[:16]}  {v.path}")
+        for d in registry.decisions(m):
+            score = "n/a" if d["candidate_score"] is None else f"{d['candidate_score']:.4f}"
+            typer.echo(f"   {d['decided_at']}  {d['decision']:8s}  {d['candidate_digest'][:16]}  "
+                       f"{d['metric']} {score}: {d['reason']}")
 
 
 def main() -> None:

@@ -19,13 +19,13 @@ from fluxsr_core.errors import UsageError
 from fluxsr_core.methods import check_methods
 from storage.atomic import write_json
 from storage.layout import stage_dir
-from storage.manifest import manifest_digest
 from flows.benchmark import benchmark
 from flows.degrade import degrade
 from flows.encode_latents import encode_latents
 from flows.generate_pairs import generate_pairs
 from flows.train import train
-from tasks.benchmark import extract_teacher_images
+from tasks.benchmark import extract_teacher_images, teacher_images_key
+from tasks.pairs import plan_pairs
 
 SUMMARY_NAME = "pipeline-summary.json"
 Stage = Literal["pairs", "degrade", "encode-latents", "train", "benchmark"]
@@ -56,15 +56,23 @@ def pipeline(out: str = "runs/demo", config: FluxSRConfig | None = None, methods
     testset = dict(lr_dir=bench_lr_dir, hr_dir=bench_hr_dir, synthetic_from=bench_synthetic_from)
     bench_cfg = cfg
     if not (bench_lr_dir or bench_synthetic_from):
-        pairs_dir = summary["pairs"]["directory"]
-        folder = stage_dir(out, "teacher-hr", manifest_digest(pairs_dir)[:16])
-        testset["synthetic_from"] = extract_teacher_images(pairs_dir, str(folder), bench_images)["directory"]
-        crop = min(cfg.bench.synthetic_crop, cfg.pairs.resolution)  # the teacher images may be small (tiny: 256)
-        bench_cfg = cfg.model_copy(update={"bench": cfg.bench.model_copy(update={"synthetic_crop": crop - crop % 4})})
+        testset, bench_cfg = teacher_testset(out, cfg, bench_images)
     models = {m: summary["train"][m]["model"] for m in methods}
     result = benchmark(**testset, models=models, out=out, config=bench_cfg)
     summary["benchmark"] = {k: v for k, v in result.items() if k != "unavailable"}
     return _finish(out, summary)
+
+
+def teacher_testset(out: str, cfg: FluxSRConfig, images: int) -> tuple[dict, FluxSRConfig]:
+    """The default test set: the teacher images of the dataset's first ``images`` records, degraded (benchmark
+    ``synthetic_from``), and the config with the synthetic crop fitted to them. The same images (and folder)
+    however far the dataset grows."""
+    plan = plan_pairs(cfg, out)
+    folder = stage_dir(out, "teacher-hr", teacher_images_key(plan.directory, plan.manifest_name, images))
+    hr = extract_teacher_images(str(plan.directory), plan.manifest_name, str(folder), images)["directory"]
+    crop = min(cfg.bench.synthetic_crop, cfg.pairs.resolution)  # the teacher images may be small (tiny: 256)
+    bench = cfg.bench.model_copy(update={"synthetic_crop": crop - crop % 4})
+    return {"lr_dir": None, "hr_dir": None, "synthetic_from": hr}, cfg.model_copy(update={"bench": bench})
 
 
 def _finish(out: str, summary: dict) -> dict:

@@ -50,8 +50,9 @@ def train(out: str = "runs/demo", config: FluxSRConfig | None = None, method: st
             raise ValueError(f"{plan.directory / entry['weights']}: differs from the finished run's weights")
 
     unit = dict(directory=str(plan.directory), store_path=str(plan.store_path), method=method,
-                config=training_config(cfg), latents_key=plan.latents_key,
-                latents_digest=plan.latents_digest, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+                config=training_config(cfg), latents_key=plan.latents_key, latents_digest=plan.latents_digest,
+                records=plan.records, init_dir=str(plan.init_dir) if plan.init_dir else None,
+                init_digest=plan.init_digest, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     task = train_model.with_options(**cache_options(out, STAGE, CODE_MODULES))
     report = run_units(task, [unit], what=f"train {method}", verify=verify)
     entry = report.entries[0]
@@ -61,7 +62,8 @@ def train(out: str = "runs/demo", config: FluxSRConfig | None = None, method: st
     summary = {"stage": STAGE, "method": method, "directory": str(plan.directory), "key": plan.key,
                "model": str(plan.directory / "final"), "weights": str(plan.directory / entry["weights"]),
                "loss_plot": str(plan.directory / "loss.png"), "steps": final["steps"],
-               "last_total_loss": last.get("total"), **unit_counts(report)}
+               "last_total_loss": last.get("total"), "records": plan.records,
+               "init_from": str(plan.init_dir) if plan.init_dir else None, **unit_counts(report)}
     publish_summary(f"train-{method}", summary)
     return summary
 

@@ -65,7 +65,9 @@ class PairsConfig(_Section):
     """Stage 1, generate-pairs: the teacher's multi-step sampling into shards."""
 
     prompts: str | None = Field(None, description="Text (one prompt a line) or JSONL ({'prompt': ...}) file; None = bundled list.")
-    num_records: int = Field(8, ge=1, description="Records to generate.")
+    num_records: int | None = Field(
+        8, ge=1, description="Records to generate (the dataset's first N: growing it reuses every finished shard); "
+                             "null = one record per prompt, growing as lines are appended to the prompt file.")
     records_per_shard: int = Field(4, ge=1, description="Records per WebDataset shard.")
     resolution: int = Field(128, ge=16, description="HR image side in pixels, a multiple of 16.")
     steps: int = Field(4, ge=1, description="Teacher sampling steps (FLUX.1-dev: 28).")
@@ -320,6 +322,33 @@ class TrainConfig(_Section):
     adl_source: Literal["one_step", "ftd"] = Field(
         "one_step", description="Which pass's block tokens ADL regularises: 'one_step' = the pass at T_L on z_L whose output "
                                 "is decoded (the inference path); 'ftd' = the FTD pass at the sampled t.")
+    init_from: str = Field(
+        "none", description="Start from: 'none' (a fresh LoRA), 'latest' (the current promoted model of the method "
+                            "in OUT/models, same base; fresh when there is none) or a model folder (warm start).")
+
+    @field_validator("init_from")
+    @classmethod
+    def _init_spec(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("init_from is empty: give none, latest or a model folder")
+        return v
+
+
+class RetrainConfig(_Section):
+    """Scheduled retraining (flow ``retrain``): how the dataset grows and how a retrained model is promoted."""
+
+    grow_by: int = Field(8, ge=0, description="Records added per run (records 0..N-1 are reused, only new shards "
+                                              "computed); with pairs.num_records null the prompt file decides instead.")
+    methods: list[str] = Field(default_factory=lambda: ["ftd"], description="Methods retrained each run.")
+    metric: str = Field("psnr", description="pyiqa metric promotion compares (its direction from pyiqa).")
+    tolerance: float = Field(0.0, ge=0.0, description="Promote when the candidate is not worse than the current model "
+                                                      "by more than this (metric units).")
+    test_lr: str | None = Field(None, description="Fixed test set: LR folder (with test_hr: paired).")
+    test_hr: str | None = Field(None, description="Fixed test set: HR folder matched to test_lr by file stem.")
+    test_synthetic_from: str | None = Field(
+        None, description="Fixed test set: HR folder degraded into a paired set (bench.synthetic_* settings).")
+    test_images: int = Field(4, ge=1, description="Without test_* folders: a synthetic set from the teacher images of "
+                                                  "the first test_images records (fixed as the dataset grows).")
 
 
 class RunnerConfig(_Section):
@@ -427,6 +456,7 @@ class FluxSRConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
 
     @model_validator(mode="before")

@@ -77,6 +77,7 @@ class ModelInfo:
     knobs: dict[str, Any] = field(default_factory=dict)  # the method's inference knobs and their defaults
     steps: int = 0
     trained_on: dict[str, Any] = field(default_factory=dict)
+    init_from: dict[str, Any] = field(default_factory=dict)  # the model it warm-started from (``init_record``); {} = fresh
     fluxsr_version: str = field(default_factory=fluxsr_version)
     format: int = FORMAT
 
@@ -181,7 +182,7 @@ def model_card(info: ModelInfo, last: dict[str, float] | None, plot: str | None)
 A one-step real-world super-resolution model (4x) trained by fluxsr
 with the `{info.method}` method on base `{base_id}`
 for {info.steps} steps ({info.trained_on.get('samples', '?')} training samples, latents
-`{info.trained_on.get('latents_key', '?')}`). fluxsr {info.fluxsr_version}.
+`{info.trained_on.get('latents_key', '?')}`), {_start(info.init_from)}. fluxsr {info.fluxsr_version}.
 
 ## Method parameters
 
@@ -213,6 +214,21 @@ transformer = FluxTransformer2DModel.from_pretrained("{base_id}", subfolder="tra
 transformer.load_lora_adapter("THIS_FOLDER/{lora.LORA_WEIGHT_NAME}", prefix="transformer")
 ```
 """
+
+
+def init_record(path: str | Path) -> dict[str, Any]:
+    """How a warm-started model names the model it started from: its digest, method, steps and data (no path,
+    so the same training elsewhere writes the same bytes)."""
+    info = read_info(path)
+    return {"digest": model_digest(path), "method": info.method, "steps": info.steps,
+            "samples": info.trained_on.get("samples")}
+
+
+def _start(init: dict[str, Any]) -> str:
+    if not init:
+        return "starting from a fresh LoRA"
+    return (f"warm-started from {init.get('method')} model `{str(init.get('digest'))[:16]}` "
+            f"({init.get('steps')} steps on {init.get('samples')} samples)")
 
 
 def model_digest(path: str | Path) -> str:

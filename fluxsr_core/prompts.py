@@ -13,7 +13,8 @@ class PromptFileError(FluxSRError, ValueError):
     """The prompt file is missing, unreadable or empty; the message names it."""
 
 
-def _parse_lines(text: str, source: str, jsonl: bool) -> list[str]:
+def _parse_lines(text: str, source: str, jsonl: bool) -> list[tuple[int, str]]:
+    """(file line number, prompt) of every prompt line; blank and ``#`` lines are skipped."""
     prompts = []
     for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -27,19 +28,31 @@ def _parse_lines(text: str, source: str, jsonl: bool) -> list[str]:
             if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
                 raise PromptFileError(f"{source}:{n}: expected an object with a string 'prompt' field")
             line = obj["prompt"].strip()
-        prompts.append(line)
+        prompts.append((n, line))
     return prompts
 
 
 def bundled_prompts() -> list[str]:
-    text = resources.files("fluxsr_core").joinpath("assets/prompts.txt").read_text(encoding="utf-8")
-    return _parse_lines(text, "bundled prompts", jsonl=False)
+    return [p for _, p in load_prompt_lines(None)]
 
 
 def load_prompts(path: str | Path | None) -> list[str]:
     """Prompts from ``path`` (``.jsonl`` = JSON lines, else plain text) or the bundled list."""
+    return [p for _, p in load_prompt_lines(path)]
+
+
+def record_prompts(prompts: list[str], records: int) -> list[str]:
+    """Record i's prompt: prompt i, cycling through the list when there are more records than prompts.
+
+    So appending prompts to a file never changes a record below the file's old length."""
+    return [prompts[i % len(prompts)] for i in range(records)]
+
+
+def load_prompt_lines(path: str | Path | None) -> list[tuple[int, str]]:
+    """(line number, prompt) pairs of ``path``, or of the bundled list: the line numbers name edited prompts."""
     if path is None:
-        return bundled_prompts()
+        text = resources.files("fluxsr_core").joinpath("assets/prompts.txt").read_text(encoding="utf-8")
+        return _parse_lines(text, "bundled prompts", jsonl=False)
     p = Path(path)
     if not p.is_file():
         raise PromptFileError(f"prompt file not found: {p}")

@@ -84,7 +84,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def generate_records(components, indices: list[int], prompts: list[str], *, resolution: int, steps: int,
                      guidance: float, run_seed: int, batch_size: int) -> list[Record]:
-    """Sample, decode and package records ``indices`` (record i uses prompt i mod len(prompts)).
+    """Sample, decode and package records ``indices``, ``prompts[j]`` being record ``indices[j]``'s prompt.
 
     On CPU the batches run concurrently, one per core (up to the caller's
     ``torch.get_num_threads()``), each on one intra-op thread: the
@@ -93,6 +93,9 @@ def generate_records(components, indices: list[int], prompts: list[str], *, reso
     record's bits then do not depend on the number of cores or streams. The model is
     shared read-only; each batch has its own scheduler and rotary pin (thread-local).
     """
+    if len(prompts) != len(indices):
+        raise ValueError(f"{len(indices)} records but {len(prompts)} prompts: give one prompt per record")
+    prompt_of = dict(zip(indices, prompts))
     h = w = resolution // components.vae_factor
     settings = {
         "steps": steps, "guidance": guidance, "resolution": resolution, "run_seed": run_seed,
@@ -104,7 +107,7 @@ def generate_records(components, indices: list[int], prompts: list[str], *, reso
     @torch.no_grad()  # grad mode is per thread too
     def batch_records(batch: list[int]) -> list[Record]:
         seeds = [record_seed(run_seed, i) for i in batch]
-        texts = [prompts[i % len(prompts)] for i in batch]
+        texts = [prompt_of[i] for i in batch]
         if cpu:  # this pool thread's own count (OpenMP keeps it per thread)
             torch.set_num_threads(1)
         noise = torch.cat([initial_noise(s, components.latent_channels, h, w) for s in seeds]).to(components.dtype)

@@ -2,7 +2,8 @@
 
 Items are float32 tensors ``{"z_L": (16, h, w), "z0", "noise", "hr": (3, H, W) in [0, 1]}``
 plus ``record``/``variant`` ints. Only samples whose ``done`` flag is set are
-listed (at construction), so a store still being written can be trained on.
+listed (at construction), so a store still being written can be trained on; ``records``
+limits them to the first N (the dataset of that size, in a store that has grown past it).
 The Zarr group is opened lazily per process, so DataLoader workers each open
 their own handle.
 """
@@ -18,10 +19,10 @@ from storage.latent_store import LatentStore
 
 
 class LatentDataset(torch.utils.data.Dataset):
-    def __init__(self, store_path: str | Path):
+    def __init__(self, store_path: str | Path, records: int | None = None):
         self.store_path = Path(store_path)
         store = LatentStore.open(self.store_path, mode="r")
-        done = store.done_mask()
+        done = store.done_mask(slice(0, records))
         self.samples: list[tuple[int, int]] = [(int(r), int(k)) for r, k in zip(*np.nonzero(done))]
         self._store: LatentStore | None = None
 

@@ -9,6 +9,7 @@ belongs in its logs), so the same inputs write the same manifest.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,23 @@ class Manifest:
         return cls(**data)
 
 
-def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
+def dataset_manifest_name(records: int) -> str:
+    """The manifest of a growing stage's dataset of its first ``records`` records (several live side by side)."""
+    return f"manifest-{records:08d}.json"
+
+
+def dataset_sizes(directory: str | Path) -> list[int]:
+    """The record counts of the datasets finished in a growing stage's directory, ascending."""
+    found = (re.fullmatch(r"manifest-(\d{8})\.json", p.name) for p in Path(directory).glob("manifest-*.json"))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def write_manifest(directory: str | Path, manifest: Manifest, name: str = MANIFEST_NAME) -> Path:
     """Write the manifest unless one with the same bytes is there (an old one with a timestamp is rewritten without it).
 
     The digest downstream keys use (``manifest_digest``) ignores old timestamps, so rewriting changes no key.
     """
-    path = Path(directory) / MANIFEST_NAME
+    path = Path(directory) / name
     if path.is_file():
         try:
             if json.loads(path.read_text()) == manifest.to_json():
@@ -67,19 +79,19 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
     return path
 
 
-def read_manifest(directory: str | Path) -> Manifest:
-    path = Path(directory) / MANIFEST_NAME
+def read_manifest(directory: str | Path, name: str = MANIFEST_NAME) -> Manifest:
+    path = Path(directory) / name
     if not path.is_file():
-        raise InputNotFoundError(f"no {MANIFEST_NAME} in {directory}: the stage that writes it has not finished")
+        raise InputNotFoundError(f"no {name} in {directory}: the stage that writes it has not finished")
     try:
         return Manifest.from_json(json.loads(path.read_text()))
     except (ValueError, TypeError) as err:
         raise ValueError(f"{path} is not a valid fluxsr manifest: {err}") from None
 
 
-def manifest_digest(directory: str | Path) -> str:
+def manifest_digest(directory: str | Path, name: str = MANIFEST_NAME) -> str:
     """sha256 of a finished stage's manifest content (an old one's timestamp excluded): what downstream keys use."""
-    return sha256_json(read_manifest(directory).to_json())
+    return sha256_json(read_manifest(directory, name).to_json())
 
 
 def verify_files(directory: str | Path, manifest: Manifest) -> list[str]:

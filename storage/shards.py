@@ -24,8 +24,10 @@ class ShardError(FluxSRError, ValueError):
     """A shard is missing, truncated or corrupt; the message names the file."""
 
 
-def shard_name(prefix: str, index: int) -> str:
-    return f"{prefix}-{index:06d}.tar"
+def shard_name(prefix: str, index: int, content: str | None = None) -> str:
+    """``prefix-000003.tar``, or with ``content`` (a short hash of what decides the shard's bytes)
+    ``prefix-000003-<content>.tar``: a shard whose records change is a new file, never an overwrite."""
+    return f"{prefix}-{index:06d}" + (f"-{content}" if content else "") + ".tar"
 
 
 def sidecar_path(shard: Path) -> Path:

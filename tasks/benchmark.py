@@ -72,8 +72,22 @@ def synthesize_testset(directory: str, hr_dir: str, hr_digest: str, degrade: Deg
             "problems": [p.as_dict() for p in problems]}
 
 
+def teacher_images_key(pairs_dir: str | Path, manifest_name: str, limit: int) -> str:
+    """What the first ``limit`` teacher images of a dataset are made of (the shards holding them): the same
+    folder however far the dataset has grown."""
+    from storage.manifest import read_manifest
+
+    files, records = [], 0
+    for entry in read_manifest(pairs_dir, manifest_name).files:
+        if records >= limit:
+            break
+        files.append(entry.sha256)
+        records += entry.records
+    return sha256_json({"shards": files, "limit": limit})[:16]
+
+
 @task(name="extract-teacher-images", retries=2)
-def extract_teacher_images(pairs_dir: str, directory: str, limit: int) -> dict:
+def extract_teacher_images(pairs_dir: str, manifest_name: str, directory: str, limit: int) -> dict:
     """The teacher images (hr.png) of the first ``limit`` pair records, as a folder of PNGs (the pipeline's
     default test set: seen in training, so a check that a model runs end to end, not a held-out score)."""
     from storage.atomic import write_bytes
@@ -82,7 +96,7 @@ def extract_teacher_images(pairs_dir: str, directory: str, limit: int) -> dict:
 
     folder = Path(directory)
     written: list[str] = []
-    for entry in read_manifest(pairs_dir).files:
+    for entry in read_manifest(pairs_dir, manifest_name).files:
         for sample in read_samples(Path(pairs_dir) / entry.name):
             if len(written) == limit:
                 return {"directory": str(folder), "images": written}

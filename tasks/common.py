@@ -34,14 +34,14 @@ def components_for(model: ModelConfig):
         return _components(json.dumps(model.model_dump(mode="json"), sort_keys=True))
 
 
-def finished_stage(directory, stage: str):
-    """The manifest of an upstream stage that must have finished, with a clear error if not."""
+def finished_stage(directory, stage: str, name: str):
+    """The manifest ``name`` of an upstream stage that must have finished, with a clear error if not."""
     from storage.manifest import read_manifest
 
     try:
-        return read_manifest(directory)
+        return read_manifest(directory, name)
     except FileNotFoundError:
         raise InputNotFoundError(
-            f"the {stage} stage has not finished for this config: no manifest in {directory}. "
+            f"the {stage} stage has not finished for this config: no {name} in {directory}. "
             f"Run it first (`fluxsr run` runs every stage in order)."
         ) from None

@@ -14,11 +14,11 @@ from prefect import task
 from fluxsr_core.config import DegradeConfig, FluxSRConfig
 from storage.layout import stage_dir, stage_key
 from storage.manifest import FileEntry, manifest_digest
-from storage.shards import ShardError, check_shard, read_samples, shard_name, write_shard
+from storage.shards import ShardError, check_shard, read_samples, write_shard
 from tasks.caching import code_version
 from tasks.common import finished_stage
 from tasks.gpu import unit_device
-from tasks.pairs import plan_pairs
+from tasks.pairs import SHARD_PREFIX as PAIRS_PREFIX, plan_pairs
 
 STAGE = "lr"
 SHARD_PREFIX = "lr"
@@ -27,20 +27,37 @@ CODE_MODULES = ("tasks.degrade",)  # and all it imports (tasks.caching.project_i
 
 @dataclass(frozen=True)
 class DegradePlan:
+    """One LR shard per pairs shard of the dataset, named after it (``lr_name``).
+
+    The directory is keyed by the degrade settings and the pairs *directory* (not its dataset's
+    manifest), so a grown dataset's LR shards join the finished ones in place.
+    """
+
     key: str
     directory: Path
     pairs_dir: Path
-    pairs_files: list[FileEntry]  # the upstream shards, as their manifest lists them
+    pairs_files: list[FileEntry]  # the upstream shards, as the dataset's manifest lists them
+    pairs_digest: str  # that manifest's digest
+    manifest_name: str  # the dataset's manifest, here and upstream
     config: dict
+
+    def lr_names(self) -> list[str]:
+        return [lr_name(e.name) for e in self.pairs_files]
+
+
+def lr_name(pairs_shard: str) -> str:
+    """``pairs-000003-<content>.tar`` -> ``lr-000003-<content>.tar``: a pairs shard's LR shard, named by its content."""
+    return SHARD_PREFIX + pairs_shard[len(PAIRS_PREFIX):]
 
 
 def plan_degrade(cfg: FluxSRConfig, root: str | Path) -> DegradePlan:
-    pairs_dir = plan_pairs(cfg, root).directory
-    pairs = finished_stage(pairs_dir, "generate-pairs")
+    pairs_plan = plan_pairs(cfg, root)
+    pairs = finished_stage(pairs_plan.directory, "generate-pairs", pairs_plan.manifest_name)
     stage_cfg = {"degrade": cfg.degrade.model_dump(mode="json")}
-    key = stage_key(stage_cfg, code_version(*CODE_MODULES), {"pairs": manifest_digest(pairs_dir)})
-    return DegradePlan(key=key, directory=stage_dir(root, STAGE, key), pairs_dir=pairs_dir,
-                       pairs_files=pairs.files, config=stage_cfg)
+    key = stage_key(stage_cfg, code_version(*CODE_MODULES), {"pairs_stage": pairs_plan.key})
+    return DegradePlan(key=key, directory=stage_dir(root, STAGE, key), pairs_dir=pairs_plan.directory,
+                       pairs_files=pairs.files, pairs_digest=manifest_digest(pairs_plan.directory, pairs_plan.manifest_name),
+                       manifest_name=pairs_plan.manifest_name, config=stage_cfg)
 
 
 def decode_hr(png: bytes, source: str, resolution: int | None = None) -> torch.Tensor:
@@ -67,9 +84,12 @@ def _png(lr: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-@task(name="degrade-shard", task_run_name="lr-shard-{shard}")
-def degrade_shard(directory: str, shard: int, pairs_shard: str, pairs_entry: dict, degrade: DegradeConfig) -> dict:
-    """Degrade every record of ``pairs_shard`` into K LR variants, written as LR shard ``shard``."""
+@task(name="degrade-shard", task_run_name="lr-shard-{name}")
+def degrade_shard(directory: str, name: str, pairs_shard: str, pairs_entry: dict, degrade: DegradeConfig) -> dict:
+    """Degrade every record of ``pairs_shard`` into K LR variants, written as LR shard ``name``.
+
+    Keyed by the pairs shard's entry (name, size, sha256) and the degrade settings: the same shard in a
+    grown dataset is a cache hit."""
     from fluxsr_core.degrade import degrade_variants
 
     check_shard(pairs_shard, FileEntry(**pairs_entry))  # corrupt or replaced upstream: stop, naming it
@@ -85,5 +105,5 @@ def degrade_shard(directory: str, shard: int, pairs_shard: str, pairs_entry: dic
                 samples.append({"__key__": lr_key(meta["index"], k), "lr.png": _png(lr),
                                 "json": json.dumps({"record": meta["index"], "variant": k, "params": p},
                                                    sort_keys=True).encode()})
-    entry = write_shard(Path(directory) / shard_name(SHARD_PREFIX, shard), samples)
+    entry = write_shard(Path(directory) / name, samples)
     return entry.__dict__

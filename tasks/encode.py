@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from prefect import task
 
 from fluxsr_core.config import FluxSRConfig, ModelConfig
-from storage.latent_store import LatentStore, StoreShape
+from storage.latent_store import LatentStore, StoreShape, source_id
 from storage.layout import stage_dir, stage_key
 from storage.manifest import FileEntry, manifest_digest
 from storage.shards import ShardError, check_shard, read_samples
@@ -29,34 +29,46 @@ CODE_MODULES = ("tasks.encode",)  # and all it imports (tasks.caching.project_im
 
 @dataclass(frozen=True)
 class EncodePlan:
+    """One store per (model, encode settings, LR directory) that grows with the dataset; a unit per pairs shard.
+
+    The dataset of N records is the store's first N records, each encoded from the shards the
+    dataset's manifests list (``source_id``); its manifest ``manifest-<N>.json`` is its done mark."""
+
     key: str
     directory: Path
     store_path: Path
-    units: list[dict]  # per upstream shard: records range and both shard entries
+    units: list[dict]  # per upstream shard: records range, both shard entries, the records' source id
     shape: StoreShape
     attrs: dict
     config: dict
+    inputs: dict[str, str]  # the dataset's pairs and LR manifest digests
+    manifest_name: str
+
+    @property
+    def records(self) -> int:
+        return self.shape.records
 
 
 def plan_encode(cfg: FluxSRConfig, root: str | Path) -> EncodePlan:
     deg = plan_degrade(cfg, root)
-    lr = finished_stage(deg.directory, "degrade")
-    inputs = {"pairs": manifest_digest(deg.pairs_dir), "lr": manifest_digest(deg.directory)}
+    lr = finished_stage(deg.directory, "degrade", deg.manifest_name)
+    inputs = {"pairs": deg.pairs_digest, "lr": manifest_digest(deg.directory, deg.manifest_name)}
     stage_cfg = {"model": cfg.model.model_dump(mode="json"), "encode": cfg.encode.model_dump(mode="json")}
-    key = stage_key(stage_cfg, code_version(*CODE_MODULES), inputs)
+    key = stage_key(stage_cfg, code_version(*CODE_MODULES), {"lr_stage": deg.key})
     directory = stage_dir(root, STAGE, key)
     res, K, f = cfg.pairs.resolution, cfg.degrade.variants, 8
     units, start = [], 0
     for p_entry, l_entry in zip(deg.pairs_files, lr.files, strict=True):
         units.append(dict(pairs_shard=str(deg.pairs_dir / p_entry.name), pairs_entry=p_entry.__dict__,
                           lr_shard=str(deg.directory / l_entry.name), lr_entry=l_entry.__dict__,
-                          first_record=start, records=p_entry.records))
+                          first_record=start, records=p_entry.records,
+                          source=source_id(p_entry.sha256, l_entry.sha256)))
         start += p_entry.records
     shape = StoreShape(records=start, variants=K, latent_channels=16, latent_size=(res // f, res // f), image_size=(res, res))
-    attrs = {"stage_key": key, "model": cfg.model.model_dump(mode="json"), "inputs": inputs,
+    attrs = {"stage_key": key, "model": cfg.model.model_dump(mode="json"),
              "normalisation": "z = (vae_latent - shift) * scale", "dtype": "float16 (zarr has no bfloat16)"}
     return EncodePlan(key=key, directory=directory, store_path=directory / STORE_NAME, units=units,
-                      shape=shape, attrs=attrs, config=stage_cfg)
+                      shape=shape, attrs=attrs, config=stage_cfg, inputs=inputs, manifest_name=deg.manifest_name)
 
 
 def _lr_tensor(png: bytes, source: str) -> torch.Tensor:
@@ -88,7 +100,7 @@ def fixed_cpu_threads(device: torch.device):
 
 
 def _encode_records(store: LatentStore, components, pairs_shard: str, lr_shard: str, todo: np.ndarray,
-                    first_record: int, batch_size: int) -> None:
+                    first_record: int, batch_size: int, source: int) -> None:
     """Encode the records of one shard pair still marked to do, writing each record as it completes."""
     K, size = store.shape.variants, store.shape.image_size[0]
     lr_by_key = {s["__key__"]: s for s in read_samples(lr_shard)}
@@ -105,19 +117,20 @@ def _encode_records(store: LatentStore, components, pairs_shard: str, lr_shard: 
         with fixed_cpu_threads(components.device):
             z_L = torch.cat([encode_lr(components, lrs[i:i + batch_size], size) for i in range(0, K, batch_size)])
         store.write_record(r, z0=np.load(io.BytesIO(s["latent.npy"])), noise=np.load(io.BytesIO(s["noise.npy"])),
-                           hr=(hr * 255).round().to(torch.uint8).numpy(), z_L=z_L.numpy())
+                           hr=(hr * 255).round().to(torch.uint8).numpy(), z_L=z_L.numpy(), source=source)
 
 
 @task(name="encode-range", task_run_name="encode-records-{first_record}")
 def encode_range(store_path: str, model: ModelConfig, batch_size: int, pairs_shard: str, pairs_entry: dict,
-                 lr_shard: str, lr_entry: dict, first_record: int, records: int) -> dict:
-    """Encode records [first_record, first_record + records) into the store; skips samples already done."""
+                 lr_shard: str, lr_entry: dict, first_record: int, records: int, source: int) -> dict:
+    """Encode records [first_record, first_record + records) into the store; skips records already encoded from
+    these shards (``source``), and re-encodes ones encoded from other shards (an edited prompt's old records)."""
     store = LatentStore.open(store_path)
-    todo = ~store.done_mask(slice(first_record, first_record + records)).all(axis=1)
+    todo = ~store.holds(first_record, records, source)
     if todo.any():
         check_shard(pairs_shard, FileEntry(**pairs_entry))
         check_shard(lr_shard, FileEntry(**lr_entry))
         with unit_device() as device:
             components = components_for(model if device is None else model.model_copy(update={"device": device}))
-            _encode_records(store, components, pairs_shard, lr_shard, todo, first_record, batch_size)
+            _encode_records(store, components, pairs_shard, lr_shard, todo, first_record, batch_size, source)
     return {"first_record": first_record, "records": records, "encoded": int(todo.sum())}

@@ -13,10 +13,10 @@ import numpy as np
 from prefect import task
 
 from fluxsr_core.config import FluxSRConfig, ModelConfig, PairsConfig
-from fluxsr_core.prompts import load_prompts
+from fluxsr_core.prompts import load_prompt_lines, record_prompts
 from storage.atomic import sha256_json
 from storage.layout import stage_dir, stage_key
-from storage.manifest import FileEntry
+from storage.manifest import FileEntry, dataset_manifest_name, dataset_sizes, read_manifest
 from storage.shards import shard_name, write_shard
 from tasks.caching import code_version
 from tasks.common import components_for
@@ -30,35 +30,75 @@ CODE_MODULES = ("tasks.pairs",)
 
 @dataclass(frozen=True)
 class PairsPlan:
-    """Where the stage writes and how records split into shards."""
+    """Where the stage writes, how the dataset's records split into shards, and what each shard holds.
+
+    The directory is keyed by the teacher and sampler settings only, never by the dataset's
+    size or prompt file: a shard is named by its index and a hash of its records' indices and
+    prompts (``shard_content``), so growing the dataset reuses every finished shard in place
+    and a shard whose prompts changed is a new file beside the old one.
+    """
 
     key: str
     directory: Path
-    num_records: int
     records_per_shard: int
-    prompts_sha256: str
-    config: dict  # the model + pairs sections, prompts replaced by their hash
+    prompts: list[str]  # record i's prompt, for each record of this dataset
+    config: dict  # the model + pairs sections the directory is keyed by
+    changed: list[str]  # records whose prompt differs from when a finished dataset here was made
+
+    @property
+    def num_records(self) -> int:
+        return len(self.prompts)
 
     @property
     def num_shards(self) -> int:
         return -(-self.num_records // self.records_per_shard)
 
+    @property
+    def manifest_name(self) -> str:
+        return dataset_manifest_name(self.num_records)
+
     def shard_indices(self, shard: int) -> list[int]:
         start = shard * self.records_per_shard
         return list(range(start, min(start + self.records_per_shard, self.num_records)))
 
+    def shard_prompts(self, shard: int) -> list[str]:
+        return [self.prompts[i] for i in self.shard_indices(shard)]
+
+    def shard_content(self, shard: int) -> str:
+        """What decides a shard's bytes besides the directory's settings: its records and their prompts."""
+        return sha256_json({"indices": self.shard_indices(shard), "prompts": self.shard_prompts(shard)})[:12]
+
     def shard_path(self, shard: int) -> Path:
-        return self.directory / shard_name(SHARD_PREFIX, shard)
+        return self.directory / shard_name(SHARD_PREFIX, shard, self.shard_content(shard))
+
+
+def shard_settings(p: PairsConfig) -> PairsConfig:
+    """The pairs settings a shard's bytes depend on: not the dataset's size nor the prompt file (a shard is given
+    its own prompts), so a unit's cache key stays the same when the dataset grows."""
+    return p.model_copy(update={"num_records": None, "prompts": None})
 
 
 def plan_pairs(cfg: FluxSRConfig, root: str | Path) -> PairsPlan:
-    prompts = load_prompts(cfg.pairs.prompts)  # fails early, naming the file, if unusable
-    prompts_sha = sha256_json(prompts)
-    stage_cfg = {"model": cfg.model.model_dump(mode="json"),
-                 "pairs": {**cfg.pairs.model_dump(mode="json"), "prompts": prompts_sha}}
+    lines = load_prompt_lines(cfg.pairs.prompts)  # fails early, naming the file, if unusable
+    prompts = [text for _, text in lines]
+    records = record_prompts(prompts, cfg.pairs.num_records or len(prompts))
+    stage_cfg = {"model": cfg.model.model_dump(mode="json"), "pairs": shard_settings(cfg.pairs).model_dump(mode="json")}
     key = stage_key(stage_cfg, code_version(*CODE_MODULES))
-    return PairsPlan(key=key, directory=stage_dir(root, STAGE, key), num_records=cfg.pairs.num_records,
-                     records_per_shard=cfg.pairs.records_per_shard, prompts_sha256=prompts_sha, config=stage_cfg)
+    directory = stage_dir(root, STAGE, key)
+    source = cfg.pairs.prompts or "the bundled prompt list"
+    changed = [f"record {i}: prompt line {lines[i % len(lines)][0]} of {source} is {new!r}, "
+               f"was {old!r} when a finished dataset here was made" for i, old, new in changed_prompts(directory, records)]
+    return PairsPlan(key=key, directory=directory, records_per_shard=cfg.pairs.records_per_shard, prompts=records,
+                     config=stage_cfg, changed=changed)
+
+
+def changed_prompts(directory: Path, prompts: list[str]) -> list[tuple[int, str, str]]:
+    """(record, old prompt, new prompt) for each record whose prompt differs from the one it had in a finished
+    dataset of ``directory`` (their manifests list every record's prompt)."""
+    known: dict[int, str] = {}
+    for size in dataset_sizes(directory):
+        known.update(enumerate(read_manifest(directory, dataset_manifest_name(size)).summary.get("prompts", [])))
+    return [(i, known[i], p) for i, p in enumerate(prompts) if i in known and known[i] != p]
 
 
 def idle_cores_note(cfg: FluxSRConfig, cores: int) -> str | None:
@@ -123,16 +163,14 @@ def write_pairs_shard(components, path: Path, indices: list[int], prompts: list[
 
 
 @task(name="generate-shard", task_run_name="pairs-shard-{shard}")
-def generate_shard(directory: str, shard: int, indices: list[int], model: ModelConfig, pairs: PairsConfig,
-                   prompts_sha256: str) -> dict:
-    """Sample the teacher for ``indices`` and write them as shard ``shard`` (atomic, with sidecar).
+def generate_shard(directory: str, name: str, shard: int, indices: list[int], prompts: list[str], model: ModelConfig,
+                   pairs: PairsConfig) -> dict:
+    """Sample the teacher for ``indices`` (``prompts[j]`` is record ``indices[j]``'s) and write them as the shard
+    ``name`` (atomic, with sidecar).
 
-    ``model`` and ``pairs`` are the typed config sections that decide the shard's bytes (its cache key)."""
-    prompts = load_prompts(pairs.prompts)
-    if sha256_json(prompts) != prompts_sha256:
-        raise RuntimeError(f"prompt file {pairs.prompts} changed while the stage was running; re-run the stage")
+    Every input but ``directory`` is the shard's cache key: its records, their prompts, and the typed ``model`` and
+    ``pairs`` sections (``shard_settings``: without the dataset's size), so a grown dataset finds it cached."""
     with unit_device() as device:
         components = components_for(model if device is None else model.model_copy(update={"device": device}))
-        entry = write_pairs_shard(components, Path(directory) / shard_name(SHARD_PREFIX, shard), indices, prompts,
-                                  pairs)
+        entry = write_pairs_shard(components, Path(directory) / name, indices, prompts, pairs)
     return entry.__dict__

@@ -15,9 +15,11 @@ from prefect import get_run_logger, task
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import UsageError
 from fluxsr_core.methods import method_class
+from fluxsr_core.model_folder import model_digest, model_dir, read_info
 from storage.atomic import sha256_file
 from storage.layout import stage_dir, stage_key
 from storage.manifest import manifest_digest
+from storage.registry import ModelRegistry
 from tasks.caching import code_version
 from tasks.common import finished_stage
 from tasks.encode import plan_encode
@@ -36,29 +38,55 @@ class TrainPlan:
     store_path: Path
     latents_key: str
     latents_digest: str
+    records: int  # the dataset's size: the store's first ``records`` records (it may have grown past them)
+    init_dir: Path | None  # the model it warm-starts from (train.init_from resolved), or None
+    init_digest: str | None
 
 
 def plan_train(cfg: FluxSRConfig, root: str | Path, method: str = "ftd") -> TrainPlan:
     """Where the training of ``method`` on this config's latents lives: ``<root>/train/<key>/``."""
     method_class(method)  # an unknown method fails here, naming the available ones
     enc = plan_encode(cfg, root)
-    finished_stage(enc.directory, "encode-latents")
-    digest = manifest_digest(enc.directory)
-    key = stage_key({"method": method, **cfg.model_dump(mode="json", include=SECTIONS)}, code_version(*CODE_MODULES),
-                    {"latents": digest})
+    finished_stage(enc.directory, "encode-latents", enc.manifest_name)
+    digest = manifest_digest(enc.directory, enc.manifest_name)
+    init_dir = resolve_init(cfg, root, method)
+    init_digest = model_digest(init_dir) if init_dir else None
+    identity = {"method": method, **training_config(cfg).model_dump(mode="json", include=SECTIONS)}
+    key = stage_key(identity, code_version(*CODE_MODULES), {"latents": digest, "init": init_digest or "none"})
     return TrainPlan(method=method, key=key, directory=stage_dir(root, STAGE, key), store_path=enc.store_path,
-                     latents_key=enc.key, latents_digest=digest)
+                     latents_key=enc.key, latents_digest=digest, records=enc.records, init_dir=init_dir,
+                     init_digest=init_digest)
+
+
+def resolve_init(cfg: FluxSRConfig, root: str | Path, method: str) -> Path | None:
+    """``train.init_from`` as a model folder: none -> None; latest -> the current promoted model of ``method`` under
+    ``root`` when it was trained on this config's base (else None: a fresh start); a folder -> that folder."""
+    spec = cfg.train.init_from
+    if spec == "none":
+        return None
+    if spec != "latest":
+        return model_dir(spec)  # a missing folder is an error naming it
+    current = ModelRegistry(root).current(method)
+    if current is None:
+        return None
+    base = read_info(current.path).base
+    same = (base.get("preset"), base.get("seed")) == (cfg.model.preset, cfg.model.seed if cfg.model.preset == "tiny" else None)
+    return current.path if same else None
 
 
 def training_config(cfg: FluxSRConfig) -> FluxSRConfig:
     """The sections training reads (``SECTIONS``), the others at their preset's values: the task's input, so a
-    setting training never reads (a benchmark metric, say) leaves its cache key alone."""
-    return FluxSRConfig.model_validate(cfg.model_dump(include=SECTIONS))
+    setting training never reads (a benchmark metric, say) leaves its cache key alone. ``train.init_from`` is
+    replaced by what it resolves to (``TrainPlan.init_digest`` in the key), since 'latest' moves."""
+    data = cfg.model_dump(include=SECTIONS)
+    data["train"]["init_from"] = "none"
+    return FluxSRConfig.model_validate(data)
 
 
 def torchrun_command(config_file: str, store_path: str, run_dir: str, *, method: str = "ftd",
                      latents_key: str | None = None, nproc_per_node: int = 1, nnodes: int = 1,
-                     node_rank: int = 0, rdzv_endpoint: str | None = None) -> list[str]:
+                     node_rank: int = 0, rdzv_endpoint: str | None = None, records: int | None = None,
+                     init_from: str | None = None) -> list[str]:
     """The torchrun command line of the worker: ``--standalone`` on one machine, c10d rendezvous across several."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc_per_node)]
     if nnodes == 1:
@@ -70,16 +98,20 @@ def torchrun_command(config_file: str, store_path: str, run_dir: str, *, method:
                 "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", Path(run_dir).name]
     cmd += ["-m", "tasks.train_worker", "--config", config_file, "--method", method, "--store", store_path,
             "--run-dir", run_dir]
-    return cmd + (["--latents-key", latents_key] if latents_key else [])
+    cmd += ["--latents-key", latents_key] if latents_key else []
+    cmd += ["--records", str(records)] if records is not None else []
+    return cmd + (["--init-from", init_from] if init_from else [])
 
 
 @task(name="train-model", task_run_name="train-{method}-{latents_digest:.8}")
 def train_model(directory: str, store_path: str, method: str, config: FluxSRConfig, latents_key: str,
-                latents_digest: str, node_rank: int = 0, rdzv_endpoint: str | None = None) -> dict:
+                latents_digest: str, records: int | None = None, init_dir: str | None = None,
+                init_digest: str | None = None, node_rank: int = 0, rdzv_endpoint: str | None = None) -> dict:
     """Run (or resume) the training of ``method`` in ``directory`` via torchrun; returns the final model's entry.
 
     ``config`` holds the training sections (``training_config``); the worker processes read it from a JSON
-    file beside the run (a process boundary), validated like any config.
+    file beside the run (a process boundary), validated like any config. ``records``: the dataset's size
+    in the store; ``init_dir``/``init_digest``: the model to warm-start from (the digest is in the key).
 
     ``train.nproc_per_node`` processes start here, each on its own GPU of the slot
     (or gloo processes on CPU); with ``train.nnodes`` > 1 every machine runs this
@@ -92,7 +124,7 @@ def train_model(directory: str, store_path: str, method: str, config: FluxSRConf
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=run_dir, delete=False) as f:
         f.write(config.model_dump_json())
     cmd = torchrun_command(f.name, store_path, str(run_dir), method=method, latents_key=latents_key,
-                           nproc_per_node=train_cfg.nproc_per_node,
+                           records=records, init_from=init_dir, nproc_per_node=train_cfg.nproc_per_node,
                            nnodes=train_cfg.nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     if scheduling_enabled() and train_cfg.nproc_per_node > slot_count():
         raise UsageError(f"train.nproc_per_node={train_cfg.nproc_per_node} needs that many GPUs, "

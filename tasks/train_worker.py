@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", default="ftd", help="the training method (fluxsr_core.methods)")
     ap.add_argument("--store", required=True, help="the encode-latents Zarr store")
     ap.add_argument("--latents-key", default=None, help="the encode-latents stage key (recorded in the model)")
+    ap.add_argument("--records", type=int, default=None, help="train on the store's first N records (the dataset)")
+    ap.add_argument("--init-from", default=None, help="a model folder to warm-start from (train.init_from, resolved)")
     ap.add_argument("--run-dir", required=True)
     args = ap.parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -90,11 +92,15 @@ def train(args, device: str | None = None) -> int:
 
     method = build_method(args.method, cfg)
     model = SRModel(load_components(cfg.model), guidance=method.guidance)
-    trainer = Trainer(method, model, LatentDataset(args.store), lora_cfg=cfg.lora, train_cfg=cfg.train,
-                      run_dir=run_dir / "checkpoints", log_fn=log,
-                      identity={"trained_on": {"latents_key": args.latents_key}})
-    if trainer.resume() and trainer.rank == 0:
-        print(f"resumed at step {trainer.step}", flush=True)
+    init = {"init_from": model_folder.init_record(args.init_from)} if args.init_from else {}
+    trainer = Trainer(method, model, LatentDataset(args.store, records=args.records), lora_cfg=cfg.lora,
+                      train_cfg=cfg.train, run_dir=run_dir / "checkpoints", log_fn=log,
+                      identity={"trained_on": {"latents_key": args.latents_key, "records": args.records}, **init})
+    if trainer.resume():
+        if trainer.rank == 0:
+            print(f"resumed at step {trainer.step}", flush=True)
+    elif args.init_from:
+        trainer.warm_start(args.init_from)
     trainer.fit()
     tmp = run_dir / "final.tmp"
     if trainer.rank == 0:

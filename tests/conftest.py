@@ -87,3 +87,11 @@ def prefect_env(tmp_path_factory):
     yield env
     stop_process_group(proc)
     log.close()
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_env, tmp_path_factory):
+    """``python -m deployments.setup`` against the session's server, and a process worker on the pool."""
+    from deploying import deploy_with_worker
+
+    yield from deploy_with_worker(prefect_env, tmp_path_factory)

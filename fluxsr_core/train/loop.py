@@ -225,7 +225,23 @@ class Trainer:
             method=self.method.name, method_params=self.method.metadata(), base=self.identity["base"],
             lora=model_folder.lora_settings(self.transformer), modules=sorted(self.modules),
             knobs=dict(self.method.knobs), steps=self.step,
-            trained_on={**self.identity.get("trained_on", {}), "samples": len(self.dataset)})
+            trained_on={**self.identity.get("trained_on", {}), "samples": len(self.dataset)},
+            init_from=self.identity.get("init_from", {}))
+
+    def warm_start(self, path: str | Path) -> None:
+        """Start from the weights of a trained model of the same method and base (before the first step).
+
+        ``identity["init_from"]`` (``model_folder.init_record``) records it in the model either way, a
+        resumed run included."""
+        info = model_folder.read_info(path)
+        if info.method != self.method.name:
+            raise model_folder.ModelMismatchError(f"train.init_from {path} is a {info.method} model; this run trains "
+                                                  f"{self.method.name}: give a {self.method.name} model or none")
+        info.check_base(self.identity["base"], str(path))
+        lora.set_lora_weights(self.transformer, path)
+        if self.modules:
+            model_folder.load_module_state(self.modules, model_folder.model_dir(path) / model_folder.MODULES_FILE)
+        log.info("warm start from %s (%s, %d steps)", path, info.method, info.steps)
 
     def save_checkpoint(self) -> Path:
         """Every rank gathers the state (collective under FSDP), rank 0 writes it; returns the checkpoint's path."""

@@ -18,7 +18,7 @@ def test_seeds_are_pure_functions_of_run_seed_and_index():
 
 
 def test_records_independent_of_batching(tiny_components):
-    a = teacher.generate_records(tiny_components, [0, 1, 2], ["p"], batch_size=3, **KW)
+    a = teacher.generate_records(tiny_components, [0, 1, 2], ["p"] * 3, batch_size=3, **KW)
     b = teacher.generate_records(tiny_components, [2], ["p"], batch_size=1, **KW)
     assert np.array_equal(a[2].noise, b[0].noise) and a[2].seed == b[0].seed
     np.testing.assert_allclose(a[2].latent, b[0].latent, atol=1e-5)
@@ -69,13 +69,13 @@ def test_cpu_batches_run_concurrently_and_records_do_not_depend_on_the_core_coun
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        two = teacher.generate_records(c2, [0, 1, 2, 3], ["a cat", "a dog"], batch_size=2, **kw)
+        two = teacher.generate_records(c2, [0, 1, 2, 3], ["a cat", "a dog"] * 2, batch_size=2, **kw)
         assert len(set(threads)) == 2 and torch.get_num_threads() == 2  # the caller's setting is kept
         with ThreadPoolExecutor(1) as pool:  # and so is the default of threads started later
             assert pool.submit(torch.get_num_threads).result() == 2
         torch.set_num_threads(1)
         threads.clear()
-        one = teacher.generate_records(c2, [0, 1, 2, 3], ["a cat", "a dog"], batch_size=2, **kw)
+        one = teacher.generate_records(c2, [0, 1, 2, 3], ["a cat", "a dog"] * 2, batch_size=2, **kw)
         assert len(set(threads)) == 1
     finally:
         torch.set_num_threads(before)

@@ -5,85 +5,22 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-import pytest
 import yaml
-from helpers import BIN, REPO, stop_process_group
+from deploying import POOL, api as _api, config_param as _config, kill_tree as _kill_tree, \
+    run_deployment as _run_deployment, start_worker, wait_finished, wait_for as _wait
+from helpers import BIN, REPO, stop_process_group as _stop
 
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
-POOL = "fluxsr-process"
 SMALL = ["pairs.num_records=2", "pairs.records_per_shard=1", "pairs.resolution=64", "pairs.steps=2",
          "pairs.batch_size=1"]
-
-
-def _api(env: dict, path: str, body: dict | None = None):
-    """GET (or POST ``body``) on the test server's REST API; None on 404."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(env["PREFECT_API_URL"] + path, data=data, method="GET" if body is None else "POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as err:
-        if err.code == 404:
-            return None
-        raise
-
-
-def _wait(what: str, check, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None,
-          every: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"{what}: process exited with {proc.returncode}\n{log.read_text()[-4000:] if log else ''}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout} s\n{log.read_text()[-4000:] if log else ''}")
-        time.sleep(every)
-
-
-_stop = stop_process_group
-
-
-@pytest.fixture(scope="module")
-def deployed(prefect_env, tmp_path_factory):
-    """``python -m deployments.setup`` against the test server, and a process worker on the pool.
-
-    The worker starts as soon as the setup has created the pool, while the setup is
-    still deploying, and polls every second instead of every 10.
-    """
-    logs = tmp_path_factory.mktemp("deploy-logs")
-    setup_env = {**prefect_env, "FLUXSR_GPU_SLOTS": "2", "CUDA_VISIBLE_DEVICES": ""}
-    setup_log = logs / "setup.log"
-    with open(setup_log, "w") as out:
-        setup = subprocess.Popen([str(BIN / "python"), "-m", "deployments.setup"], env=setup_env, cwd=REPO,
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    worker_log = logs / "worker.log"
-    worker = None
-    try:
-        _wait("work pool created by setup", lambda: _api(prefect_env, f"/work_pools/{POOL}"), 120, setup, setup_log)
-        with open(worker_log, "w") as out:
-            worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL],
-                                      env={**prefect_env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, cwd=logs,
-                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        assert setup.wait(timeout=300) == 0, setup_log.read_text()[-5000:]
-        yield {"setup_log": setup_log, "worker": worker, "worker_log": worker_log, "env": prefect_env}
-    finally:
-        _stop(setup)
-        if worker is not None:
-            _stop(worker)
 
 
 def test_setup_registers_pool_limit_and_deployments(deployed):
     env = deployed["env"]
     out = deployed["setup_log"].read_text()
-    for name in ("generate-pairs/default", "fluxsr-pipeline/default", "fluxsr-pipeline/retrain-nightly",
+    for name in ("generate-pairs/default", "fluxsr-pipeline/default", "retrain/nightly",
                  "train/default", "benchmark/default"):
         assert f"  {name}" in out, out[-3000:]
     assert _api(env, f"/work_pools/{POOL}")["type"] == "process"
@@ -95,9 +32,10 @@ def test_setup_registers_pool_limit_and_deployments(deployed):
     assert pairs["parameters"] == {"config": {"preset": "tiny"}, "out": "runs/deployed"}
     assert pairs["pull_steps"] == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
 
-    nightly = _api(env, "/deployments/name/fluxsr-pipeline/retrain-nightly")
-    assert nightly["entrypoint"] == "flows/pipeline.py:pipeline"
-    assert nightly["parameters"]["config"] == {"preset": "tiny"} and nightly["parameters"]["out"] == "runs/nightly"
+    nightly = _api(env, "/deployments/name/retrain/nightly")
+    assert nightly["entrypoint"] == "flows/retrain.py:retrain"
+    assert nightly["parameters"]["config"] == {"preset": "tiny", "train": {"init_from": "latest"}}
+    assert nightly["parameters"]["out"] == "runs/nightly"
     (schedule,) = nightly["schedules"]
     assert schedule["schedule"]["cron"] == "0 3 * * *" and schedule["active"]
 
@@ -124,16 +62,12 @@ def test_worker_runs_generate_pairs_deployment(deployed, tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     run_id = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
 
-    def finished():
-        state = (_api(env, f"/flow_runs/{run_id}") or {}).get("state") or {}
-        return state if state.get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-    state = _wait("flow run finished", finished, 240, deployed["worker"], deployed["worker_log"], every=0.5)
+    state = wait_finished(env, run_id, deployed["worker"], deployed["worker_log"], 240)
     assert state["type"] == "COMPLETED", deployed["worker_log"].read_text()[-5000:]
 
     (stage,) = (out / "pairs").iterdir()
-    manifest = json.loads((stage / "manifest.json").read_text())
-    assert sorted(p.name for p in stage.glob("pairs-*.tar")) == ["pairs-000000.tar", "pairs-000001.tar"]
+    manifest = json.loads((stage / "manifest-00000002.json").read_text())
+    assert [p.name[:12] for p in sorted(stage.glob("pairs-*.tar"))] == ["pairs-000000", "pairs-000001"]
     assert [f["records"] for f in manifest["files"]] == [1, 1]
     flow_run = _api(env, f"/flow_runs/{run_id}")
     assert flow_run["parameters"]["config"]["preset"] == "tiny" and flow_run["parameters"]["out"] == str(out)
@@ -143,34 +77,6 @@ def test_worker_runs_generate_pairs_deployment(deployed, tmp_path):
 # Keep last in this module: it SIGKILLs the module's worker.
 PIPE = ["pairs.num_records=6", "pairs.records_per_shard=1", "pairs.resolution=96", "pairs.steps=24",
         "pairs.batch_size=1", "train.steps=2", "train.batch_size=1"]
-
-
-def _config(overrides: list[str]) -> str:
-    """The flow's typed ``config`` parameter as a deployment run takes it: a preset plus values, as JSON."""
-    from fluxsr_core.config import parse_overrides
-
-    return json.dumps({"preset": "tiny", **parse_overrides(overrides)})
-
-
-def _run_deployment(env: dict, name: str, out: Path, overrides: list[str]) -> str:
-    r = subprocess.run([str(BIN / "prefect"), "deployment", "run", name, "--param", f"out={out}",
-                        "--param", f"config={_config(overrides)}"],
-                       env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    return re.search(r"UUID: ([0-9a-f-]{36})", r.stdout).group(1)
-
-
-def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGKILL the worker and every process it started (the flow-run subprocess included)."""
-    import psutil
-
-    parent = psutil.Process(proc.pid)
-    for p in [*parent.children(recursive=True), parent]:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait()
 
 
 def test_kill_worker_mid_pipeline_then_rerun_is_cached_and_identical(deployed, tmp_path):
@@ -191,18 +97,10 @@ def test_kill_worker_mid_pipeline_then_rerun_is_cached_and_identical(deployed, t
     assert done_at_kill < 6 and not (out / "pipeline-summary.json").exists()
 
     log = tmp_path / "worker2.log"
-    with open(log, "w") as f:
-        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", POOL],
-                                  env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, cwd=tmp_path,
-                                  stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = start_worker(env, log, tmp_path)
     try:
         run_id = _run_deployment(env, "fluxsr-pipeline/default", out, PIPE)
-
-        def finished():
-            state = (_api(env, f"/flow_runs/{run_id}") or {}).get("state") or {}
-            return state if state.get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-        state = _wait("re-run finished", finished, 300, worker, log, every=0.5)
+        state = wait_finished(env, run_id, worker, log)
         assert state["type"] == "COMPLETED", log.read_text()[-5000:]
     finally:
         _stop(worker)

@@ -52,15 +52,15 @@ def test_sigkill_mid_run_then_resume_is_cached_and_byte_identical(prefect_env, r
     proc.wait()
     done_at_kill = len(list(tmp_path.glob("pairs/*/pairs-*.tar.json")))
     assert 3 <= done_at_kill < 8
-    assert not (_stage_dir(tmp_path) / "manifest.json").exists()
+    assert not list(_stage_dir(tmp_path).glob("manifest-*.json"))
 
     s = summary_of(run_cli(prefect_env, "pairs", "--out", str(tmp_path), *SMALL))
     assert s["cached"] >= done_at_kill - 1  # a shard renamed just before the kill may lack its cache record
     assert s["cached"] + s["computed"] + s["regenerated"] == 8 and s["computed"] <= 8 - s["cached"]
     assert s["computed"] < 8
     assert _shard_bytes(tmp_path) == _shard_bytes(reference)
-    ref_manifest = json.loads((_stage_dir(reference) / "manifest.json").read_text())
-    new_manifest = json.loads((_stage_dir(tmp_path) / "manifest.json").read_text())
+    ref_manifest = json.loads((_stage_dir(reference) / "manifest-00000008.json").read_text())
+    new_manifest = json.loads((_stage_dir(tmp_path) / "manifest-00000008.json").read_text())
     assert new_manifest["files"] == ref_manifest["files"] and new_manifest["key"] == ref_manifest["key"]
 
 
@@ -69,7 +69,7 @@ def test_truncated_shard_is_detected_and_regenerated(prefect_env, reference, tmp
 
     shutil.copytree(reference, tmp_path / "run")
     root = tmp_path / "run"
-    victim = _stage_dir(root) / "pairs-000003.tar"
+    (victim,) = _stage_dir(root).glob("pairs-000003-*.tar")
     original = victim.read_bytes()
     victim.write_bytes(original[: len(original) // 3])
     s = summary_of(run_cli(prefect_env, "pairs", "--out", str(root), *SMALL))

@@ -125,7 +125,7 @@ def test_dask_worker_killed_mid_stage_then_rerun_loses_nothing(prefect_env, refe
     again = summary_of(run_cli(prefect_env, *args))
     assert again["computed"] + again["cached"] + again["regenerated"] == 4
     assert _digests(tmp_path) == reference  # every shard there once, byte-identical
-    assert sorted(p.name for p in tmp_path.glob("pairs/*/*.tar")) == [f"pairs-{i:06d}.tar" for i in range(4)]
+    assert sorted(p.name for p in tmp_path.glob("pairs/*/*.tar")) == sorted(n for n in reference if n.endswith(".tar"))
 
 
 def test_degrade_and_encode_on_two_slots_write_the_same_bytes(prefect_env, tmp_path):

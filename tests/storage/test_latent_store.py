@@ -58,3 +58,27 @@ def test_disjoint_concurrent_writers_lose_nothing(tmp_path):
     assert store.complete()
     z0 = np.asarray(store.group["z0"][:, 0, 0, 0])
     np.testing.assert_array_equal(z0, np.arange(40, dtype=np.float16))
+
+
+def test_store_grows_with_the_dataset_and_re_encodes_a_changed_record_safely(tmp_path):
+    from storage.latent_dataset import LatentDataset
+    from storage.latent_store import source_id
+
+    path = tmp_path / "s.zarr"
+    store = LatentStore.create_or_open(path, SHAPE, {"stage_key": "k1"})
+    old = source_id("a", "b")
+    for r in range(6):
+        store.write_record(r, **_record(r), source=old)
+    before = np.asarray(store.group["z0"][:6])
+    bigger = LatentStore.create_or_open(path, StoreShape(10, 2, 16, (4, 4), (32, 32)), {"stage_key": "k1"})
+    assert bigger.shape.records == 10 and bigger.holds(0, 6, old).all() and not bigger.done_mask()[6:].any()
+    np.testing.assert_array_equal(np.asarray(bigger.group["z0"][:6]), before)  # nothing re-encoded
+    assert len(LatentDataset(path, records=6)) == 12 and len(LatentDataset(path)) == 12
+    # a smaller dataset later opens the grown store as it is (never shrinks)
+    assert LatentStore.create_or_open(path, SHAPE, {"stage_key": "k1"}).shape.records == 10
+
+    new = source_id("a2", "b")
+    assert not bigger.holds(2, 1, new).any()  # record 2's shards changed: it is to do again
+    bigger.write_record(2, **_record(20), source=new)
+    assert bigger.holds(2, 1, new).all() and bigger.holds(3, 3, old).all()
+    np.testing.assert_array_equal(np.asarray(bigger.group["z0"][2]), _record(20)["z0"].astype(np.float16))

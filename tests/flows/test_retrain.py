@@ -1,0 +1,87 @@
+"""Scheduled retraining end to end: the nightly deployment on a real server through real workers, twice with the
+dataset grown in between; a worker SIGKILLed mid-run, then a new run, ends in the registry state of an
+uninterrupted run."""
+
+import json
+import shutil
+
+from deploying import kill_tree, run_deployment, start_worker, wait_finished, wait_for
+from helpers import latest_artifact, run_cli, stop_process_group
+
+NIGHTLY = "retrain/nightly"
+CONFIG = ["pairs.num_records=4", "pairs.records_per_shard=2", "pairs.resolution=96", "pairs.steps=2",
+          "pairs.batch_size=1", "encode.batch_size=1", "train.steps=4", "train.checkpoint_every=2",
+          "train.batch_size=1", "train.init_from=latest", "retrain.grow_by=4", "retrain.test_images=2"]
+STAGES = ("pairs", "degrade", "encode-latents")
+
+
+def _night(deployed: dict, out, worker=None, log=None) -> dict:
+    worker, log = worker or deployed["worker"], log or deployed["worker_log"]
+    run_id = run_deployment(deployed["env"], NIGHTLY, out, CONFIG)
+    state = wait_finished(deployed["env"], run_id, worker, log, 400)
+    assert state["type"] == "COMPLETED", log.read_text()[-6000:]
+    return json.loads((out / "retrain-summary.json").read_text())
+
+
+def _registry(root) -> dict:
+    """What the registry holds, without times or paths (those differ between two output roots)."""
+    from storage.registry import ModelRegistry
+
+    reg = ModelRegistry(root)
+    keep = ("candidate_digest", "decision", "metric", "candidate_score", "current", "current_digest", "current_score")
+    return {"versions": [(v.name, v.digest) for v in reg.versions("ftd")], "current": reg.current("ftd").name,
+            "decisions": [{k: d[k] for k in keep} for d in reg.decisions("ftd")]}
+
+
+def _checkpoints(root) -> int:
+    return len(list(root.glob("train/*/checkpoints/step-*")))
+
+
+def test_nightly_grows_reuses_retrains_promotes_and_survives_a_kill(deployed, tmp_path):
+    env = deployed["env"]
+    a = tmp_path / "a"
+    first = _night(deployed, a)
+    assert first["records"] == 4 and first["previous_records"] is None and first["retrained"] == ["ftd"]
+    assert first["promotion"]["ftd"]["decision"] == "promoted" and first["promotion"]["ftd"]["version"] == "v0001"
+    b = tmp_path / "b"
+    shutil.copytree(a, b, symlinks=True)  # the same first night, for the killed second night
+
+    second = _night(deployed, a)
+    assert (second["previous_records"], second["records"]) == (4, 8)
+    for stage in STAGES:  # records 0-3 are reused: only the 2 new shards are computed
+        assert (second[stage]["computed"], second[stage]["cached"]) == (2, 2), (stage, second[stage])
+    assert second["train"]["ftd"]["init_from"].endswith("models/ftd/versions/v0001")
+    decision = second["promotion"]["ftd"]
+    assert decision["current"] == "v0001" and decision["decision"] in ("promoted", "kept")
+    assert decision["candidate_score"] is not None and decision["current_score"] is not None
+    artifact = latest_artifact(env, "promotion-ftd")
+    assert f"**{decision['decision']}**" in artifact["data"]
+    model = json.loads((a / second["train"]["ftd"]["model"] / "fluxsr_model.json").read_text())
+    assert model["init_from"]["digest"] == first["promotion"]["ftd"]["candidate_digest"]
+    assert model["trained_on"]["records"] == 8
+
+    # the second night on the copy, its worker killed mid-run (after a training checkpoint), then run again
+    before = _checkpoints(b)
+    run_deployment(env, NIGHTLY, b, CONFIG)
+    wait_for("a checkpoint of the second night", lambda: _checkpoints(b) > before, 400, deployed["worker"],
+             deployed["worker_log"], every=0.02)
+    kill_tree(deployed["worker"])
+    assert json.loads((b / "retrain" / "state.json").read_text())["records"] == 4  # the night did not finish
+    log = tmp_path / "worker2.log"
+    worker = start_worker(env, log, tmp_path)
+    try:
+        rerun = _night(deployed, b, worker, log)
+    finally:
+        stop_process_group(worker)
+    assert rerun["records"] == 8 and all(rerun[s]["computed"] == 0 for s in STAGES)
+    assert _registry(b) == _registry(a)
+
+    # a night with nothing new retrains nothing, and says so; the registry is readable by a command
+    quiet = run_cli(env, "retrain", "--out", str(a), *[x for o in CONFIG for x in ("--set", o)],
+                    "--set", "retrain.grow_by=0")
+    assert "no new data" in quiet.stdout and "nothing retrained" in quiet.stdout
+    listing = run_cli(env, "models", "list", "--root", str(a)).stdout
+    assert "v0001" in listing and listing.count("promoted") + listing.count("kept") == 2
+    (lr,) = a.glob("testsets/*/lr")  # the fixed test set's LR images, upscaled by the current model
+    up = run_cli(env, "upscale", str(lr), "-o", str(tmp_path / "up"), "--model", "ftd", "--root", str(a))
+    assert f"models/ftd/versions/{_registry(a)['current']}" in up.stderr and len(list((tmp_path / "up").glob("*.png"))) == 2
