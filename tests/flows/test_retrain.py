@@ -1,10 +1,11 @@
 """Scheduled retraining end to end: the nightly deployment on a real server through real workers, twice with the
-dataset grown in between; a worker SIGKILLed mid-run, then a new run, ends in the registry state of an
-uninterrupted run."""
+dataset grown in between (every stage reuses its finished shards in place and computes only the new ones); a worker
+SIGKILLed mid-run, then a new worker and run, ends with the shards, store and registry of an uninterrupted run."""
 
 import json
 import shutil
 
+import numpy as np
 from deploying import kill_tree, run_deployment, start_worker, wait_finished, wait_for
 from helpers import latest_artifact, run_cli, stop_process_group
 
@@ -33,6 +34,19 @@ def _registry(root) -> dict:
             "decisions": [{k: d[k] for k in keep} for d in reg.decisions("ftd")]}
 
 
+def _files(root, stage: str) -> dict[str, tuple[bytes, int]]:
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(root.glob(f"{stage}/*/*.tar"))}
+
+
+def _store(root) -> dict:
+    import numpy as np
+    import zarr
+
+    (path,) = root.glob("latents/*/store.zarr")
+    g = zarr.open(str(path), mode="r")
+    return {k: np.asarray(g[k][:]) for k in ("z_L", "z0", "noise", "hr", "source", "done")}
+
+
 def _checkpoints(root) -> int:
     return len(list(root.glob("train/*/checkpoints/step-*")))
 
@@ -45,11 +59,21 @@ def test_nightly_grows_reuses_retrains_promotes_and_survives_a_kill(deployed, tm
     assert first["promotion"]["ftd"]["decision"] == "promoted" and first["promotion"]["ftd"]["version"] == "v0001"
     b = tmp_path / "b"
     shutil.copytree(a, b, symlinks=True)  # the same first night, for the killed second night
+    night1 = {stage: _files(a, stage) for stage in ("pairs", "lr")}
+    z = _store(a)
 
     second = _night(deployed, a)
     assert (second["previous_records"], second["records"]) == (4, 8)
     for stage in STAGES:  # records 0-3 are reused: only the 2 new shards are computed
         assert (second[stage]["computed"], second[stage]["cached"]) == (2, 2), (stage, second[stage])
+        assert second[stage]["key"] == first[stage]["key"]  # the same directory, grown in place
+    for stage, files in night1.items():  # reused in place: the same bytes, never rewritten (same mtime)
+        now = _files(a, stage)
+        assert len(now) == 4 and all(now[name] == v for name, v in files.items()), stage
+    grown = _store(a)
+    assert grown["done"].shape[0] == 8 and grown["done"].all()
+    for k, v in z.items():  # the first 4 records' latents were not encoded again
+        np.testing.assert_array_equal(grown[k][:4], v, err_msg=k)
     assert second["train"]["ftd"]["init_from"].endswith("models/ftd/versions/v0001")
     decision = second["promotion"]["ftd"]
     assert decision["current"] == "v0001" and decision["decision"] in ("promoted", "kept")
@@ -74,7 +98,11 @@ def test_nightly_grows_reuses_retrains_promotes_and_survives_a_kill(deployed, tm
     finally:
         stop_process_group(worker)
     assert rerun["records"] == 8 and all(rerun[s]["computed"] == 0 for s in STAGES)
-    assert _registry(b) == _registry(a)
+    assert _registry(b) == _registry(a)  # versions, digests (so the trained weights), current, decisions
+    for stage in ("pairs", "lr"):
+        assert {n: v[0] for n, v in _files(b, stage).items()} == {n: v[0] for n, v in _files(a, stage).items()}
+    for k, v in _store(b).items():
+        np.testing.assert_array_equal(v, _store(a)[k], err_msg=k)
 
     # a night with nothing new retrains nothing, and says so; the registry is readable by a command
     quiet = run_cli(env, "retrain", "--out", str(a), *[x for o in CONFIG for x in ("--set", o)],
