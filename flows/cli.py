@@ -23,7 +23,8 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file layered over th
 SetOpt = typer.Option(None, "--set", "-s", help="Override, KEY=VALUE (repeatable), e.g. --set pairs.num_records=32.")
 OutOpt = typer.Option("runs/demo", "--out", "-o", help="Output root; stages write to OUT/<stage>/<key>/.")
 RootOpt = typer.Option("runs/nightly", "--root", help="Output root whose models/ registry to use (the retrain flow's --out).")
-MethodOpt = typer.Option("ftd", "--method", "-m", help="Training method: ftd (FluxSR's Flow Trajectory Distillation).")
+MethodOpt = typer.Option("ftd", "--method", "-m", help="Training method: ftd (FluxSR's Flow Trajectory Distillation) "
+                                                       "or sr-teacher (the LR-conditioned SR flow OFTSR distils).")
 
 
 def _check_methods(methods: list[str]) -> list[str]:
@@ -153,6 +154,13 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
             step_fraction: Optional[float] = typer.Option(
                 None, "--step-fraction", help="FTD models: fraction of the one step, 0..1 (default "
                                               "infer.step_fraction, 1 = the model, 0 = the bicubic input)."),
+            steps: Optional[int] = typer.Option(None, "--steps", help="Multi-step models (sr-teacher): sampling steps "
+                                                                     "(default infer.steps, else the model's: 4)."),
+            guidance_scale: Optional[float] = typer.Option(
+                None, "--guidance-scale", help="sr-teacher: classifier-free guidance scale w (1 = none; w != 1 costs "
+                                               "two evaluations a step)."),
+            seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the source noise of methods that start "
+                                                                    "from a noisy LR latent (default infer.seed, 0)."),
             scale: Optional[float] = typer.Option(None, "--scale", help="Output/input size (default infer.scale, 4)."),
             color_fix: Optional[str] = typer.Option(None, "--color-fix", help="none | wavelet | adain (default infer.color_fix)."),
             tile: Optional[int] = typer.Option(None, "--tile", help="Latent tile size (8 px each; default infer.tile)."),
@@ -172,7 +180,8 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
 
     if on_error not in ("skip", "stop"):
         _fail(ValueError(f"--on-error must be skip or stop, not {on_error!r}"))
-    options = (("scale", scale), ("color_fix", color_fix), ("tile", tile), ("step_fraction", step_fraction))
+    options = (("scale", scale), ("color_fix", color_fix), ("tile", tile), ("step_fraction", step_fraction),
+               ("steps", steps), ("guidance_scale", guidance_scale), ("seed", seed))
     extra = [f"infer.{k}={v}" for k, v in options if v is not None]
     cfg = _preflight(preset, config, [*(set_ or []), *extra])
     try:

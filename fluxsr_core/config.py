@@ -334,6 +334,19 @@ class TrainConfig(_Section):
         return v
 
 
+class TeacherConfig(_Section):
+    """The SR teacher (``--method sr-teacher``, method.md section 2): a flow from the noisy LR latent to HR."""
+
+    sigma_p: float = Field(0.1, ge=0.0, lt=1.0, description="Source noise: x_src = sqrt(1 - σ_p²)·z_L + σ_p·n "
+                                                            "(0 = InDI, collapses to a blurry mean; OFTSR: 0.1).")
+    norm: Literal["l1", "l2"] = Field("l1", description="Flow-matching loss norm (ℓ1 beat ℓ2 in OFTSR's ablation).")
+    time_sampling: Literal["uniform", "logit_normal"] = Field("uniform", description="Training times s ∈ (0, 1).")
+    cond_dropout: float = Field(0.1, ge=0.0, le=1.0, description="Fraction of samples trained with the null "
+                                                                 "condition (zeros), for classifier-free guidance.")
+    solver: Literal["euler", "midpoint"] = Field("euler", description="The teacher's sampler (midpoint: 2 "
+                                                                       "evaluations a step).")
+
+
 class RetrainConfig(_Section):
     """Scheduled retraining (flow ``retrain``): how the dataset grows and how a retrained model is promoted."""
 
@@ -406,6 +419,12 @@ class InferConfig(_Section):
     overlap: int = Field(16, ge=0, description="Latent overlap between tiles (even, < tile).")
     guidance: float | None = Field(None, ge=0.0, description="Guidance-embedding value; null = the trained model's "
                                                              "(train.guidance for a base model without one).")
+    steps: int | None = Field(None, ge=1, description="Multi-step models (the SR teacher): sampling steps; null = "
+                                                      "the method's default (4).")
+    guidance_scale: float | None = Field(None, ge=0.0, description="The SR teacher: classifier-free guidance scale w "
+                                                                 "(1 = conditional only, one evaluation a step).")
+    seed: int = Field(0, description="Seed of the source noise of methods that start from a noisy LR latent, so a "
+                                     "result is reproducible.")
     max_input_pixels: int = Field(
         MAX_INPUT_PIXELS, ge=1, description="An input whose header declares more pixels is refused by name before it is "
                                       "decoded (the batch goes on); raise it for real huge images.")
@@ -456,6 +475,7 @@ class FluxSRConfig(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
 

@@ -66,10 +66,12 @@ def tiled_velocity(velocity: Velocity, z: torch.Tensor, t: torch.Tensor, tile: i
     wins = tile_windows(h, w, tile, overlap)
     if len(wins) == 1:
         return velocity(z, t)
-    acc = torch.zeros_like(z)
+    acc = None  # shaped like the velocity, which may have fewer channels than z (z + a condition)
     wsum = torch.zeros(1, 1, h, w, device=z.device, dtype=z.dtype)
     for y, x, th, tw in wins:
         v = velocity(z[:, :, y:y + th, x:x + tw], t)
+        if acc is None:
+            acc = v.new_zeros(v.shape[0], v.shape[1], h, w)
         # ramp only on sides that overlap a neighbour (i.e. not on the image border)
         wy = _ramp(th, overlap if y > 0 else 0, overlap if y + th < h else 0, z.device, z.dtype)
         wx = _ramp(tw, overlap if x > 0 else 0, overlap if x + tw < w else 0, z.device, z.dtype)

@@ -53,7 +53,7 @@ class Student:
 
 def config_knobs(method: Method, cfg: InferConfig) -> dict[str, Any]:
     """The method's inference knobs as set in the ``infer`` section (a knob is named like its key)."""
-    return {k: getattr(cfg, k) for k in method.knobs if hasattr(cfg, k)}
+    return {k: getattr(cfg, k) for k in method.knobs if getattr(cfg, k, None) is not None}
 
 
 def checked_params(info: ModelInfo, cfg: FluxSRConfig, where: Path) -> dict[str, Any]:

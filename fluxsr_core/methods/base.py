@@ -5,10 +5,13 @@ A method (FTD, later the SR teacher, OFTSR, MeanFlow) is one object that says
   the one back-propagated); logging, ``losses.jsonl``, plots and artifacts read them from here;
 - ``extend(model)``: architecture changes besides the LoRA adapters (e.g. a widened input projection,
   a second time embedding), made before training and before a saved model is loaded;
+- ``lora_targets(targets)``: the LoRA target modules (the config's, plus e.g. a widened input projection);
 - ``trainable_modules(model)``: modules trained in full besides LoRA, by their name in the transformer
   (optimised, checkpointed, resumed and exported with the LoRA, which every method trains);
 - ``setup_training(model)``: training-only helpers (e.g. a frozen LPIPS network);
-- ``sample_times(n, generator)``: one time (``{"t": (n,)}``) or two (``{"r", "t"}``) per sample;
+- ``sample_times(n, generator)``: the step's random draws per sample, from the step's generator: one time
+  (``{"t": (n,)}``), two (``{"r", "t"}``), or more (a condition-dropout mask, a noise seed); float draws
+  are logged as ``<name>_mean``;
 - ``loss(model, batch, times)``: the named terms of a batch as tensors;
 - ``sample(model, z_L, **knobs)``: inference in latent space (one step, k steps, or a knob), with
   ``knobs`` (name -> default) saying which knobs exist;
@@ -51,6 +54,10 @@ class Method(ABC):
 
     def setup_training(self, model: SRModel) -> None:
         """Build what only training needs (loss networks) on ``model.device``."""
+
+    def lora_targets(self, targets: list[str]) -> list[str]:
+        """The module names LoRA adapts: the config's ``lora.target_modules``, plus any the method needs."""
+        return list(targets)
 
     def trainable_modules(self, model: SRModel) -> dict[str, torch.nn.Module]:
         """Modules trained in full besides LoRA, keyed by their name in the transformer (none by default)."""

@@ -45,17 +45,26 @@ class SRModel(torch.nn.Module):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def velocity(self, z: torch.Tensor, t: torch.Tensor, guidance: float | None = None) -> torch.Tensor:
-        """v(z, t) in float32: z (B, C, h, w) normalised latent, t (B,) in [0, 1]; tiled inside ``tiled``."""
+    def velocity(self, z: torch.Tensor, t: torch.Tensor, guidance: float | None = None,
+                 control: torch.Tensor | None = None) -> torch.Tensor:
+        """v(z, t) in float32: z (B, C, h, w) normalised latent, t (B,) in [0, 1]; tiled inside ``tiled``.
+
+        ``control``: a condition latent shaped like z, for a method that widened the input (the SR teacher)."""
         g = self.guidance if guidance is None else guidance
         if self.tiles is not None:
             from fluxsr_core.infer import tiled_velocity
 
-            return tiled_velocity(lambda zz, tt: self.whole_velocity(zz, tt, g), z, t, *self.tiles)
-        return self.whole_velocity(z, t, g)
+            if control is None:
+                return tiled_velocity(lambda zz, tt: self.whole_velocity(zz, tt, g), z, t, *self.tiles)
+            c = z.shape[1]  # tile z and its condition together, as one tensor
+            return tiled_velocity(lambda zc, tt: self.whole_velocity(zc[:, :c], tt, g, zc[:, c:]),
+                                  torch.cat([z, control.to(z.dtype)], dim=1), t, *self.tiles)
+        return self.whole_velocity(z, t, g, control)
 
-    def whole_velocity(self, z: torch.Tensor, t: torch.Tensor, guidance: float | None) -> torch.Tensor:
-        return predict_velocity(self.transformer, z, t, self.cond, guidance, self.components.patch_size).float()
+    def whole_velocity(self, z: torch.Tensor, t: torch.Tensor, guidance: float | None,
+                       control: torch.Tensor | None = None) -> torch.Tensor:
+        return predict_velocity(self.transformer, z, t, self.cond, guidance, self.components.patch_size,
+                                control).float()
 
     @contextmanager
     def tiled(self, tile: int | None, overlap: int):

@@ -108,12 +108,17 @@ class PackedVelocity:
 
 
 def predict_velocity(transformer, z: torch.Tensor, t: torch.Tensor, cond: TextCondition,
-                     guidance: float | None = None, patch: int = 2) -> torch.Tensor:
+                     guidance: float | None = None, patch: int = 2, control: torch.Tensor | None = None) -> torch.Tensor:
     """v(z_t, t): z (B, C, H, W) normalised latent, t (B,) in [0, 1] -> (B, C, H, W) velocity.
 
     diffusers' FLUX transformer multiplies ``timestep`` and ``guidance`` by 1000
     itself, so t goes in as it is (FluxPipeline passes scheduler timesteps / 1000).
+    ``control`` (B, C, H, W), for a transformer with a widened input projection: packed and concatenated
+    with the packed z along channels, as ``FluxControlPipeline`` does with its condition latents.
     """
     b, _, h, w = z.shape
     call = PackedVelocity(transformer, h, w, cond, b, guidance, patch, device=z.device)
-    return unpack(call(pack(z, patch), t), h, w, patch).to(z.dtype)
+    tokens = pack(z, patch)
+    if control is not None:
+        tokens = torch.cat([tokens, pack(control.to(z.dtype), patch)], dim=2)
+    return unpack(call(tokens, t), h, w, patch).to(z.dtype)

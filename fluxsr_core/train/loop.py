@@ -122,6 +122,7 @@ class Trainer:
         self.transformer = transformer = model.transformer
         self.identity = {"base": model_folder.base_model_of(model), **(identity or {})}
         method.extend(model)
+        lora_cfg = lora_cfg.model_copy(update={"target_modules": method.lora_targets(lora_cfg.target_modules)})
         lora.add_lora(transformer, lora_cfg, seed=train_cfg.seed)
         self.modules = method.trainable_modules(model)
         for module in self.modules.values():
@@ -184,9 +185,10 @@ class Trainer:
         """
         self.optimizer.zero_grad(set_to_none=True)
         terms, times = self.compute_loss(batch, self.step_generator(step))
-        names = (*self.method.term_names, *(f"{k}_mean" for k in times))
+        draws = {k: v for k, v in times.items() if v.is_floating_point()}  # not integer seeds
+        names = (*self.method.term_names, *(f"{k}_mean" for k in draws))
         values = torch.stack([*(terms[k].detach().double() for k in self.method.term_names),
-                              *(v.detach().double().mean() for v in times.values())])
+                              *(v.detach().double().mean() for v in draws.values())])
         if self.world > 1:
             dist.all_reduce(values)
             values /= self.world

@@ -1,0 +1,187 @@
+"""The SR teacher: a rectified flow from the noise-augmented LR latent to the HR latent (method.md section 2).
+
+Shared by OFTSR and MFSR, which distil it. fluxsr's convention throughout: s = 0 is HR data,
+s = 1 the source; the velocity points from HR to source (like FLUX's, from data to noise).
+
+    source:   x_src = sqrt(1 - σ_p²)·z_L + σ_p·n          n ~ N(0, I) fresh per step, never the record's ε
+    path:     x_s   = (1 - s)·z_0 + s·x_src
+    target:   v*    = x_src - z_0
+    loss:     L_flow = mean |v_ψ(x_s, s | z_L) - v*|       (ℓ1; ℓ2 selectable)
+    sampling: x_{s-Δ} = x_s - Δ·v_ψ(x_s, s | z_L) from s = 1 to 0 (Euler, or midpoint), N steps
+    CFG:      v_w = v(·|∅) + w·(v(·|z_L) - v(·|∅)),  ∅ = a zero condition
+
+The condition is the clean z_L, packed and concatenated with the packed state along channels:
+``extend`` widens the transformer's input projection ``x_embedder`` from 64 to 128 packed channels
+with zero weights (exactly what diffusers' FLUX LoRA loader does for Control LoRAs), and the LoRA
+adapter covers ``x_embedder`` too, so the condition enters through LoRA and the untrained teacher is
+the base transformer. The saved teacher is a FLUX Control LoRA: ``FluxPipeline.load_lora_weights``
+widens a plain transformer the same way and loads it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+
+from fluxsr_core.methods.base import Batch, Method, Terms, Times
+
+ConditionalVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_s, s, cond) -> v
+CONDITION_MODULE = "x_embedder"
+
+
+def _bcast(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return s.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def noisy_source(z_L: torch.Tensor, n: torch.Tensor, sigma_p: float) -> torch.Tensor:
+    """x_src = sqrt(1 - σ_p²)·z_L + σ_p·n: the noise-augmented LR latent the flow starts from (OFTSR)."""
+    return math.sqrt(1.0 - sigma_p ** 2) * z_L + sigma_p * n
+
+
+def sr_path(z0: torch.Tensor, x_src: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """x_s = (1 - s)·z_0 + s·x_src: HR at s = 0, the source at s = 1."""
+    sb = _bcast(s, z0)
+    return (1.0 - sb) * z0 + sb * x_src
+
+
+def sr_target(x_src: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
+    """v* = x_src - z_0 = d x_s / ds: the straight path's velocity."""
+    return x_src - z0
+
+
+def flow_loss(v: torch.Tensor, target: torch.Tensor, norm: str = "l1") -> torch.Tensor:
+    """L_flow = mean |v - v*| (ℓ1, OFTSR's choice) or mean (v - v*)² (ℓ2)."""
+    d = v.float() - target.float()
+    return d.abs().mean() if norm == "l1" else (d ** 2).mean()
+
+
+def cfg_velocity(v_uncond: torch.Tensor, v_cond: torch.Tensor, w: float) -> torch.Tensor:
+    """Classifier-free guidance: v_w = v(·|∅) + w·(v(·|z_L) - v(·|∅)); w = 1 is the conditional velocity."""
+    return v_uncond + w * (v_cond - v_uncond)
+
+
+def sample_s(n: int, generator: torch.Generator, kind: str = "uniform") -> torch.Tensor:
+    """Training times s ∈ (0, 1): uniform, or logit-normal (s = sigmoid(N(0, 1)), SD3's default)."""
+    if kind == "logit_normal":
+        return torch.sigmoid(torch.randn(n, generator=generator))
+    return torch.rand(n, generator=generator)
+
+
+def kept_condition(z_L: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """The condition of each sample: z_L where ``kept`` is 1, the null condition (zeros) where it is 0 (CFG dropout)."""
+    return z_L * _bcast(kept, z_L)
+
+
+def seeded_noise(like: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """Fresh N(0, I) noise shaped like ``like``, sample i drawn from ``seeds[i]`` on the CPU: a pure function of the
+    training seed and step, whatever the number of processes or the device."""
+    draws = [torch.randn(like.shape[1:], generator=torch.Generator().manual_seed(int(k))) for k in seeds.tolist()]
+    return torch.stack(draws).to(like.device, like.dtype)
+
+
+def solve(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x_src: torch.Tensor, steps: int,
+          solver: str = "euler", s_end: float = 0.0) -> torch.Tensor:
+    """Integrate dx/ds = v from s = 1 to ``s_end`` in ``steps`` equal steps: Euler x - Δ·v(x, s), or midpoint
+    x - Δ·v(x - Δ/2·v(x, s), s - Δ/2). Exact for a straight flow with either."""
+    x, b = x_src, x_src.shape[0]
+    grid = torch.linspace(1.0, s_end, steps + 1).tolist()
+    for s, s_next in zip(grid[:-1], grid[1:]):
+        d = s - s_next
+        v = velocity(x, torch.full((b,), s, device=x.device))
+        if solver == "midpoint":
+            v = velocity(x - 0.5 * d * v, torch.full((b,), s - 0.5 * d, device=x.device))
+        x = x - d * v
+    return x
+
+
+def evaluations(steps: int, solver: str, guidance_scale: float) -> int:
+    """Network evaluations of ``solve``: per step 1 (Euler) or 2 (midpoint), twice that with CFG (w ≠ 1)."""
+    return steps * (2 if solver == "midpoint" else 1) * (1 if guidance_scale == 1.0 else 2)
+
+
+def widen_input(transformer, extra: int) -> None:
+    """Widen ``x_embedder`` by ``extra`` packed input channels with zero weights (diffusers' Control-LoRA
+    expansion), and record the new width in the config as diffusers' loader does."""
+    old = getattr(transformer, CONDITION_MODULE)
+    if isinstance(old, torch.nn.Linear) is False or hasattr(old, "base_layer"):
+        raise ValueError("widen the input projection before adding LoRA adapters")
+    new = torch.nn.Linear(old.in_features + extra, old.out_features, bias=old.bias is not None,
+                          device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, :old.in_features] = old.weight
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    new.requires_grad_(False)
+    setattr(transformer, CONDITION_MODULE, new)
+    transformer.register_to_config(in_channels=new.in_features)
+
+
+@dataclass
+class SRTeacher(Method):
+    """The LR-conditioned SR flow v_ψ(x_s, s | z_L): a multi-step SR model, and the teacher OFTSR/MFSR distil."""
+
+    name: ClassVar[str] = "sr-teacher"
+    term_names: ClassVar[tuple[str, ...]] = ("total", "flow")
+    knobs: ClassVar[dict[str, float | int]] = {"steps": 4, "guidance_scale": 1.0, "seed": 0}  # infer.* keys
+    inference_params: ClassVar[tuple[str, ...]] = ("sigma_p", "solver", "guidance")
+    config_keys: ClassVar[dict[str, str]] = {
+        "sigma_p": "teacher.sigma_p", "norm": "teacher.norm", "time_sampling": "teacher.time_sampling",
+        "cond_dropout": "teacher.cond_dropout", "solver": "teacher.solver", "guidance": "train.guidance"}
+
+    sigma_p: float = 0.1
+    norm: str = "l1"
+    time_sampling: str = "uniform"
+    cond_dropout: float = 0.1
+    solver: str = "euler"
+    guidance: float = 3.5
+
+    @classmethod
+    def from_config(cls, cfg) -> "SRTeacher":
+        t = cfg.teacher
+        return cls(sigma_p=t.sigma_p, norm=t.norm, time_sampling=t.time_sampling, cond_dropout=t.cond_dropout,
+                   solver=t.solver, guidance=cfg.train.guidance)
+
+    def extend(self, model) -> None:
+        widen_input(model.transformer, model.transformer.config.in_channels)
+
+    def lora_targets(self, targets: list[str]) -> list[str]:
+        return [*targets, CONDITION_MODULE] if CONDITION_MODULE not in targets else list(targets)
+
+    def sample_times(self, n: int, generator: torch.Generator) -> Times:
+        """s, whether each sample keeps its condition (1 - teacher.cond_dropout of them), and the seed of its
+        augmentation noise n: all drawn from the step's generator."""
+        s = sample_s(n, generator, self.time_sampling)
+        kept = (torch.rand(n, generator=generator) >= self.cond_dropout).float()
+        return {"s": s, "cond_kept": kept, "noise_seed": torch.randint(0, 2 ** 62, (n,), generator=generator)}
+
+    def loss(self, model, batch: Batch, times: Times) -> Terms:
+        z_L, z0, s = batch["z_L"], batch["z0"], times["s"]
+        x_src = noisy_source(z_L, seeded_noise(z_L, times["noise_seed"]), self.sigma_p)
+        with model.autocast():
+            v = model.velocity(sr_path(z0, x_src, s), s, control=kept_condition(z_L, times["cond_kept"]))
+        l_flow = flow_loss(v, sr_target(x_src, z0), self.norm)
+        return {"total": l_flow, "flow": l_flow}
+
+    def sample(self, model, z_L: torch.Tensor, steps: int = 4, guidance_scale: float = 1.0, seed: int = 0) -> torch.Tensor:
+        """``steps`` of the solver from x_src, whose noise n is drawn from ``seed`` (reproducible per image)."""
+        n = torch.randn(z_L.shape, generator=torch.Generator().manual_seed(int(seed))).to(z_L.device, z_L.dtype)
+        null = torch.zeros_like(z_L)
+
+        def v(x, s):
+            cond = model.velocity(x, s, control=z_L)
+            return cond if guidance_scale == 1.0 else cfg_velocity(model.velocity(x, s, control=null), cond,
+                                                                   guidance_scale)
+
+        return solve(v, noisy_source(z_L, n, self.sigma_p), int(steps), self.solver)
+
+    def metadata(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_metadata(cls, params: dict[str, Any]) -> "SRTeacher":
+        return cls(**params)
