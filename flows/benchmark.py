@@ -37,7 +37,7 @@ def _synthetic(cfg, hr_source: str, out: str) -> tuple[str, str]:
 
 # what a model row depends on besides the model folder: the preset, the infer settings, and the config's method
 # parameters (checked against the model's by ``fluxsr_core.student``)
-STUDENT_SECTIONS = {"preset", "model", "loss", "train", "teacher", "infer"}
+STUDENT_SECTIONS = {"preset", "model", "loss", "train", "teacher", "oftsr", "infer"}
 
 
 @flow(name="benchmark")

@@ -24,7 +24,8 @@ SetOpt = typer.Option(None, "--set", "-s", help="Override, KEY=VALUE (repeatable
 OutOpt = typer.Option("runs/demo", "--out", "-o", help="Output root; stages write to OUT/<stage>/<key>/.")
 RootOpt = typer.Option("runs/nightly", "--root", help="Output root whose models/ registry to use (the retrain flow's --out).")
 MethodOpt = typer.Option("ftd", "--method", "-m", help="Training method: ftd (FluxSR's Flow Trajectory Distillation) "
-                                                       "or sr-teacher (the LR-conditioned SR flow OFTSR distils).")
+                                                       "sr-teacher (the LR-conditioned SR flow) or oftsr (its one-step "
+                                                       "student with a τ knob; needs the sr-teacher trained).")
 
 
 def _check_methods(methods: list[str]) -> list[str]:
@@ -154,6 +155,9 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
             step_fraction: Optional[float] = typer.Option(
                 None, "--step-fraction", help="FTD models: fraction of the one step, 0..1 (default "
                                               "infer.step_fraction, 1 = the model, 0 = the bicubic input)."),
+            tau: Optional[float] = typer.Option(
+                None, "--t", help="OFTSR models: the fidelity-realism knob τ in [0, 1] (0 = fidelity, 1 = realism; "
+                                  "default infer.tau, else the model's 0.99); one network evaluation either way."),
             steps: Optional[int] = typer.Option(None, "--steps", help="Multi-step models (sr-teacher): sampling steps "
                                                                      "(default infer.steps, else the model's: 4)."),
             guidance_scale: Optional[float] = typer.Option(
@@ -181,7 +185,7 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
     if on_error not in ("skip", "stop"):
         _fail(ValueError(f"--on-error must be skip or stop, not {on_error!r}"))
     options = (("scale", scale), ("color_fix", color_fix), ("tile", tile), ("step_fraction", step_fraction),
-               ("steps", steps), ("guidance_scale", guidance_scale), ("seed", seed))
+               ("tau", tau), ("steps", steps), ("guidance_scale", guidance_scale), ("seed", seed))
     extra = [f"infer.{k}={v}" for k, v in options if v is not None]
     cfg = _preflight(preset, config, [*(set_ or []), *extra])
     try:

@@ -16,7 +16,7 @@ from prefect import flow
 
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import UsageError
-from fluxsr_core.methods import check_methods
+from fluxsr_core.methods import check_methods, method_class
 from storage.atomic import write_json
 from storage.layout import stage_dir
 from flows.benchmark import benchmark
@@ -44,7 +44,7 @@ def pipeline(out: str = "runs/demo", config: FluxSRConfig | None = None, methods
     if until not in STAGES:
         raise UsageError(f"until={until!r} is not a stage; choose one of {', '.join(STAGES)}")
     cfg = config or FluxSRConfig()
-    methods = check_methods(methods or ["ftd"])
+    methods = with_teachers(check_methods(methods or ["ftd"]))
     summary: dict = {}
     for name, stage in zip(STAGES, (generate_pairs, degrade, encode_latents)):
         summary[name] = stage(out=out, config=cfg)
@@ -61,6 +61,18 @@ def pipeline(out: str = "runs/demo", config: FluxSRConfig | None = None, methods
     result = benchmark(**testset, models=models, out=out, config=bench_cfg)
     summary["benchmark"] = {k: v for k, v in result.items() if k != "unavailable"}
     return _finish(out, summary)
+
+
+def with_teachers(methods: list[str]) -> list[str]:
+    """The methods in training order: a distilled method's teacher (e.g. sr-teacher for oftsr) before it, once."""
+    ordered: list[str] = []
+    for m in methods:
+        teacher = method_class(m).distils
+        if teacher and teacher not in ordered:
+            ordered.append(teacher)
+        if m not in ordered:
+            ordered.append(m)
+    return ordered
 
 
 def teacher_testset(out: str, cfg: FluxSRConfig, images: int) -> tuple[dict, FluxSRConfig]:

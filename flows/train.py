@@ -52,7 +52,8 @@ def train(out: str = "runs/demo", config: FluxSRConfig | None = None, method: st
     unit = dict(directory=str(plan.directory), store_path=str(plan.store_path), method=method,
                 config=training_config(cfg), latents_key=plan.latents_key, latents_digest=plan.latents_digest,
                 records=plan.records, init_dir=str(plan.init_dir) if plan.init_dir else None,
-                init_digest=plan.init_digest, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
+                init_digest=plan.init_digest, teacher_dir=str(plan.teacher_dir) if plan.teacher_dir else None,
+                teacher_digest=plan.teacher_digest, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     task = train_model.with_options(**cache_options(out, STAGE, CODE_MODULES))
     report = run_units(task, [unit], what=f"train {method}", verify=verify)
     entry = report.entries[0]

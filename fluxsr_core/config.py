@@ -347,6 +347,19 @@ class TeacherConfig(_Section):
                                                                        "evaluations a step).")
 
 
+class OftsrConfig(_Section):
+    """OFTSR distillation (``--method oftsr``, method.md section 3), defaults from OFTSR's DIV2K config."""
+
+    dtau: float = Field(0.05, gt=0.0, lt=1.0, description="dτ of L_distill: the teacher step from the student's "
+                                                          "state at τ to σ = τ + dτ.")
+    solver: Literal["euler", "midpoint"] = Field("midpoint", description="The teacher step (midpoint: RK2, r = 0.5).")
+    lambda_align: float = Field(0.1, ge=0.0, description="Weight of L_align.")
+    lambda_bc: float = Field(0.01, ge=0.0, description="Weight of L_BC (the student equals the teacher at τ = 0).")
+    tau_min: float = Field(0.01, ge=0.0, lt=1.0, description="Training τ ~ U[tau_min, tau_max].")
+    tau_max: float = Field(0.99, gt=0.0, lt=1.0, description="Training τ ~ U[tau_min, tau_max] (σ = τ + dτ must "
+                                                           "stay below 1 + dτ).")
+
+
 class RetrainConfig(_Section):
     """Scheduled retraining (flow ``retrain``): how the dataset grows and how a retrained model is promoted."""
 
@@ -419,6 +432,8 @@ class InferConfig(_Section):
     overlap: int = Field(16, ge=0, description="Latent overlap between tiles (even, < tile).")
     guidance: float | None = Field(None, ge=0.0, description="Guidance-embedding value; null = the trained model's "
                                                              "(train.guidance for a base model without one).")
+    tau: float | None = Field(None, ge=0.0, le=1.0, description="OFTSR models: the fidelity-realism knob τ (0 = "
+                                                              "fidelity, 1 = realism); null = the model's default 0.99.")
     steps: int | None = Field(None, ge=1, description="Multi-step models (the SR teacher): sampling steps; null = "
                                                       "the method's default (4).")
     guidance_scale: float | None = Field(None, ge=0.0, description="The SR teacher: classifier-free guidance scale w "
@@ -476,6 +491,7 @@ class FluxSRConfig(_Section):
     bench: BenchConfig = Field(default_factory=BenchConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    oftsr: OftsrConfig = Field(default_factory=OftsrConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
 

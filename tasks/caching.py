@@ -41,7 +41,8 @@ LOCKS_DIR = ".prefect-locks"  # under the output root: one lock file per unit be
 # they never count in a key.
 # What a unit reads is identified by the upstream entries (sha256) passed beside them.
 LOCATION_ARGS = ("directory", "store_path", "pairs_shard", "lr_shard", "lr_dir", "hr_dir", "method_dirs",
-                 "node_rank", "rdzv_endpoint", "model_dirs", "init_dir")
+                 "node_rank", "rdzv_endpoint", "model_dirs", "init_dir",
+                 "teacher_dir")
 
 
 # The project's own top-level packages: the only modules a code version follows and hashes

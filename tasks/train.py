@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from fluxsr_core.config import FluxSRConfig
-from fluxsr_core.errors import UsageError
+from fluxsr_core.errors import InputNotFoundError, UsageError
 from fluxsr_core.methods import method_class
 from fluxsr_core.model_folder import model_digest, model_dir, read_info
 from storage.atomic import sha256_file
@@ -27,7 +27,7 @@ from tasks.gpu import gpu_slot, scheduling_enabled, slot_count
 
 STAGE = "train"
 CODE_MODULES = ("tasks.train", "tasks.train_worker")  # + imports; the worker runs via `python -m`, not an import
-SECTIONS = {"preset", "model", "loss", "lora", "train", "teacher"}
+SECTIONS = {"preset", "model", "loss", "lora", "train", "teacher", "oftsr"}
 
 
 @dataclass(frozen=True)
@@ -39,23 +39,39 @@ class TrainPlan:
     latents_key: str
     latents_digest: str
     records: int  # the dataset's size: the store's first ``records`` records (it may have grown past them)
-    init_dir: Path | None  # the model it warm-starts from (train.init_from resolved), or None
+    init_dir: Path | None  # the model it warm-starts from (train.init_from resolved; a distilled method's teacher)
     init_digest: str | None
+    teacher_dir: Path | None = None  # the frozen teacher of a distilled method (its final/ folder)
+    teacher_digest: str | None = None
 
 
 def plan_train(cfg: FluxSRConfig, root: str | Path, method: str = "ftd") -> TrainPlan:
     """Where the training of ``method`` on this config's latents lives: ``<root>/train/<key>/``."""
-    method_class(method)  # an unknown method fails here, naming the available ones
+    cls = method_class(method)  # an unknown method fails here, naming the available ones
     enc = plan_encode(cfg, root)
     finished_stage(enc.directory, "encode-latents", enc.manifest_name)
     digest = manifest_digest(enc.directory, enc.manifest_name)
-    init_dir = resolve_init(cfg, root, method)
+    teacher_dir = finished_teacher(cfg, root, cls.distils) if cls.distils else None
+    init_dir = resolve_init(cfg, root, method) or teacher_dir  # a distilled student starts as its teacher
     init_digest = model_digest(init_dir) if init_dir else None
+    teacher_digest = model_digest(teacher_dir) if teacher_dir else None
     identity = {"method": method, **training_config(cfg).model_dump(mode="json", include=SECTIONS)}
-    key = stage_key(identity, code_version(*CODE_MODULES), {"latents": digest, "init": init_digest or "none"})
+    key = stage_key(identity, code_version(*CODE_MODULES),
+                    {"latents": digest, "init": init_digest or "none", "teacher": teacher_digest or "none"})
     return TrainPlan(method=method, key=key, directory=stage_dir(root, STAGE, key), store_path=enc.store_path,
                      latents_key=enc.key, latents_digest=digest, records=enc.records, init_dir=init_dir,
-                     init_digest=init_digest)
+                     init_digest=init_digest, teacher_dir=teacher_dir, teacher_digest=teacher_digest)
+
+
+def finished_teacher(cfg: FluxSRConfig, root: str | Path, teacher_method: str) -> Path:
+    """The trained ``teacher_method`` model of this config's latents (its training's ``final/``), which a distilled
+    method needs; an error saying how to train it when it is not there."""
+    final = plan_train(cfg, root, teacher_method).directory / "final"
+    if not (final / "fluxsr_model.json").is_file():
+        raise InputNotFoundError(f"no trained {teacher_method} for this config at {final}: train it first "
+                                 f"(`fluxsr train --method {teacher_method}`; `fluxsr run` trains it before the "
+                                 "methods distilled from it)")
+    return final
 
 
 def resolve_init(cfg: FluxSRConfig, root: str | Path, method: str) -> Path | None:
@@ -86,7 +102,7 @@ def training_config(cfg: FluxSRConfig) -> FluxSRConfig:
 def torchrun_command(config_file: str, store_path: str, run_dir: str, *, method: str = "ftd",
                      latents_key: str | None = None, nproc_per_node: int = 1, nnodes: int = 1,
                      node_rank: int = 0, rdzv_endpoint: str | None = None, records: int | None = None,
-                     init_from: str | None = None) -> list[str]:
+                     init_from: str | None = None, teacher: str | None = None) -> list[str]:
     """The torchrun command line of the worker: ``--standalone`` on one machine, c10d rendezvous across several."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc_per_node)]
     if nnodes == 1:
@@ -100,13 +116,15 @@ def torchrun_command(config_file: str, store_path: str, run_dir: str, *, method:
             "--run-dir", run_dir]
     cmd += ["--latents-key", latents_key] if latents_key else []
     cmd += ["--records", str(records)] if records is not None else []
+    cmd += ["--teacher", teacher] if teacher else []
     return cmd + (["--init-from", init_from] if init_from else [])
 
 
 @task(name="train-model", task_run_name="train-{method}-{latents_digest:.8}")
 def train_model(directory: str, store_path: str, method: str, config: FluxSRConfig, latents_key: str,
                 latents_digest: str, records: int | None = None, init_dir: str | None = None,
-                init_digest: str | None = None, node_rank: int = 0, rdzv_endpoint: str | None = None) -> dict:
+                init_digest: str | None = None, teacher_dir: str | None = None, teacher_digest: str | None = None,
+                node_rank: int = 0, rdzv_endpoint: str | None = None) -> dict:
     """Run (or resume) the training of ``method`` in ``directory`` via torchrun; returns the final model's entry.
 
     ``config`` holds the training sections (``training_config``); the worker processes read it from a JSON
@@ -124,7 +142,8 @@ def train_model(directory: str, store_path: str, method: str, config: FluxSRConf
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=run_dir, delete=False) as f:
         f.write(config.model_dump_json())
     cmd = torchrun_command(f.name, store_path, str(run_dir), method=method, latents_key=latents_key,
-                           records=records, init_from=init_dir, nproc_per_node=train_cfg.nproc_per_node,
+                           records=records, init_from=init_dir, teacher=teacher_dir,
+                           nproc_per_node=train_cfg.nproc_per_node,
                            nnodes=train_cfg.nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
     if scheduling_enabled() and train_cfg.nproc_per_node > slot_count():
         raise UsageError(f"train.nproc_per_node={train_cfg.nproc_per_node} needs that many GPUs, "

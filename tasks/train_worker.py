@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latents-key", default=None, help="the encode-latents stage key (recorded in the model)")
     ap.add_argument("--records", type=int, default=None, help="train on the store's first N records (the dataset)")
     ap.add_argument("--init-from", default=None, help="a model folder to warm-start from (train.init_from, resolved)")
+    ap.add_argument("--teacher", default=None, help="the frozen teacher's model folder, for a distilled method")
     ap.add_argument("--run-dir", required=True)
     args = ap.parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -91,6 +92,15 @@ def train(args, device: str | None = None) -> int:
         print(json.dumps(record), flush=True)
 
     method = build_method(args.method, cfg)
+    if method.distils:
+        from fluxsr_core.student import load_student
+
+        if not args.teacher:
+            sys.exit(f"method {method.name} distils a {method.distils} model: give --teacher MODEL_FOLDER")
+        teacher = load_student(cfg, args.teacher)
+        if teacher.info.method != method.distils:
+            sys.exit(f"--teacher {args.teacher} is a {teacher.info.method} model; {method.name} distils {method.distils}")
+        method.set_teacher(teacher.model)
     model = SRModel(load_components(cfg.model), guidance=method.guidance)
     init = {"init_from": model_folder.init_record(args.init_from)} if args.init_from else {}
     trainer = Trainer(method, model, LatentDataset(args.store, records=args.records), lora_cfg=cfg.lora,

@@ -16,6 +16,7 @@ from fluxsr_core.errors import UsageError
 METHODS: dict[str, str] = {  # --method name -> "module:Class"
     "ftd": "fluxsr_core.methods.ftd:FTD",
     "sr-teacher": "fluxsr_core.methods.sr_teacher:SRTeacher",
+    "oftsr": "fluxsr_core.methods.oftsr:OFTSR",
 }
 
 

@@ -46,6 +46,8 @@ class Method(ABC):
     knobs: ClassVar[dict[str, float | int]] = {}  # inference knob -> default (named like its ``infer`` key)
     config_keys: ClassVar[dict[str, str]] = {}  # parameter -> the config key it is set by (for messages)
     inference_params: ClassVar[tuple[str, ...]] = ()  # parameters that change what ``sample`` computes
+    init_methods: ClassVar[tuple[str, ...]] = ()  # methods whose models it may start from (besides its own)
+    distils: ClassVar[str | None] = None  # the method of the frozen teacher it is distilled from (``set_teacher``)
 
     guidance: float = 3.5  # the guidance-embedding value the network is run with
 
@@ -54,6 +56,10 @@ class Method(ABC):
 
     def setup_training(self, model: SRModel) -> None:
         """Build what only training needs (loss networks) on ``model.device``."""
+
+    def set_teacher(self, teacher: SRModel) -> None:
+        """The frozen teacher a distilled method (``distils``) calls in its loss."""
+        raise TypeError(f"method {self.name!r} distils no teacher")
 
     def lora_targets(self, targets: list[str]) -> list[str]:
         """The module names LoRA adapts: the config's ``lora.target_modules``, plus any the method needs."""

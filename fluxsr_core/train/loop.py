@@ -236,9 +236,10 @@ class Trainer:
         ``identity["init_from"]`` (``model_folder.init_record``) records it in the model either way, a
         resumed run included."""
         info = model_folder.read_info(path)
-        if info.method != self.method.name:
+        if info.method not in (self.method.name, *self.method.init_methods):
             raise model_folder.ModelMismatchError(f"train.init_from {path} is a {info.method} model; this run trains "
-                                                  f"{self.method.name}: give a {self.method.name} model or none")
+                                                  f"{self.method.name}: give a model of "
+                                                  f"{', '.join((self.method.name, *self.method.init_methods))} or none")
         info.check_base(self.identity["base"], str(path))
         lora.set_lora_weights(self.transformer, path)
         if self.modules:
