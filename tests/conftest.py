@@ -96,16 +96,3 @@ def deployed(prefect_env, tmp_path_factory):
 
     yield from deploy_with_worker(prefect_env, tmp_path_factory)
 
-
-# The longest modules (minutes each on 2 cores), started first: pytest-xdist's loadscope hands modules to
-# workers in collection order as they free up, so a long module collected last would run alone at the end.
-SLOW_FIRST = ("tests/flows/test_retrain.py", "tests/flows/test_degrade_encode.py", "tests/flows/test_runners.py",
-              "tests/flows/test_train_flow.py", "tests/flows/test_generate_pairs.py")
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item) -> int:
-        path = item.nodeid.split("::")[0]
-        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
-
-    items.sort(key=rank)  # stable: the order within a module, and of the other modules, is kept
