@@ -17,12 +17,16 @@ from storage.manifest import FileEntry, manifest_digest
 from storage.shards import ShardError, check_shard, read_samples, write_shard
 from tasks.caching import code_version
 from tasks.common import finished_stage
-from tasks.gpu import unit_device
+from tasks.gpu import torch_threads, unit_device
 from tasks.pairs import SHARD_PREFIX as PAIRS_PREFIX, plan_pairs
 
 STAGE = "lr"
 SHARD_PREFIX = "lr"
 CODE_MODULES = ("tasks.degrade",)  # and all it imports (tasks.caching.project_imports)
+# basicsr's filters give other low bits on another intra-op thread count, and a pixel now and then rounds the other
+# way: on the CPU every unit degrades on this many threads, however many units run at once (measured: a shard
+# degraded beside another unit on 2 cores differed from the same shard degraded alone)
+DEGRADE_CPU_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -90,20 +94,26 @@ def degrade_shard(directory: str, name: str, pairs_shard: str, pairs_entry: dict
 
     Keyed by the pairs shard's entry (name, size, sha256) and the degrade settings: the same shard in a
     grown dataset is a cache hit."""
-    from fluxsr_core.degrade import degrade_variants
-
     check_shard(pairs_shard, FileEntry(**pairs_entry))  # corrupt or replaced upstream: stop, naming it
     cfg = degrade
-    samples = []
     with unit_device() as slot_device:
         device = torch.device(slot_device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        for s in read_samples(pairs_shard):
-            meta = json.loads(s["json"])
-            hr = decode_hr(s["hr.png"], f"{pairs_shard}:{s['__key__']}", meta.get("resolution"))
-            lrs, params = degrade_variants(hr, cfg, record=meta["index"], device=device)
-            for k, (lr, p) in enumerate(zip(lrs, params)):
-                samples.append({"__key__": lr_key(meta["index"], k), "lr.png": _png(lr),
-                                "json": json.dumps({"record": meta["index"], "variant": k, "params": p},
-                                                   sort_keys=True).encode()})
+        with torch_threads(DEGRADE_CPU_THREADS if device.type == "cpu" else None):
+            samples = _degrade_samples(pairs_shard, cfg, device)
     entry = write_shard(Path(directory) / name, samples)
     return entry.__dict__
+
+
+def _degrade_samples(pairs_shard: str, cfg: DegradeConfig, device: torch.device) -> list[dict]:
+    from fluxsr_core.degrade import degrade_variants
+
+    samples = []
+    for s in read_samples(pairs_shard):
+        meta = json.loads(s["json"])
+        hr = decode_hr(s["hr.png"], f"{pairs_shard}:{s['__key__']}", meta.get("resolution"))
+        lrs, params = degrade_variants(hr, cfg, record=meta["index"], device=device)
+        for k, (lr, p) in enumerate(zip(lrs, params)):
+            samples.append({"__key__": lr_key(meta["index"], k), "lr.png": _png(lr),
+                            "json": json.dumps({"record": meta["index"], "variant": k, "params": p},
+                                               sort_keys=True).encode()})
+    return samples
