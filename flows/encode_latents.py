@@ -24,10 +24,11 @@ def encode_latents(out: str = "runs/demo", config: FluxSRConfig | None = None, s
     units = [dict(store_path=str(plan.store_path), model=cfg.model, batch_size=cfg.encode.batch_size, **u)
              for i, u in enumerate(plan.units) if i in selected]
 
+    source = {u["first_record"]: u["source"] for u in plan.units}
+
     def verify(entry: dict) -> None:
         a, n = entry["first_record"], entry["records"]
-        unit = next(u for u in plan.units if u["first_record"] == a)
-        if not store.holds(a, n, unit["source"]).all():
+        if not store.holds(a, n, source[a]).all():
             raise ValueError(f"records {a}..{a + n - 1} are not all encoded from their shards in {plan.store_path}")
 
     task = encode_range.with_options(**cache_options(out, STAGE, CODE_MODULES))

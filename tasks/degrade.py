@@ -17,16 +17,13 @@ from storage.manifest import FileEntry, manifest_digest
 from storage.shards import ShardError, check_shard, read_samples, write_shard
 from tasks.caching import code_version
 from tasks.common import finished_stage
-from tasks.gpu import torch_threads, unit_device
+from tasks.gpu import fixed_cpu_threads, unit_device
 from tasks.pairs import SHARD_PREFIX as PAIRS_PREFIX, plan_pairs
 
 STAGE = "lr"
 SHARD_PREFIX = "lr"
 CODE_MODULES = ("tasks.degrade",)  # and all it imports (tasks.caching.project_imports)
-# basicsr's filters give other low bits on another intra-op thread count, and a pixel now and then rounds the other
-# way: on the CPU every unit degrades on this many threads, however many units run at once (measured: a shard
-# degraded beside another unit on 2 cores differed from the same shard degraded alone)
-DEGRADE_CPU_THREADS = 1
+
 
 
 @dataclass(frozen=True)
@@ -98,7 +95,7 @@ def degrade_shard(directory: str, name: str, pairs_shard: str, pairs_entry: dict
     cfg = degrade
     with unit_device() as slot_device:
         device = torch.device(slot_device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        with torch_threads(DEGRADE_CPU_THREADS if device.type == "cpu" else None):
+        with fixed_cpu_threads(device):  # a shard degraded beside another unit differed in a pixel (measured)
             samples = _degrade_samples(pairs_shard, cfg, device)
     entry = write_shard(Path(directory) / name, samples)
     return entry.__dict__

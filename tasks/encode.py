@@ -19,7 +19,7 @@ from storage.manifest import FileEntry, manifest_digest
 from storage.shards import ShardError, check_shard, read_samples
 from tasks.caching import code_version
 from tasks.common import components_for, finished_stage
-from tasks.gpu import torch_threads, unit_device
+from tasks.gpu import fixed_cpu_threads, unit_device
 from tasks.degrade import decode_hr, lr_key, plan_degrade
 
 STAGE = "latents"
@@ -87,16 +87,6 @@ def encode_lr(components, lrs: torch.Tensor, size: int) -> torch.Tensor:
 
     up = F.interpolate(lrs, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
     return encode_images(components, up).float().cpu()
-
-
-ENCODE_CPU_THREADS = 1  # the VAE's convolutions give other low bits on another thread count
-
-
-def fixed_cpu_threads(device: torch.device):
-    """On the CPU, encode on ``ENCODE_CPU_THREADS`` intra-op threads whatever the unit's share of the cores, so z_L's
-    bytes depend neither on the machine's core count nor on how many units run at once (measured: 1 vs 2
-    threads change z_L's low bits). A GPU is left alone."""
-    return torch_threads(ENCODE_CPU_THREADS if device.type == "cpu" else None)
 
 
 def _encode_records(store: LatentStore, components, pairs_shard: str, lr_shard: str, todo: np.ndarray,

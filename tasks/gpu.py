@@ -343,6 +343,16 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+FIXED_CPU_THREADS = 1  # convolutions give other low bits on another intra-op thread count
+
+
+def fixed_cpu_threads(device):
+    """On the CPU, a unit's work on ``FIXED_CPU_THREADS`` intra-op threads whatever its share of the cores, so its
+    bytes depend neither on the machine's core count nor on how many units run at once (measured: the VAE's z_L
+    and basicsr's degradations change with the thread count). A GPU is left alone."""
+    return torch_threads(FIXED_CPU_THREADS if device.type == "cpu" else None)
+
+
 def cpu_threads():
     """Inside a unit: this thread's torch threads set to the unit's share of the cores (``unit_threads_for``)."""
     return torch_threads(_UNIT_THREADS.get())

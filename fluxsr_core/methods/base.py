@@ -37,6 +37,11 @@ Terms = dict[str, torch.Tensor]  # term name -> scalar tensor; "total" is back-p
 RUNTIME_NEEDS = frozenset({"forward_ad"})  # what a method may ask for
 
 
+def per_sample(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (B,) per-sample value (a time, a mask) shaped to broadcast against ``like`` (B, ...), in its dtype."""
+    return t.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
 class Method(ABC):
     """One distillation method: its loss, its times, what it trains, how it samples, what it saves."""
 

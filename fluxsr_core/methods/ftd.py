@@ -30,14 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from fluxsr_core.losses import adl, capture_block_tokens, tv_lpips
-from fluxsr_core.methods.base import Batch, Method, Terms, Times
+from fluxsr_core.methods.base import Batch, Method, Terms, Times, per_sample
 from fluxsr_core.models.codec import decode_latents
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-
-def _bcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
 
 
 def sample_t(batch: int, T_L: float, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
@@ -50,7 +47,7 @@ def interpolate(z_L: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, T_L: floa
 
     z_t = z_L at t = T_L and z_t = ε at t = 1.
     """
-    tb = _bcast(t, z_L)
+    tb = per_sample(t, z_L)
     return (1.0 - tb) / (1.0 - T_L) * z_L + (tb - T_L) / (1.0 - T_L) * eps
 
 

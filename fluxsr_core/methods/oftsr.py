@@ -24,14 +24,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from fluxsr_core.methods.base import Batch, Method, Terms, Times
-from fluxsr_core.methods.sr_teacher import SRTeacher, noisy_source, seeded_noise, widen_input
+from fluxsr_core.methods.base import Batch, Method, Terms, Times, per_sample
+from fluxsr_core.methods.sr_teacher import ConditionedOnLR, noise_from_seed, noisy_source, seeded_noise
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, time (B,)) -> velocity, in one convention
 
-
-def _bcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return t.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
 
 
 def to_oftsr(time: torch.Tensor, velocity: torch.Tensor | None = None):
@@ -53,23 +50,22 @@ def oftsr_velocity(fluxsr_velocity: Velocity) -> Velocity:
 
 def implicit_state(x0: torch.Tensor, v_student: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     """x_τ = x_0 + τ·v_φ(x_0, τ): where the one-step student puts the teacher's path at τ."""
-    return x0 + _bcast(tau, x0) * v_student
+    return x0 + per_sample(tau, x0) * v_student
 
 
-def teacher_step_velocity(teacher: Velocity, x_tau: torch.Tensor, tau: torch.Tensor, dtau: float,
-                          solver: str = "midpoint") -> torch.Tensor:
-    """The teacher's velocity over [τ, τ + dτ] from x_τ: v_θ(x_τ, τ) (Euler), or midpoint (RK2, r = 0.5)
-    v_θ(x_τ + dτ/2·v_θ(x_τ, τ), τ + dτ/2)."""
-    v = teacher(x_tau, tau)
+def teacher_step_velocity(teacher: Velocity, x_tau: torch.Tensor, v_at_tau: torch.Tensor, tau: torch.Tensor,
+                          dtau: float, solver: str = "midpoint") -> torch.Tensor:
+    """The teacher's velocity over [τ, τ + dτ] from x_τ, given ``v_at_tau`` = v_θ(x_τ, τ): that (Euler), or the
+    midpoint (RK2, r = 0.5) v_θ(x_τ + dτ/2·v_θ(x_τ, τ), τ + dτ/2), one more teacher evaluation."""
     if solver == "midpoint":
-        v = teacher(x_tau + 0.5 * dtau * v, tau + 0.5 * dtau)
-    return v
+        return teacher(x_tau + 0.5 * dtau * v_at_tau, tau + 0.5 * dtau)
+    return v_at_tau
 
 
 def distill_target(v_tau: torch.Tensor, v_teacher: torch.Tensor, tau: torch.Tensor, dtau: float) -> torch.Tensor:
     """SG[v_φ(x_0, τ) + (dτ/σ)·(v_θ - v_φ(x_0, τ))], σ = τ + dτ: the student's velocity at σ implied by one
     teacher step from its own state at τ (detached: the target passes no gradient)."""
-    sigma = _bcast(tau + dtau, v_tau)
+    sigma = per_sample(tau + dtau, v_tau)
     return (v_tau + (dtau / sigma) * (v_teacher - v_tau)).detach()
 
 
@@ -80,7 +76,7 @@ def distill_loss(v_sigma: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def align_loss(v_tau: torch.Tensor, v_teacher_tau: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     """L_align = mean ((1 - τ)·(v_φ(x_0, τ) - v_θ(x_τ, τ)))²."""
-    return ((_bcast(1.0 - tau, v_tau) * (v_tau.float() - v_teacher_tau.float())) ** 2).mean()
+    return ((per_sample(1.0 - tau, v_tau) * (v_tau.float() - v_teacher_tau.float())) ** 2).mean()
 
 
 def boundary_loss(v_zero: torch.Tensor, v_teacher_zero: torch.Tensor) -> torch.Tensor:
@@ -102,7 +98,7 @@ def oftsr_terms(student: Velocity, teacher: Velocity, x0: torch.Tensor, tau: tor
     x_tau = implicit_state(x0, v_tau.detach(), tau)
     with torch.no_grad():
         v_teach = teacher(x_tau, tau)
-        v_step = teacher_step_velocity(teacher, x_tau, tau, dtau, solver) if solver != "euler" else v_teach
+        v_step = teacher_step_velocity(teacher, x_tau, v_teach, tau, dtau, solver)
         v_teach_zero = teacher(x0, torch.zeros_like(tau))
     target = distill_target(v_tau, v_step, tau, dtau)
     v_sigma = student(x0, tau + dtau)
@@ -122,7 +118,7 @@ def sample_tau(n: int, generator: torch.Generator, low: float = 0.01, high: floa
 
 
 @dataclass
-class OFTSR(Method):
+class OFTSR(ConditionedOnLR, Method):
     """The one-step student v_φ(x_0, τ | z_L), initialised from the SR teacher and distilled from it (frozen)."""
 
     name: ClassVar[str] = "oftsr"
@@ -152,12 +148,6 @@ class OFTSR(Method):
         return cls(sigma_p=cfg.teacher.sigma_p, dtau=o.dtau, solver=o.solver, lambda_align=o.lambda_align,
                    lambda_bc=o.lambda_bc, tau_min=o.tau_min, tau_max=o.tau_max, guidance=cfg.train.guidance)
 
-    def extend(self, model) -> None:
-        widen_input(model.transformer, model.transformer.config.in_channels)
-
-    def lora_targets(self, targets: list[str]) -> list[str]:
-        return SRTeacher.lora_targets(self, targets)
-
     def set_teacher(self, teacher) -> None:
         teacher.transformer.requires_grad_(False)
         self.teacher = teacher
@@ -179,9 +169,8 @@ class OFTSR(Method):
 
     def sample(self, model, z_L: torch.Tensor, tau: float = 0.99, seed: int = 0) -> torch.Tensor:
         """x̂ = x_0 + v_φ(x_0, τ | z_L) from the noisy source drawn from ``seed``: one evaluation for any τ."""
-        n = torch.randn(z_L.shape, generator=torch.Generator().manual_seed(int(seed))).to(z_L.device, z_L.dtype)
         student = oftsr_velocity(lambda x, s: model.velocity(x, s, control=z_L))
-        return one_step(student, noisy_source(z_L, n, self.sigma_p), tau)
+        return one_step(student, noisy_source(z_L, noise_from_seed(z_L, seed), self.sigma_p), tau)
 
     def metadata(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "teacher"}

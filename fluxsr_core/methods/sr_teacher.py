@@ -27,14 +27,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from fluxsr_core.methods.base import Batch, Method, Terms, Times
+from fluxsr_core.methods.base import Batch, Method, Terms, Times, per_sample
 
-ConditionalVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_s, s, cond) -> v
 CONDITION_MODULE = "x_embedder"
 
-
-def _bcast(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return s.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
 
 
 def noisy_source(z_L: torch.Tensor, n: torch.Tensor, sigma_p: float) -> torch.Tensor:
@@ -44,7 +40,7 @@ def noisy_source(z_L: torch.Tensor, n: torch.Tensor, sigma_p: float) -> torch.Te
 
 def sr_path(z0: torch.Tensor, x_src: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """x_s = (1 - s)·z_0 + s·x_src: HR at s = 0, the source at s = 1."""
-    sb = _bcast(s, z0)
+    sb = per_sample(s, z0)
     return (1.0 - sb) * z0 + sb * x_src
 
 
@@ -73,7 +69,7 @@ def sample_s(n: int, generator: torch.Generator, kind: str = "uniform") -> torch
 
 def kept_condition(z_L: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
     """The condition of each sample: z_L where ``kept`` is 1, the null condition (zeros) where it is 0 (CFG dropout)."""
-    return z_L * _bcast(kept, z_L)
+    return z_L * per_sample(kept, z_L)
 
 
 def seeded_noise(like: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
@@ -81,6 +77,11 @@ def seeded_noise(like: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
     training seed and step, whatever the number of processes or the device."""
     draws = [torch.randn(like.shape[1:], generator=torch.Generator().manual_seed(int(k))) for k in seeds.tolist()]
     return torch.stack(draws).to(like.device, like.dtype)
+
+
+def noise_from_seed(like: torch.Tensor, seed: int) -> torch.Tensor:
+    """The source noise n of an inference call, drawn on the CPU from ``seed``: the same image on any device."""
+    return torch.randn(like.shape, generator=torch.Generator().manual_seed(int(seed))).to(like.device, like.dtype)
 
 
 def solve(velocity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x_src: torch.Tensor, steps: int,
@@ -107,7 +108,7 @@ def widen_input(transformer, extra: int) -> None:
     """Widen ``x_embedder`` by ``extra`` packed input channels with zero weights (diffusers' Control-LoRA
     expansion), and record the new width in the config as diffusers' loader does."""
     old = getattr(transformer, CONDITION_MODULE)
-    if isinstance(old, torch.nn.Linear) is False or hasattr(old, "base_layer"):
+    if not isinstance(old, torch.nn.Linear):
         raise ValueError("widen the input projection before adding LoRA adapters")
     new = torch.nn.Linear(old.in_features + extra, old.out_features, bias=old.bias is not None,
                           device=old.weight.device, dtype=old.weight.dtype)
@@ -121,8 +122,19 @@ def widen_input(transformer, extra: int) -> None:
     transformer.register_to_config(in_channels=new.in_features)
 
 
+class ConditionedOnLR:
+    """The architecture of a network conditioned on z_L (the SR teacher and its students): the widened input
+    projection, and LoRA on it too."""
+
+    def extend(self, model) -> None:
+        widen_input(model.transformer, model.transformer.config.in_channels)
+
+    def lora_targets(self, targets: list[str]) -> list[str]:
+        return [*targets, CONDITION_MODULE] if CONDITION_MODULE not in targets else list(targets)
+
+
 @dataclass
-class SRTeacher(Method):
+class SRTeacher(ConditionedOnLR, Method):
     """The LR-conditioned SR flow v_ψ(x_s, s | z_L): a multi-step SR model, and the teacher OFTSR/MFSR distil."""
 
     name: ClassVar[str] = "sr-teacher"
@@ -146,12 +158,6 @@ class SRTeacher(Method):
         return cls(sigma_p=t.sigma_p, norm=t.norm, time_sampling=t.time_sampling, cond_dropout=t.cond_dropout,
                    solver=t.solver, guidance=cfg.train.guidance)
 
-    def extend(self, model) -> None:
-        widen_input(model.transformer, model.transformer.config.in_channels)
-
-    def lora_targets(self, targets: list[str]) -> list[str]:
-        return [*targets, CONDITION_MODULE] if CONDITION_MODULE not in targets else list(targets)
-
     def sample_times(self, n: int, generator: torch.Generator) -> Times:
         """s, whether each sample keeps its condition (1 - teacher.cond_dropout of them), and the seed of its
         augmentation noise n: all drawn from the step's generator."""
@@ -169,7 +175,6 @@ class SRTeacher(Method):
 
     def sample(self, model, z_L: torch.Tensor, steps: int = 4, guidance_scale: float = 1.0, seed: int = 0) -> torch.Tensor:
         """``steps`` of the solver from x_src, whose noise n is drawn from ``seed`` (reproducible per image)."""
-        n = torch.randn(z_L.shape, generator=torch.Generator().manual_seed(int(seed))).to(z_L.device, z_L.dtype)
         null = torch.zeros_like(z_L)
 
         def v(x, s):
@@ -177,7 +182,7 @@ class SRTeacher(Method):
             return cond if guidance_scale == 1.0 else cfg_velocity(model.velocity(x, s, control=null), cond,
                                                                    guidance_scale)
 
-        return solve(v, noisy_source(z_L, n, self.sigma_p), int(steps), self.solver)
+        return solve(v, noisy_source(z_L, noise_from_seed(z_L, seed), self.sigma_p), int(steps), self.solver)
 
     def metadata(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
