@@ -19,12 +19,28 @@ CFG = ["--set", "pairs.num_records=6", "--set", "pairs.records_per_shard=1", "--
 
 
 @pytest.fixture(scope="module")
-def upstream(prefect_env, tmp_path_factory):
-    """pairs + degrade finished; encode not yet run."""
-    root = tmp_path_factory.mktemp("up")
-    run_cli(prefect_env, "pairs", "--out", str(root), *CFG)
-    s = summary_of(run_cli(prefect_env, "degrade", "--out", str(root), *CFG))
-    assert s["computed"] == 6 and s["lr_images"] == 18 and s["manifest"]
+def degraded(prefect_env, tmp_path_factory) -> Path:
+    """pairs and degrade finished, encode not yet run (copied by the tests that run encode on it)."""
+    root = tmp_path_factory.mktemp("degraded")
+    s = summary_of(run_cli(prefect_env, "run", "--until", "degrade", "--out", str(root), *CFG))
+    assert s["degrade"]["computed"] == 6 and s["degrade"]["lr_images"] == 18 and s["degrade"]["manifest"]
+    return root
+
+
+@pytest.fixture(scope="module")
+def finished(prefect_env, degraded, tmp_path_factory) -> tuple[Path, dict]:
+    """The whole pipeline run on from there (the reference of every test here), and its summary."""
+    root = tmp_path_factory.mktemp("run") / "r"
+    shutil.copytree(degraded, root)
+    s = summary_of(run_cli(prefect_env, "run", "--out", str(root), *CFG))
+    assert s["degrade"]["cached"] == 6 and s["encode-latents"]["computed"] == 6 and s["encode-latents"]["manifest"]
+    return root, s
+
+
+@pytest.fixture()
+def upstream(degraded, tmp_path) -> Path:
+    root = tmp_path / "up"
+    shutil.copytree(degraded, root)
     return root
 
 
@@ -38,14 +54,14 @@ def _arrays(root: Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(g[k][:]) for k in ("z_L", "z0", "noise", "hr", "done")}
 
 
-def test_lr_shards_hold_quarter_size_variants_with_params(upstream):
+def test_lr_shards_hold_quarter_size_variants_with_params(degraded):
     import io
     import json
 
     import webdataset as wds
     from PIL import Image
 
-    urls = sorted(str(p) for p in upstream.glob("lr/*/lr-*.tar"))
+    urls = sorted(str(p) for p in degraded.glob("lr/*/lr-*.tar"))
     samples = list(wds.WebDataset(urls, shardshuffle=False))
     assert len(samples) == 18
     assert Image.open(io.BytesIO(samples[0]["lr.png"])).size == (24, 24)
@@ -53,14 +69,8 @@ def test_lr_shards_hold_quarter_size_variants_with_params(upstream):
     assert meta["record"] == 0 and meta["variant"] == 0 and "kernel1" in meta["params"]
 
 
-def test_kill_encoding_then_resume_gives_identical_store(prefect_env, upstream, tmp_path):
-    ref = tmp_path / "ref"
-    shutil.copytree(upstream, ref)
-    s = summary_of(run_cli(prefect_env, "encode", "--out", str(ref), *CFG))
-    assert s["computed"] == 6 and s["manifest"]
-
-    killed = tmp_path / "killed"
-    shutil.copytree(upstream, killed)
+def test_kill_encoding_then_resume_gives_identical_store(prefect_env, finished, upstream):
+    killed = upstream
     proc = subprocess.Popen([str(BIN / "fluxsr"), "encode", "--out", str(killed), *CFG], env=prefect_env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -79,17 +89,16 @@ def test_kill_encoding_then_resume_gives_identical_store(prefect_env, upstream, 
     assert 0 < partial.sum() < partial.size
     s = summary_of(run_cli(prefect_env, "encode", "--out", str(killed), *CFG))
     assert s["manifest"] and s["computed"] + s["cached"] == 6
-    a, b = _arrays(ref), _arrays(killed)
+    a, b = _arrays(finished[0]), _arrays(killed)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert b["done"].all()
 
 
-def test_changing_degrade_config_reruns_degrade_and_encode_only(prefect_env, upstream, tmp_path):
+def test_changing_degrade_config_reruns_degrade_and_encode_only(prefect_env, finished, tmp_path):
     root = tmp_path / "r"
-    shutil.copytree(upstream, root)
-    first = summary_of(run_cli(prefect_env, "run", "--out", str(root), *CFG))
-    assert first["pairs"]["cached"] == 6 and first["degrade"]["cached"] == 6
+    shutil.copytree(finished[0], root)
+    first = finished[1]
     again = summary_of(run_cli(prefect_env, "run", "--out", str(root), *CFG, "--set", "degrade.jpeg_range=[50,95]"))
     assert again["pairs"]["cached"] == 6 and again["pairs"]["computed"] == 0
     assert again["degrade"]["computed"] == 6 and again["degrade"]["key"] != first["degrade"]["key"]
@@ -99,9 +108,8 @@ def test_changing_degrade_config_reruns_degrade_and_encode_only(prefect_env, ups
     assert again["benchmark"]["methods"] == ["bicubic", "ftd"]
 
 
-def test_corrupt_upstream_shard_is_named(prefect_env, upstream, tmp_path):
-    root = tmp_path / "c"
-    shutil.copytree(upstream, root)
+def test_corrupt_upstream_shard_is_named(prefect_env, upstream):
+    root = upstream
     victim = sorted(root.glob("pairs/*/pairs-000002-*.tar"))[0]
     victim.write_bytes(victim.read_bytes()[:5000])
     r = run_cli(prefect_env, "degrade", "--out", str(root), *CFG, "--set", "degrade.seed=5", check=False)
