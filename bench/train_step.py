@@ -1,4 +1,4 @@
-"""Benchmark: cost of one FluxSR training step against a plain flow-matching LoRA step.
+"""Benchmark: cost of one training step of each method against a plain flow-matching LoRA step.
 
 What a FluxSR step costs is the question behind the training budget: Algorithm 1 runs
 the transformer twice (the FTD pass at a random t ∈ [T_L, 1] and the one-step pass at
@@ -10,9 +10,18 @@ model, the same LoRA adapter, the same batches, interleaved so that drift hits b
   (a) plain flow-matching LoRA step: x_t = (1-t)·z0 + t·ε, t ~ U[0, 1], target ε - z0,
       MSE, backward, AdamW (its own optimiser, on the Trainer's LoRA parameters);
   (b) FluxSR step: ``fluxsr_core.train.loop.Trainer.train_step`` (Algorithm 1: FTD pass +
-      one-step pass + VAE decode + MSE + TV-LPIPS + ADL, backward, AdamW).
+      one-step pass + VAE decode + MSE + TV-LPIPS + ADL, backward, AdamW);
+  (c) SR-teacher step (method sr-teacher): one pass of the LR-conditioned flow, ℓ1, backward;
+  (d) OFTSR distillation step (method oftsr): the student at τ and τ+dτ, the frozen teacher's
+      step (Euler 1, midpoint 2 passes), L_distill + L_align + L_BC, backward;
+  (e) MeanFlow distillation step (method meanflow): the teacher's guided velocity (2 passes),
+      one student pass under torch.func.jvp (forward-mode AD, math attention: what the JVP
+      costs is this row against the SR-teacher row), the adaptive MeanFlow loss, backward.
 
-Printed per mode: s/step (median over --steps timed steps after --warmup), peak memory
+(b)-(d) each train their own copy of the transformer (the OFTSR one also holds its frozen
+teacher): ``--methods`` picks some (the full-size model is 24 GB a copy in bf16).
+Printed per mode: network evaluations per step (student and frozen-teacher transformer
+forward passes, counted by a hook as the step runs), s/step (median over --steps timed steps after --warmup), peak memory
 (CUDA: torch.cuda.max_memory_allocated, weights included, and its growth over the level
 just before the step; CPU: peak process RSS sampled with psutil every ~1 ms during one
 dedicated step, and its growth over the RSS just before it, after malloc_trim, so an
@@ -45,6 +54,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 GiB = 2**30
+MODE_NAMES = {"ftd": "FluxSR step (Algorithm 1)", "sr-teacher": "SR-teacher flow step",
+              "oftsr": "OFTSR distillation step", "meanflow": "MeanFlow distillation step"}
 
 
 # -- model --------------------------------------------------------------------------------------------
@@ -231,6 +242,32 @@ def random_dataset(n: int, resolution: int, seed: int = 0) -> list[dict[str, tor
             for _ in range(n)]
 
 
+def method_trainer(name: str, args, cfg, dataset):
+    """A Trainer of method ``name`` on its own copy of the model; a distilled method gets a frozen teacher of the
+    method it distils (untrained: the cost is the same), built like the worker builds it."""
+    from fluxsr_core.methods import build_method
+    from fluxsr_core.models.sr_model import SRModel
+    from fluxsr_core.train.loop import Trainer
+
+    method = build_method(name, cfg)
+    if method.distils:
+        teacher = SRModel(build_components(args.model, cfg, args.device), guidance=method.guidance)
+        build_method(method.distils, cfg).extend(teacher)
+        method.set_teacher(teacher)
+    model = SRModel(build_components(args.model, cfg, args.device), guidance=method.guidance)
+    return Trainer(method, model, dataset, lora_cfg=cfg.lora, train_cfg=cfg.train)
+
+
+def counted_step(fn, networks: dict[str, torch.nn.Module]) -> dict[str, int]:
+    """Run ``fn`` once and count each network's forward passes in it (a pre-forward hook on each)."""
+    from fluxsr_core.benchmark import counted_forwards
+
+    with contextlib.ExitStack() as stack:
+        calls = {name: stack.enter_context(counted_forwards(net)) for name, net in networks.items()}
+        fn()
+    return {name: c[0] for name, c in calls.items()}
+
+
 def plain_step_fn(trainer, guidance: float):
     """A plain flow-matching LoRA step on the Trainer's transformer, LoRA parameters and condition."""
     from fluxsr_core.models.velocity import predict_velocity
@@ -266,6 +303,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per mode (the median is reported)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps per mode")
     ap.add_argument("--rank", type=int, default=None, help="LoRA rank (default lora.rank of the config: 8 tiny, 64 flux-dev)")
+    ap.add_argument("--methods", nargs="+", choices=list(MODE_NAMES), default=list(MODE_NAMES),
+                    help="the methods whose training step is timed (default all; the plain step comes with ftd)")
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None,
                     help="recompute activations in backward (default train.gradient_checkpointing: off tiny, on flux-dev)")
     args = ap.parse_args()
@@ -273,10 +312,6 @@ def main() -> None:
     resolution = args.resolution or (256 if args.model == "tiny" else 1024)
     if resolution % 16:
         ap.error(f"--resolution must be a multiple of 16, got {resolution}")
-
-    from fluxsr_core.methods import build_method
-    from fluxsr_core.models.sr_model import SRModel
-    from fluxsr_core.train.loop import Trainer
 
     cfg = config_for(args.model)
     if args.batch is not None:
@@ -286,22 +321,27 @@ def main() -> None:
     if args.gradient_checkpointing is not None:
         cfg.train.gradient_checkpointing = args.gradient_checkpointing
 
-    components = build_components(args.model, cfg, args.device)
     dataset = random_dataset(max(4, 2 * cfg.train.batch_size), resolution)
-    method = build_method("ftd", cfg)
-    trainer = Trainer(method, SRModel(components, guidance=method.guidance), dataset, lora_cfg=cfg.lora,
-                      train_cfg=cfg.train)
-    plain = plain_step_fn(trainer, cfg.train.guidance)
-    n_lora = sum(p.numel() for p in trainer.params)
-
-    modes = {"plain flow-matching LoRA": lambda k, b: plain(k, b),
-             "FluxSR step (Algorithm 1)": lambda k, b: trainer.train_step(k, b)}
+    trainers = {m: method_trainer(m, args, cfg, dataset) for m in args.methods}
+    first = next(iter(trainers.values()))
+    modes = {}
+    if "ftd" in trainers:  # the plain step runs on the FTD trainer's (unwidened) transformer and LoRA
+        modes["plain flow-matching LoRA"] = (trainers["ftd"], plain_step_fn(trainers["ftd"], cfg.train.guidance))
+    for m, trainer in trainers.items():
+        modes[MODE_NAMES[m]] = (trainer, lambda k, b, t=trainer: t.train_step(k, b))
+    n_lora = {m: sum(p.numel() for p in t.params) for m, t in trainers.items()}
 
     def run(name: str, k: int):
+        trainer, step = modes[name]
         batch = trainer.batch_for_step(k)  # outside the timing: data loading is not measured here
-        for p in trainer.params:  # both steps start without gradients (both zero_grad(set_to_none) anyway)
+        for p in trainer.params:  # every step starts without gradients (each zero_grad(set_to_none) anyway)
             p.grad = None
-        return lambda: modes[name](k, batch)
+        return lambda: step(k, batch)
+
+    def networks(name: str) -> dict[str, torch.nn.Module]:
+        trainer = modes[name][0]
+        teacher = getattr(trainer.method, "teacher", None)
+        return {"student": trainer.transformer, **({"teacher": teacher.transformer} if teacher is not None else {})}
 
     k = 0
     for _ in range(args.warmup):
@@ -309,6 +349,10 @@ def main() -> None:
         for name in modes:
             run(name, k)()
             sync(device)
+    evaluations = {}
+    for name in modes:
+        k += 1
+        evaluations[name] = counted_step(run(name, k), networks(name))
     memory, flops, parts = {}, {}, {}
     for name in modes:
         k += 1
@@ -317,31 +361,37 @@ def main() -> None:
         k += 1
         flops[name], parts[name] = count_flops(run(name, k))
     times: dict[str, list[float]] = {name: [] for name in modes}
-    for _ in range(args.steps):  # interleaved, so drift hits both alike
+    for _ in range(args.steps):  # interleaved, so drift hits every mode alike
         k += 1
         for name in modes:
             times[name].append(timed(run(name, k), device))
 
     med = {name: statistics.median(v) for name, v in times.items()}
     print(f"\ntrain-step benchmark: model={args.model} device={device_name(device)} res={resolution} "
-          f"batch={cfg.train.batch_size} LoRA rank={cfg.lora.rank} ({n_lora / 1e6:.2f} M params) "
-          f"grad-ckpt={cfg.train.gradient_checkpointing} dtype={components.dtype}"
+          f"batch={cfg.train.batch_size} LoRA rank={cfg.lora.rank} "
+          f"({', '.join(f'{m} {n / 1e6:.2f} M' for m, n in n_lora.items())} params) "
+          f"grad-ckpt={cfg.train.gradient_checkpointing} dtype={first.model.components.dtype}"
           f"{' + bf16 autocast' if device.type == 'cuda' else ''} steps={args.steps} (median) warmup={args.warmup}")
     mem_what = "max_memory_allocated" if device.type == "cuda" else "process RSS"
-    print(f"{'mode':28s} {'s/step':>9s} {'min':>9s} {'max':>9s} {'peak GiB':>9s} {'+GiB':>8s} "
+    print(f"{'mode':28s} {'NFE/step':>12s} {'s/step':>9s} {'min':>9s} {'max':>9s} {'peak GiB':>9s} {'+GiB':>8s} "
           f"{'TFLOP/step':>11s} {'TFLOP/s':>9s}")
     for name in modes:
         peak, growth = memory[name]
-        print(f"{name:28s} {med[name]:9.4f} {min(times[name]):9.4f} {max(times[name]):9.4f} {peak / GiB:9.3f} "
-              f"{growth / GiB:8.3f} {flops[name] / 1e12:11.5f} {flops[name] / med[name] / 1e12:9.4f}")
-    p, f = modes  # names, in order
-    print(f"ratio FluxSR/plain: time {med[f] / med[p]:.2f}x   FLOPs {flops[f] / flops[p]:.2f}x   "
-          f"step memory (+GiB) {memory[f][1] / max(memory[p][1], 1):.2f}x")
+        nfe = "+".join(f"{n}{'T' if net == 'teacher' else ''}" for net, n in evaluations[name].items())
+        print(f"{name:28s} {nfe:>12s} {med[name]:9.4f} {min(times[name]):9.4f} {max(times[name]):9.4f} "
+              f"{peak / GiB:9.3f} {growth / GiB:8.3f} {flops[name] / 1e12:11.5f} {flops[name] / med[name] / 1e12:9.4f}")
+    plain = "plain flow-matching LoRA"
+    if plain in modes:
+        for name in modes:
+            if name != plain:
+                print(f"ratio {name} / plain: time {med[name] / med[plain]:.2f}x   FLOPs {flops[name] / flops[plain]:.2f}x   "
+                      f"step memory (+GiB) {memory[name][1] / max(memory[plain][1], 1):.2f}x")
     for name in modes:
         print(f"FLOPs of {name} by part: " + ", ".join(
             f"{part} {n / 1e12:.5f} T ({100 * n / max(flops[name], 1):.0f}%)" for part, n in parts[name].items() if n))
-    print(f"(peak GiB = {mem_what} during one step; +GiB = growth over the level just before it; "
-          "FLOPs by FlopCounterMode, forward+backward)")
+    print(f"(NFE/step = student transformer forward passes, +nT = the frozen teacher's; peak GiB = {mem_what} "
+          "during one step; +GiB = growth over the level just before it; FLOPs by FlopCounterMode, forward+backward; "
+          "'transformer' is the student's, a frozen teacher's falls under 'other')")
 
 
 if __name__ == "__main__":

@@ -37,20 +37,21 @@ def _synthetic(cfg, hr_source: str, out: str) -> tuple[str, str]:
 
 # what a model row depends on besides the model folder: the preset, the infer settings, and the config's method
 # parameters (checked against the model's by ``fluxsr_core.student``)
-STUDENT_SECTIONS = {"preset", "model", "loss", "train", "teacher", "oftsr", "infer"}
+STUDENT_SECTIONS = {"preset", "model", "loss", "train", "teacher", "oftsr", "meanflow", "infer"}
 
 
 @flow(name="benchmark")
 def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[str, str] | None = None,
               synthetic_from: str | None = None, models: dict[str, str] | None = None,
-              knobs: dict[str, list[float]] | None = None, out: str = "runs/demo",
-              config: FluxSRConfig | None = None) -> dict:
+              knobs: dict[str, list[float]] | None = None, method_knobs: dict[str, dict[str, list[float]]] | None = None,
+              out: str = "runs/demo", config: FluxSRConfig | None = None) -> dict:
     """Score ``bicubic``, each trained model and each peer output folder on the test set, in one table.
 
     ``models`` maps a row name to a trained model (a train run's ``final/``, a checkpoint
     directory or its LoRA file) run with the method and parameters it was trained with and
     the config's ``infer`` settings; ``knobs`` (e.g. ``{"step_fraction": [0.5, 1]}``) gives
-    one row per model and combination of its method's knob values.
+    one row per model and combination of its method's knob values (``method_knobs``, e.g. ``bench.knobs``:
+    the values for one method's models, ``{"oftsr": {"tau": [0, 1]}}``).
     ``peers`` maps a name to a folder of another system's outputs (matched by file stem).
     The test set is ``lr_dir`` (+ ``hr_dir`` for paired metrics), or, with ``synthetic_from``, an HR
     folder degraded by the degrade stage's config at ``bench.synthetic_seed`` (DIV2K-val protocol).
@@ -65,7 +66,7 @@ def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[
         raise UsageError("no test set: give lr_dir (and hr_dir), or synthetic_from=HR_FOLDER")
     peers = dict(peers or {})
     model_dirs = {name: str(model_dir(path)) for name, path in (models or {}).items()}
-    runs = knob_rows(model_dirs, dict(knobs or {}))
+    runs = knob_rows(model_dirs, dict(knobs or {}), method_knobs)
     names = ["bicubic", *runs, *peers]
     clash = sorted({n for n in names if names.count(n) > 1})
     if clash:
@@ -96,14 +97,16 @@ def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[
     task = score_testset.with_options(**cache_options(out, STAGE, CODE_MODULES))
     report = run_units(task, [unit], what="benchmark", verify=verify)
     result = report.entries[0]
-    rows = [{"method": m, **{k: (round(v, 4) if v is not None else None) for k, v in scores.items()}}
-            for m, scores in result["summary"].items()]
+    from fluxsr_core.benchmark import COST_COLUMNS
+
+    rows = [{"method": m, **{k: (round(v, 4) if v is not None else None) for k, v in scores.items()},
+             **{COST_COLUMNS[k]: v for k, v in result["cost"][m].items()}} for m, scores in result["summary"].items()]
     create_table_artifact(rows, key="benchmark-summary", description=f"benchmark: {title}")
     summary = {"stage": STAGE, "directory": str(directory), "key": key, "table": str(directory / "summary.md"),
                "methods": list(result["summary"]), "unavailable": result["unavailable"],
                "problems": len(result["problems"]), **{k: report.counts.get(k, 0) for k in ("computed", "cached")}}
     publish_summary("benchmark", {k: v for k, v in summary.items() if k != "unavailable"})
-    return {**summary, "summary": result["summary"]}
+    return {**summary, "summary": result["summary"], "cost": result["cost"]}
 
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file layered over th
 SetOpt = typer.Option(None, "--set", "-s", help="Override, KEY=VALUE (repeatable), e.g. --set pairs.num_records=32.")
 OutOpt = typer.Option("runs/demo", "--out", "-o", help="Output root; stages write to OUT/<stage>/<key>/.")
 RootOpt = typer.Option("runs/nightly", "--root", help="Output root whose models/ registry to use (the retrain flow's --out).")
-MethodOpt = typer.Option("ftd", "--method", "-m", help="Training method: ftd (FluxSR's Flow Trajectory Distillation) "
-                                                       "sr-teacher (the LR-conditioned SR flow) or oftsr (its one-step "
-                                                       "student with a τ knob; needs the sr-teacher trained).")
+MethodOpt = typer.Option("ftd", "--method", "-m", help="Training method: ftd (FluxSR's Flow Trajectory Distillation), "
+                                                       "sr-teacher (the LR-conditioned SR flow), oftsr (its one-step "
+                                                       "student with a τ knob) or meanflow (its average-velocity "
+                                                       "student, 1/2/4 steps); the last two need the sr-teacher "
+                                                       "trained.")
 
 
 def _check_methods(methods: list[str]) -> list[str]:
@@ -158,8 +160,14 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
             tau: Optional[float] = typer.Option(
                 None, "--t", help="OFTSR models: the fidelity-realism knob τ in [0, 1] (0 = fidelity, 1 = realism; "
                                   "default infer.tau, else the model's 0.99); one network evaluation either way."),
-            steps: Optional[int] = typer.Option(None, "--steps", help="Multi-step models (sr-teacher): sampling steps "
-                                                                     "(default infer.steps, else the model's: 4)."),
+            steps: Optional[int] = typer.Option(None, "--steps", help="Multi-step models: sampling steps (default "
+                                                                     "infer.steps, else the model's: sr-teacher 4, "
+                                                                     "meanflow 1; meanflow takes 1, 2 or 4 intervals "
+                                                                     "of [0, 1] with the same network)."),
+            guidance: Optional[float] = typer.Option(
+                None, "--guidance", help="The guidance-embedding value (default infer.guidance, else the model's); "
+                                         "meanflow models: the distilled CFG scale w (1 = none), one evaluation "
+                                         "a step either way."),
             guidance_scale: Optional[float] = typer.Option(
                 None, "--guidance-scale", help="sr-teacher: classifier-free guidance scale w (1 = none; w != 1 costs "
                                                "two evaluations a step)."),
@@ -185,7 +193,8 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
     if on_error not in ("skip", "stop"):
         _fail(ValueError(f"--on-error must be skip or stop, not {on_error!r}"))
     options = (("scale", scale), ("color_fix", color_fix), ("tile", tile), ("step_fraction", step_fraction),
-               ("tau", tau), ("steps", steps), ("guidance_scale", guidance_scale), ("seed", seed))
+               ("tau", tau), ("steps", steps), ("guidance", guidance), ("guidance_scale", guidance_scale),
+               ("seed", seed))
     extra = [f"infer.{k}={v}" for k, v in options if v is not None]
     cfg = _preflight(preset, config, [*(set_ or []), *extra])
     try:

@@ -38,9 +38,9 @@ def pipeline(out: str = "runs/demo", config: FluxSRConfig | None = None, methods
              bench_images: int = 4, until: Stage = "benchmark") -> dict:
     """Every stage in order, or up to ``until`` (e.g. ``encode-latents`` to prepare training data for a
     ``fluxsr train`` elsewhere). ``methods`` (default ``["ftd"]``) are trained one after the other; the benchmark
-    scores each trained model (row = method name) beside bicubic on ``bench_lr_dir`` (+ ``bench_hr_dir``), or on a
-    synthetic set from ``bench_synthetic_from``, or by default on a synthetic set from the first ``bench_images``
-    teacher images (seen in training)."""
+    scores each trained model (row = method name, one per value of its knobs in ``bench.knobs``) beside bicubic
+    on ``bench_lr_dir`` (+ ``bench_hr_dir``), or on a synthetic set from ``bench_synthetic_from``, or by default
+    on a synthetic set from the first ``bench_images`` teacher images (seen in training)."""
     if until not in STAGES:
         raise UsageError(f"until={until!r} is not a stage; choose one of {', '.join(STAGES)}")
     cfg = config or FluxSRConfig()
@@ -58,7 +58,7 @@ def pipeline(out: str = "runs/demo", config: FluxSRConfig | None = None, methods
     if not (bench_lr_dir or bench_synthetic_from):
         testset, bench_cfg = teacher_testset(out, cfg, bench_images)
     models = {m: summary["train"][m]["model"] for m in methods}
-    result = benchmark(**testset, models=models, out=out, config=bench_cfg)
+    result = benchmark(**testset, models=models, method_knobs=cfg.bench.knobs, out=out, config=bench_cfg)
     summary["benchmark"] = {k: v for k, v in result.items() if k != "unavailable"}
     return _finish(out, summary)
 

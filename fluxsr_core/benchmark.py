@@ -19,7 +19,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -160,10 +162,13 @@ class Method:
 
     A callable gets the LR image as a CPU float32 tensor (1, 3, h, w) in [0, 1] and
     returns (1, 3, H, W) or (3, H, W); its output is clamped and rounded to 8 bits.
+    ``network``: the callable's network (a model's transformer), whose forward passes
+    are counted as the row's network evaluations per image.
     """
 
     name: str
     source: str | Path | Upscale = BICUBIC
+    network: torch.nn.Module | None = field(default=None, compare=False)
 
     @property
     def kind(self) -> Literal["bicubic", "folder", "callable"]:
@@ -199,6 +204,20 @@ def _as_methods(methods: Sequence[Method] | Mapping[str, str | Path | Upscale]) 
     return out
 
 
+@contextmanager
+def counted_forwards(network: torch.nn.Module | None):
+    """A one-item list counting ``network``'s forward calls inside the block (a pre-forward hook): measured
+    network evaluations, so a tiled image counts every tile and CFG both passes."""
+    calls = [0]
+    handle = None if network is None else network.register_forward_pre_hook(
+        lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        yield calls
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
 def _run_callable(fn: Upscale, lr: torch.Tensor) -> torch.Tensor:
     out = fn(lr.clone())
     if not torch.is_tensor(out):
@@ -228,12 +247,14 @@ class BenchmarkResult:
     unavailable: dict[str, str]
     problems: list[Problem]
     images: list[str]
+    cost: dict[str, dict[str, float | None]] = field(default_factory=dict)  # per method: COST_COLUMNS, means
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "out_dir": str(self.out_dir), "per_image_csv": str(self.per_image_csv),
             "summary_md": str(self.summary_md), "summary_json": str(self.summary_json),
-            "crops": [str(p) for p in self.crops], "summary": self.summary, "unavailable": self.unavailable,
+            "crops": [str(p) for p in self.crops], "summary": self.summary, "cost": self.cost,
+            "unavailable": self.unavailable,
             "problems": [p.as_dict() for p in self.problems], "images": self.images,
         }
 
@@ -246,22 +267,37 @@ def _arrow(name: str) -> str:
     return "↓" if metric_spec(name).lower_better else "↑"
 
 
+# What a row costs per image, beside its scores: transformer forward passes (0 for bicubic; unknown for a folder
+# of another system's outputs) and wall seconds of making the SR image (model loading excluded).
+COST_COLUMNS = {"evaluations": "NFE", "seconds": "s/image"}
+COST_NOTE = ("NFE: network (transformer) evaluations per image, counted as they run (every tile and CFG pass counts; "
+             "VAE not counted); s/image: wall seconds to make one SR image on this machine, model loading excluded.")
+
+
 def _write_csv(path: Path, rows: list[dict[str, Any]], metrics: Sequence[str]) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["method", "image", *metrics])
+        w.writerow(["method", "image", *metrics, *COST_COLUMNS])
         for r in rows:
-            w.writerow([r["method"], r["image"], *("" if r[m] is None else f"{r[m]:.6f}" for m in metrics)])
+            w.writerow([r["method"], r["image"], *("" if r[m] is None else f"{r[m]:.6f}" for m in metrics),
+                        *("" if r[c] is None else f"{r[c]:g}" for c in COST_COLUMNS)])
+
+
+def _cost_cell(column: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:g}" if column == "evaluations" else f"{value:.3f}"
 
 
 def _markdown(title: str, header: list[str], methods: list[str], metrics: Sequence[str],
-              summary: dict[str, dict[str, float | None]], unavailable: dict[str, str],
-              problems: list[Problem]) -> str:
+              summary: dict[str, dict[str, float | None]], cost: dict[str, dict[str, float | None]],
+              unavailable: dict[str, str], problems: list[Problem]) -> str:
     lines = [f"# {title}", "", *header, "",
-             "| Method | " + " | ".join(f"{m} {_arrow(m)}" for m in metrics) + " |",
-             "| --- | " + " | ".join("---:" for _ in metrics) + " |"]
+             "| Method | " + " | ".join([f"{m} {_arrow(m)}" for m in metrics] + list(COST_COLUMNS.values())) + " |",
+             "| --- | " + " | ".join("---:" for _ in [*metrics, *COST_COLUMNS]) + " |"]
     for method in methods:
         cells = ["unavailable" if m in unavailable else (_fmt(summary[method][m]) or "n/a") for m in metrics]
+        cells += [_cost_cell(c, cost[method][c]) for c in COST_COLUMNS]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     if unavailable:
         lines += ["", "## Unavailable metrics", ""] + [f"- `{k}`: {v}" for k, v in unavailable.items()]
@@ -396,13 +432,17 @@ def run_benchmark(testset: TestSet, methods: Sequence[Method] | Mapping[str, str
         panels: list[tuple[str, torch.Tensor]] = []
         for m in active:
             try:
-                sr, sr_path = _make_sr(m, item, lr, hr, peers, scale)
+                start = time.perf_counter()
+                with counted_forwards(m.network) as calls:
+                    sr, sr_path = _make_sr(m, item, lr, hr, peers, scale)
+                seconds = time.perf_counter() - start
             except _Fail as fail:
                 _report(Problem(str(fail.path), fail.reason, image=item.name, method=m.name), on_error, problems)
                 continue
             if save_sr and m.kind != "folder":
                 write_image(out / "sr" / m.name / f"{item.name}.png", sr)
-            row: dict[str, Any] = {"method": m.name, "image": item.name, **{k: None for k in metrics}}
+            row: dict[str, Any] = {"method": m.name, "image": item.name, **{k: None for k in metrics},
+                                   **_row_cost(m, calls[0], seconds)}
             _score_all(scorers, sr, hr, row, str(sr_path), on_error, problems)
             rows.append(row)
             done_by_method[m.name].add(item.name)
@@ -424,9 +464,19 @@ def run_benchmark(testset: TestSet, methods: Sequence[Method] | Mapping[str, str
         raise BenchmarkError(f"{testset.lr_dir}: no test image was scored by every method "
                              f"({len(problems)} problems: {[p.reason for p in problems[:3]]})")
     summary, counts = _summarise(rows, active, metrics, set(common))
+    cost, _ = _summarise(rows, active, list(COST_COLUMNS), set(common))
     report = _Report(title or f"Benchmark: {testset.lr_dir.name}", testset, scale, crop_border, active,
-                     list(metrics), common, summary, counts, unavailable, problems)
+                     list(metrics), common, summary, cost, counts, unavailable, problems)
     return _write_reports(out, report, rows, crops)
+
+
+def _row_cost(m: Method, calls: int, seconds: float) -> dict[str, float | None]:
+    """COST_COLUMNS of one SR image: a folder's cost is another system's (unknown); a callable without a
+    network given has unknown evaluations."""
+    if m.kind == "folder":
+        return {"evaluations": None, "seconds": None}
+    evaluations = 0 if m.kind == "bicubic" else (calls if m.network is not None else None)
+    return {"evaluations": evaluations, "seconds": seconds}
 
 
 @dataclass
@@ -439,6 +489,7 @@ class _Report:
     metrics: list[str]
     images: list[str]
     summary: dict[str, dict[str, float | None]]
+    cost: dict[str, dict[str, float | None]]
     counts: dict[str, dict[str, int]]
     unavailable: dict[str, str]
     problems: list[Problem]
@@ -452,10 +503,10 @@ def _write_reports(out: Path, r: _Report, rows: list[dict[str, Any]], crops: lis
               f"Test set: {'paired' if ts.paired else 'LR only'}, LR {ts.lr_dir}"
               + (f", HR {ts.hr_dir}" if ts.paired else "") + f"; scale x{r.scale}; "
               f"{len(r.images)} images scored by every method (of {len(ts.items)} found).",
-              "↑ higher is better, ↓ lower is better. Means over the images above."]
+              "↑ higher is better, ↓ lower is better. Means over the images above.", COST_NOTE]
     md_path, csv_path, json_path = out / "summary.md", out / "per_image.csv", out / "summary.json"
     _write_csv(csv_path, rows, r.metrics)
-    md_path.write_text(_markdown(r.title, header, [m.name for m in r.methods], r.metrics, r.summary,
+    md_path.write_text(_markdown(r.title, header, [m.name for m in r.methods], r.metrics, r.summary, r.cost,
                                  r.unavailable, r.problems))
     specs = {m: metric_spec(m) for m in r.metrics}
     payload = {
@@ -466,14 +517,14 @@ def _write_reports(out: Path, r: _Report, rows: list[dict[str, Any]], crops: lis
                         "protocol": specs[m].protocol, "available": m not in r.unavailable,
                         "reason": r.unavailable.get(m)} for m in r.metrics},
         "methods": [m.describe() for m in r.methods], "images": r.images, "n_images": len(r.images),
-        "summary": r.summary, "counts": r.counts, "unavailable": r.unavailable,
+        "summary": r.summary, "cost": r.cost, "counts": r.counts, "unavailable": r.unavailable,
         "problems": [p.as_dict() for p in r.problems],
         "files": {"per_image_csv": csv_path.name, "summary_md": md_path.name,
                   "crops": [str(p.relative_to(out)) for p in crops]},
     }
     json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     return BenchmarkResult(out, csv_path, md_path, json_path, crops, r.summary, r.unavailable, r.problems,
-                           r.images)
+                           r.images, r.cost)
 
 
 def _summarise(rows: list[dict[str, Any]], methods: list[Method], metrics: Sequence[str], common: set[str],

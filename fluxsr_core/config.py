@@ -360,6 +360,26 @@ class OftsrConfig(_Section):
                                                            "stay below 1 + dτ).")
 
 
+class MeanflowConfig(_Section):
+    """MeanFlow distillation (``--method meanflow``, method.md section 4), time defaults from MeanFlow's ports."""
+
+    time_mean: float = Field(-0.4, description="t and r ~ logit-normal(time_mean, time_std), sorted so r ≤ t.")
+    time_std: float = Field(1.0, gt=0.0, description="Std of the logit-normal times.")
+    equal_fraction: float = Field(0.75, ge=0.0, le=1.0, description="Fraction of samples with r = t (plain flow "
+                                                                    "matching on the teacher's velocity).")
+    power: float = Field(1.0, ge=0.0, description="Adaptive loss weight 1/(||Δ||² + c)^p (p = 0: plain squared error).")
+    c: float = Field(1e-3, gt=0.0, description="c of the adaptive weight.")
+    guidance_min: float = Field(1.0, ge=0.0, description="The teacher's CFG scale w ~ U[guidance_min, guidance_max] "
+                                                         "per sample, given to the student (inference picks w).")
+    guidance_max: float = Field(3.0, ge=0.0, description="Upper end of the w range.")
+
+    @model_validator(mode="after")
+    def _range(self):
+        if self.guidance_max < self.guidance_min:
+            raise ValueError(f"meanflow.guidance_max ({self.guidance_max}) is below guidance_min ({self.guidance_min})")
+        return self
+
+
 class RetrainConfig(_Section):
     """Scheduled retraining (flow ``retrain``): how the dataset grows and how a retrained model is promoted."""
 
@@ -408,6 +428,12 @@ class BenchConfig(_Section):
     synthetic_crop: int = Field(
         512, ge=16, description="Synthetic test sets (DIV2K-val protocol): centre crop of each HR image, in pixels.")
     synthetic_seed: int = Field(0, description="Synthetic test sets: degradation seed (fixed for comparability).")
+    knobs: dict[str, dict[str, list[float]]] = Field(
+        default_factory=lambda: {"sr-teacher": {"steps": [4, 8]}, "oftsr": {"tau": [0.0, 0.5, 1.0]},
+                                 "meanflow": {"steps": [1, 2, 4]}},
+        description="The pipeline's table: per method, knob values that each give its trained model a row (the SR "
+                    "teacher at 4 and 8 steps, OFTSR at τ 0, 0.5, 1, MeanFlow at 1, 2, 4 steps); a method not named "
+                    "gets one row.")
 
 
 def check_tiles(tile: int, overlap: int) -> None:
@@ -431,11 +457,13 @@ class InferConfig(_Section):
                                                     "even); larger images are tiled and blended. null = whole image.")
     overlap: int = Field(16, ge=0, description="Latent overlap between tiles (even, < tile).")
     guidance: float | None = Field(None, ge=0.0, description="Guidance-embedding value; null = the trained model's "
-                                                             "(train.guidance for a base model without one).")
+                                                             "(train.guidance for a base model without one). MeanFlow "
+                                                             "models: the distilled CFG scale w (default 1).")
     tau: float | None = Field(None, ge=0.0, le=1.0, description="OFTSR models: the fidelity-realism knob τ (0 = "
                                                               "fidelity, 1 = realism); null = the model's default 0.99.")
-    steps: int | None = Field(None, ge=1, description="Multi-step models (the SR teacher): sampling steps; null = "
-                                                      "the method's default (4).")
+    steps: int | None = Field(None, ge=1, description="Multi-step models: sampling steps (the SR teacher's solver "
+                                                      "steps, MeanFlow's intervals of [0, 1]); null = the method's "
+                                                      "default (4, 1).")
     guidance_scale: float | None = Field(None, ge=0.0, description="The SR teacher: classifier-free guidance scale w "
                                                                  "(1 = conditional only, one evaluation a step).")
     seed: int = Field(0, description="Seed of the source noise of methods that start from a noisy LR latent, so a "
@@ -492,6 +520,7 @@ class FluxSRConfig(_Section):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     oftsr: OftsrConfig = Field(default_factory=OftsrConfig)
+    meanflow: MeanflowConfig = Field(default_factory=MeanflowConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     infer: InferConfig = Field(default_factory=InferConfig)
 

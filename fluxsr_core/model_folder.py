@@ -245,17 +245,21 @@ def model_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def knob_rows(models: dict[str, str | Path], knob_values: dict[str, list[Any]]) -> dict[str, tuple[str, dict]]:
+def knob_rows(models: dict[str, str | Path], knob_values: dict[str, list[Any]],
+              method_knobs: dict[str, dict[str, list[Any]]] | None = None) -> dict[str, tuple[str, dict]]:
     """Benchmark rows: row name -> (model name, knobs). Each model gets one row per combination of the
-    given values of *its* method's knobs (``{"step_fraction": [0.5, 1]}``); no values, one row."""
+    given values of *its* method's knobs (``{"step_fraction": [0.5, 1]}``; ``method_knobs[method]`` first,
+    e.g. ``{"sr-teacher": {"steps": [4, 8]}}``); no values, one row."""
     from itertools import product
 
     from fluxsr_core.methods import method_class
 
     rows: dict[str, tuple[str, dict]] = {}
     for name, path in models.items():
-        defaults = method_class(read_info(path).method).knobs
-        mine = {k: [type(defaults[k])(v) for v in vs] for k, vs in knob_values.items() if k in defaults}
+        method = read_info(path).method
+        defaults = method_class(method).knobs
+        values = {**knob_values, **(method_knobs or {}).get(method, {})}
+        mine = {k: [type(defaults[k])(v) for v in vs] for k, vs in values.items() if k in defaults}
         combos = [dict(zip(mine, c)) for c in product(*mine.values())] if mine else [{}]
         for knobs in combos:
             label = " ".join(f"{k}={v:g}" for k, v in knobs.items())

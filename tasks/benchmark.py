@@ -30,12 +30,14 @@ def folder_digest(folder: str | Path) -> str:
 
 
 def _students(model_dirs: dict[str, str], cfg: FluxSRConfig, model_runs: dict[str, list]) -> dict:
-    """One callable per model row: the student of ``fluxsr upscale`` (same function, same settings) with the
-    row's knobs."""
+    """One method per model row: the student of ``fluxsr upscale`` (same function, same settings) with the
+    row's knobs, its transformer counted for the row's network evaluations."""
+    from fluxsr_core.benchmark import Method
     from fluxsr_core.student import load_student
 
     students = {name: load_student(cfg, path) for name, path in model_dirs.items()}
-    return {row: (lambda lr, s=students[name], k=knobs: s.upscale(lr, cfg.infer, **k))
+    return {row: Method(row, lambda lr, s=students[name], k=knobs: s.upscale(lr, cfg.infer, **k),
+                        network=students[name].model.transformer)
             for row, (name, knobs) in model_runs.items()}
 
 
@@ -48,13 +50,13 @@ def score_testset(directory: str, title: str, lr_dir: str, hr_dir: str | None, m
     write CSV, Markdown, JSON, crops."""
     import torch
 
-    from fluxsr_core.benchmark import discover_testset, run_benchmark
+    from fluxsr_core.benchmark import BICUBIC, Method, discover_testset, run_benchmark
     cfg = bench
     testset = discover_testset(lr_dir, hr_dir, on_error=cfg.on_error)
     students = _students(model_dirs, student, model_runs) if model_runs else {}
-    sources = {m: ("bicubic" if m == "bicubic" else students.get(m) or method_dirs[m]) for m in methods}
+    rows = [students.get(m) or Method(m, BICUBIC if m == BICUBIC else method_dirs[m]) for m in methods]
     with torch.inference_mode():
-        result = run_benchmark(testset, sources, cfg.metrics, directory, crop_border=cfg.crop_border,
+        result = run_benchmark(testset, rows, cfg.metrics, directory, crop_border=cfg.crop_border,
                                weights_dir=cfg.weights_dir, on_error=cfg.on_error, title=title,
                                save_sr=bool(students))
     return result.to_dict()

@@ -27,7 +27,7 @@ from tasks.gpu import gpu_slot, scheduling_enabled, slot_count
 
 STAGE = "train"
 CODE_MODULES = ("tasks.train", "tasks.train_worker")  # + imports; the worker runs via `python -m`, not an import
-SECTIONS = {"preset", "model", "loss", "lora", "train", "teacher", "oftsr"}
+SECTIONS = {"preset", "model", "loss", "lora", "train", "teacher", "oftsr", "meanflow"}
 
 
 @dataclass(frozen=True)

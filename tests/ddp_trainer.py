@@ -1,9 +1,11 @@
 """A tiny-preset training run that works alone or under ``torchrun`` (gloo on CPU): the parity tests' worker.
 
-``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_trainer.py OUT BATCH STEPS [STRATEGY [RUN_DIR]]``
-trains with BATCH samples per process (DDP, or FSDP with STRATEGY=fsdp; with RUN_DIR
-it checkpoints every 2 steps there and resumes from it) and writes each rank's LoRA
-tensors and logged records to ``OUT/rank<r>.safetensors`` / ``OUT/rank<r>.json``.
+``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_trainer.py OUT BATCH STEPS STRATEGY METHODS [RUN_DIR]``
+trains each of METHODS (comma-separated, one after the other in the same processes) with BATCH
+samples per process (STRATEGY ddp or fsdp; with RUN_DIR, one method, it checkpoints every 2 steps
+there and resumes from it) and writes each rank's LoRA tensors and logged records to
+``OUT/rank<r>-<method>.safetensors`` / ``OUT/rank<r>-<method>.json``. A distilled method (oftsr)
+distils an untrained teacher (its zero-initialised condition: the base transformer), enough for parity.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from fluxsr_core.config import LoraConfig, ModelConfig, TrainConfig
+from fluxsr_core.config import FluxSRConfig, LoraConfig, ModelConfig, TrainConfig
+from fluxsr_core.methods import build_method
 from fluxsr_core.methods.ftd import FTD
 from fluxsr_core.models import load_components
 from fluxsr_core.models.sr_model import SRModel
@@ -27,29 +30,45 @@ from helpers import latent_samples
 N_SAMPLES = 8
 
 
-def run(batch: int, steps: int, strategy: str = "ddp", run_dir: str | None = None) -> Trainer:
-    method = FTD(lpips_net="alex", allow_random_lpips_backbone=True)
+def _method(name: str):
+    if name == "ftd":
+        return FTD(lpips_net="alex", allow_random_lpips_backbone=True)
+    method = build_method(name, FluxSRConfig())
+    if method.distils:
+        teacher = SRModel(load_components(ModelConfig()))
+        build_method(method.distils, FluxSRConfig()).extend(teacher)
+        method.set_teacher(teacher)
+    return method
+
+
+def build(batch: int, steps: int, strategy: str = "ddp", run_dir: str | None = None, method: str = "ftd") -> Trainer:
+    """The Trainer of the parity runs, before any step."""
     train = TrainConfig(batch_size=batch, steps=steps, learning_rate=1e-3, lr_warmup_steps=2, seed=5,
                         strategy=strategy, checkpoint_every=2)
-    trainer = Trainer(method, SRModel(load_components(ModelConfig())), latent_samples(N_SAMPLES, seed=321),
-                      lora_cfg=LoraConfig(rank=4), train_cfg=train, run_dir=run_dir)
+    return Trainer(_method(method), SRModel(load_components(ModelConfig())), latent_samples(N_SAMPLES, seed=321),
+                   lora_cfg=LoraConfig(rank=4), train_cfg=train, run_dir=run_dir)
+
+
+def run(batch: int, steps: int, strategy: str = "ddp", run_dir: str | None = None, method: str = "ftd") -> Trainer:
+    trainer = build(batch, steps, strategy, run_dir, method)
     trainer.resume()
     trainer.fit()
     return trainer
 
 
-def main(out: str, batch: int, steps: int, strategy: str = "ddp", run_dir: str | None = None) -> None:
+def main(out: str, batch: int, steps: int, strategy: str, methods: str, run_dir: str | None = None) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     try:
-        trainer = run(batch, steps, strategy, run_dir)
-        rank = dist.get_rank()
-        save_file({k: v.contiguous() for k, v in lora.lora_state_dict(trainer.transformer).items()},
-                  str(Path(out) / f"rank{rank}.safetensors"))
-        Path(out, f"rank{rank}.json").write_text(json.dumps(trainer.history))
+        for method in methods.split(","):
+            trainer = run(batch, steps, strategy, run_dir, method)
+            rank = dist.get_rank()
+            save_file({k: v.contiguous() for k, v in lora.lora_state_dict(trainer.transformer).items()},
+                      str(Path(out) / f"rank{rank}-{method}.safetensors"))
+            Path(out, f"rank{rank}-{method}.json").write_text(json.dumps(trainer.history))
     finally:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:6])
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], *sys.argv[6:7])

@@ -17,6 +17,7 @@ METHODS: dict[str, str] = {  # --method name -> "module:Class"
     "ftd": "fluxsr_core.methods.ftd:FTD",
     "sr-teacher": "fluxsr_core.methods.sr_teacher:SRTeacher",
     "oftsr": "fluxsr_core.methods.oftsr:OFTSR",
+    "meanflow": "fluxsr_core.methods.meanflow:MeanFlow",
 }
 
 

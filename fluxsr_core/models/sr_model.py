@@ -45,9 +45,9 @@ class SRModel(torch.nn.Module):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def velocity(self, z: torch.Tensor, t: torch.Tensor, guidance: float | None = None,
+    def velocity(self, z: torch.Tensor, t: torch.Tensor, guidance: float | torch.Tensor | None = None,
                  control: torch.Tensor | None = None) -> torch.Tensor:
-        """v(z, t) in float32: z (B, C, h, w) normalised latent, t (B,) in [0, 1]; tiled inside ``tiled``.
+        """v(z, t) in float32 (float64 for float64 z): z (B, C, h, w) normalised latent, t (B,) in [0, 1]; tiled inside ``tiled``.
 
         ``control``: a condition latent shaped like z, for a method that widened the input (the SR teacher)."""
         g = self.guidance if guidance is None else guidance
@@ -61,10 +61,10 @@ class SRModel(torch.nn.Module):
                                   torch.cat([z, control.to(z.dtype)], dim=1), t, *self.tiles)
         return self.whole_velocity(z, t, g, control)
 
-    def whole_velocity(self, z: torch.Tensor, t: torch.Tensor, guidance: float | None,
+    def whole_velocity(self, z: torch.Tensor, t: torch.Tensor, guidance: float | torch.Tensor | None,
                        control: torch.Tensor | None = None) -> torch.Tensor:
-        return predict_velocity(self.transformer, z, t, self.cond, guidance, self.components.patch_size,
-                                control).float()
+        v = predict_velocity(self.transformer, z, t, self.cond, guidance, self.components.patch_size, control)
+        return v.to(torch.promote_types(z.dtype, torch.float32))  # float32, or float64 for a float64 check
 
     @contextmanager
     def tiled(self, tile: int | None, overlap: int):

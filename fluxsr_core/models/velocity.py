@@ -72,7 +72,7 @@ class PackedVelocity:
     """
 
     def __init__(self, transformer, height: int, width: int, cond: TextCondition, batch: int,
-                 guidance: float | None = None, patch: int = 2, device=None):
+                 guidance: float | torch.Tensor | None = None, patch: int = 2, device=None):
         self.dtype = dtype = transformer.dtype  # diffusers walks every parameter for this: read it once
         cond = cond.expand(batch)
         self.transformer = transformer
@@ -81,8 +81,10 @@ class PackedVelocity:
         self.img_ids = image_ids(height, width, patch, device=device, dtype=dtype)
         self.txt_ids = text_ids(cond.embeds.shape[1], device=device, dtype=dtype)
         self.guidance = None
-        if transformer.config.guidance_embeds:
-            self.guidance = torch.full((batch,), 1.0 if guidance is None else guidance, device=device, dtype=torch.float32)
+        if transformer.config.guidance_embeds:  # a value, or one per sample (the MeanFlow student's w)
+            value = 1.0 if guidance is None else guidance
+            self.guidance = (value.to(device=device, dtype=torch.float32).expand(batch) if torch.is_tensor(value)
+                             else torch.full((batch,), value, device=device, dtype=torch.float32))
 
     @contextmanager
     def rope_once(self):
@@ -108,7 +110,8 @@ class PackedVelocity:
 
 
 def predict_velocity(transformer, z: torch.Tensor, t: torch.Tensor, cond: TextCondition,
-                     guidance: float | None = None, patch: int = 2, control: torch.Tensor | None = None) -> torch.Tensor:
+                     guidance: float | torch.Tensor | None = None, patch: int = 2,
+                     control: torch.Tensor | None = None) -> torch.Tensor:
     """v(z_t, t): z (B, C, H, W) normalised latent, t (B,) in [0, 1] -> (B, C, H, W) velocity.
 
     diffusers' FLUX transformer multiplies ``timestep`` and ``guidance`` by 1000

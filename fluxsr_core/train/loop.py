@@ -231,7 +231,8 @@ class Trainer:
             init_from=self.identity.get("init_from", {}))
 
     def warm_start(self, path: str | Path) -> None:
-        """Start from the weights of a trained model of the same method and base (before the first step).
+        """Start from the weights of a trained model of the same method (or one in ``init_methods``) and base,
+        before the first step.
 
         ``identity["init_from"]`` (``model_folder.init_record``) records it in the model either way, a
         resumed run included."""
@@ -242,8 +243,9 @@ class Trainer:
                                                   f"{', '.join((self.method.name, *self.method.init_methods))} or none")
         info.check_base(self.identity["base"], str(path))
         lora.set_lora_weights(self.transformer, path)
-        if self.modules:
-            model_folder.load_module_state(self.modules, model_folder.model_dir(path) / model_folder.MODULES_FILE)
+        shared = {name: m for name, m in self.modules.items() if name in info.modules}  # a module the init model
+        if shared:  # lacks (MeanFlow's interval embedding, from the teacher) keeps its initialisation
+            model_folder.load_module_state(shared, model_folder.model_dir(path) / model_folder.MODULES_FILE)
         log.info("warm start from %s (%s, %d steps)", path, info.method, info.steps)
 
     def save_checkpoint(self) -> Path:

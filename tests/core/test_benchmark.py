@@ -66,14 +66,20 @@ def nearest_x4(lr: torch.Tensor) -> torch.Tensor:
 def test_one_table_for_bicubic_peer_and_model(pairs, peer, tmp_path, empty_torch_home):
     lr_dir, hr_dir = pairs
     metrics = [*FAST, "lpips"]
-    methods = [Method("bicubic"), Method("peer-bilinear", peer), Method("model", nearest_x4)]
+    net = torch.nn.Upsample(scale_factor=2, mode="nearest")  # the model's network: two passes per image
+    methods = [Method("bicubic"), Method("peer-bilinear", peer), Method("model", lambda lr: net(net(lr)), network=net)]
     res = run_benchmark(discover_testset(lr_dir, hr_dir), methods, metrics, tmp_path / "out", crop_border=4)
 
     md = res.summary_md.read_text()
     header, rows = _table(md)
-    assert header == ["Method", "psnr ↑", "gmsd ↓", "piqe ↓", "lpips ↓"]
+    assert header == ["Method", "psnr ↑", "gmsd ↓", "piqe ↓", "lpips ↓", "NFE", "s/image"]
     assert [r[0] for r in rows] == ["bicubic", "peer-bilinear", "model"]
-    assert all(len(r) == 1 + len(metrics) and r[-1] == "unavailable" for r in rows)
+    assert all(len(r) == 3 + len(metrics) and r[len(metrics)] == "unavailable" for r in rows)
+    # each row's cost: network evaluations counted as they ran (0 for bicubic; another system's are unknown)
+    assert [r[-2] for r in rows] == ["0", "n/a", "2"] and rows[1][-1] == "n/a"
+    assert res.cost["model"]["evaluations"] == 2 and res.cost["peer-bilinear"]["seconds"] is None
+    assert all(res.cost[m]["seconds"] > 0 for m in ("bicubic", "model"))
+    assert "NFE: network (transformer) evaluations per image" in md
     assert "PSNR/SSIM protocol: Y channel of YCbCr (BT.601), crop border 4, pyiqa" in md
     assert "alexnet-owt-7be5be79.pth" in md
 
@@ -87,11 +93,12 @@ def test_one_table_for_bicubic_peer_and_model(pairs, peer, tmp_path, empty_torch
 
     with res.per_image_csv.open() as f:
         table = list(csv.DictReader(f))
-    assert len(table) == 3 * len(PAIRS) and list(table[0]) == ["method", "image", *metrics]
+    assert len(table) == 3 * len(PAIRS) and list(table[0]) == ["method", "image", *metrics, "evaluations", "seconds"]
+    assert {r["evaluations"] for r in table if r["method"] == "model"} == {"2"}
     assert all(r["lpips"] == "" and float(r["psnr"]) > 15 for r in table)
 
     data = json.loads(res.summary_json.read_text())
-    assert data["n_images"] == 3 and data["metrics"]["lpips"]["available"] is False
+    assert data["n_images"] == 3 and data["metrics"]["lpips"]["available"] is False and data["cost"] == res.cost
     assert "LPIPS_v0.1_alex-df73285e.pth" in data["unavailable"]["lpips"]
     assert data["metrics"]["psnr"]["protocol"].startswith("Y of YCbCr")
     json.dumps(res.to_dict())

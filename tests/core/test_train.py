@@ -119,22 +119,42 @@ def test_kill_and_resume_repeats_the_loss_sequence(tmp_path, lpips_model):
     assert [r["step"] for r in resumed.history] == [4, 5, 6]
 
 
-def _torchrun_two(out, *args) -> tuple[list[dict], list[list[dict]]]:
-    """tests/ddp_trainer.py under torchrun with 2 gloo processes; each rank's final LoRA tensors and logs."""
+@pytest.mark.parametrize("method", ["sr-teacher", "oftsr", "meanflow"])
+def test_a_resumed_run_of_each_method_ends_with_the_same_weights(tmp_path, method):
+    """Killed after its step-2 checkpoint and resumed: the noise seeds, times and optimiser state of the SR teacher
+    and the OFTSR distillation come back, so the last steps and the final adapters are the uninterrupted run's."""
+    import ddp_trainer
+
+    full = ddp_trainer.run(batch=2, steps=4, run_dir=str(tmp_path / "full"), method=method)
+    shutil.copytree(tmp_path / "full" / "step-000002", tmp_path / "killed" / "step-000002")
+    resumed = ddp_trainer.build(batch=2, steps=4, run_dir=str(tmp_path / "killed"), method=method)
+    assert resumed.resume() and resumed.step == 2
+    resumed.fit()
+    assert [r["total"] for r in resumed.history] == [r["total"] for r in full.history[2:]]
+    after, want = lora.lora_state_dict(resumed.transformer), lora.lora_state_dict(full.transformer)
+    assert after.keys() == want.keys() and all(torch.equal(after[k], want[k]) for k in want)
+
+
+def _torchrun_two(out, steps, strategy, methods, run_dir=None) -> dict[str, tuple[list[dict], list[list[dict]]]]:
+    """tests/ddp_trainer.py under torchrun with 2 gloo processes x batch 1: per method, each rank's final LoRA
+    tensors and logs."""
     from safetensors.torch import load_file
 
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(REPO / "tests" / "ddp_trainer.py"), str(out), *map(str, args)]
+           str(REPO / "tests" / "ddp_trainer.py"), str(out), "1", str(steps), strategy, ",".join(methods),
+           *([str(run_dir)] if run_dir else [])]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = [load_file(str(out / f"rank{r}.safetensors")) for r in (0, 1)]
-    return ranks, [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return {m: ([load_file(str(out / f"rank{r}-{m}.safetensors")) for r in (0, 1)],
+                [json.loads((out / f"rank{r}-{m}.json").read_text()) for r in (0, 1)]) for m in methods}
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_process_gloo_training_matches_one_process_on_the_combined_batch(tmp_path, strategy):
-    """torchrun, 2 CPU processes x batch 1 vs one process x batch 2: same samples, same t, averaged gradients.
+@pytest.mark.parametrize("strategy, methods", [("ddp", ["ftd"]), ("fsdp", ["ftd"]), ("ddp", ["sr-teacher", "oftsr", "meanflow"])])
+def test_two_process_gloo_training_matches_one_process_on_the_combined_batch(tmp_path, strategy, methods):
+    """torchrun, 2 CPU processes x batch 1 vs one process x batch 2: same samples, same times and noise seeds,
+    averaged gradients, for every method (the SR teacher, and the OFTSR and MeanFlow distillations of a frozen
+    teacher: MeanFlow's torch.func.jvp runs inside the DDP-wrapped loss module, on the transformer itself).
 
     FSDP also checkpoints (gathering the sharded adapters and AdamW state) and a second
     launch resumes from step 2 to the same final adapters.
@@ -143,43 +163,38 @@ def test_two_process_gloo_training_matches_one_process_on_the_combined_batch(tmp
 
     steps = 3
     run_dir = tmp_path / "run" if strategy == "fsdp" else None
-    ranks, logs = _torchrun_two(tmp_path / "full", 1, steps, strategy, *([run_dir] if run_dir else []))
-    assert ranks[0].keys() == ranks[1].keys() and ranks[0]
-    for k in ranks[0]:  # the replicas (or the gathered shards) are identical, bit for bit
-        assert torch.equal(ranks[0][k], ranks[1][k]), k
-    single = ddp_trainer.run(batch=2, steps=steps)
-    ref = lora.lora_state_dict(single.transformer)
-    start = lora.lora_state_dict(_fresh_lora())
-    for k, v in ref.items():
-        assert torch.allclose(ranks[0][k], v, atol=1e-6, rtol=1e-5), (k, (ranks[0][k] - v).abs().max())
-    assert any(not torch.equal(ref[k], start[k]) for k in ref)  # training moved the adapters
-    assert len(logs[0]) == steps
-    for rec2, rec1 in zip(logs[0], single.history):  # rank-averaged terms = the combined batch's terms
-        for term in ("total", "ftd", "mse", "tv_lpips", "adl", "t_mean", "lr"):
-            assert rec2[term] == pytest.approx(rec1[term], rel=1e-5, abs=1e-7), (rec2["step"], term)
+    launched = _torchrun_two(tmp_path / "full", steps, strategy, methods, run_dir)
+    for method, (ranks, logs) in launched.items():
+        assert ranks[0].keys() == ranks[1].keys() and ranks[0]
+        for k in ranks[0]:  # the replicas (or the gathered shards) are identical, bit for bit
+            assert torch.equal(ranks[0][k], ranks[1][k]), (method, k)
+        single = ddp_trainer.run(batch=2, steps=steps, method=method)
+        ref = lora.lora_state_dict(single.transformer)
+        start = lora.lora_state_dict(ddp_trainer.build(batch=2, steps=steps, method=method).transformer)
+        for k, v in ref.items():
+            assert torch.allclose(ranks[0][k], v, atol=1e-6, rtol=1e-5), (method, k, (ranks[0][k] - v).abs().max())
+        assert any(not torch.equal(ref[k], start[k]) for k in ref), method  # training moved the adapters
+        assert len(logs[0]) == steps
+        terms = [*single.method.term_names, "lr", *(k for k in single.history[0] if k.endswith("_mean"))]
+        for rec2, rec1 in zip(logs[0], single.history):  # rank-averaged terms = the combined batch's terms
+            for term in terms:
+                assert rec2[term] == pytest.approx(rec1[term], rel=1e-5, abs=1e-7), (method, rec2["step"], term)
     if run_dir is None:
         return
+    ranks, logs = launched["ftd"]
     assert sorted(p.name for p in run_dir.iterdir()) == ["step-000002", "step-000003"]
     saved = lora.lora_state_dict(_loaded(run_dir / "step-000003"))  # a plain, whole LoRA for inference
     assert all(torch.equal(saved[k], ranks[0][k]) for k in saved)
     resumed_dir = tmp_path / "resumed"
     shutil.copytree(run_dir / "step-000002", resumed_dir / "step-000002")
-    again, again_logs = _torchrun_two(tmp_path / "again", 1, steps, strategy, resumed_dir)
-    assert [r["step"] for r in again_logs[0]] == [3] and again_logs[0][0]["total"] == logs[0][2]["total"]
-    assert all(torch.equal(again[0][k], ranks[0][k]) for k in ranks[0])
+    again = _torchrun_two(tmp_path / "again", steps, strategy, ["ftd"], resumed_dir)["ftd"]
+    assert [r["step"] for r in again[1][0]] == [3] and again[1][0][0]["total"] == logs[0][2]["total"]
+    assert all(torch.equal(again[0][0][k], ranks[0][k]) for k in ranks[0])
 
 
 def _loaded(path):
     tr = load_components(ModelConfig()).transformer
     lora.load_lora(tr, path)
-    return tr
-
-
-def _fresh_lora():
-    from fluxsr_core.train.lora import add_lora
-
-    tr = load_components(ModelConfig()).transformer
-    add_lora(tr, LoraConfig(rank=4), seed=5)
     return tr
 
 

@@ -15,7 +15,7 @@ import pytest
 from helpers import BIN, run_cli, stop_process_group, summary_of
 
 SMALL = ["--set", "pairs.num_records=4", "--set", "pairs.records_per_shard=1", "--set", "pairs.resolution=64",
-         "--set", "pairs.steps=6", "--set", "pairs.batch_size=1"]
+         "--set", "pairs.steps=3", "--set", "pairs.batch_size=1"]
 
 
 def _digests(root: Path) -> dict[str, str]:

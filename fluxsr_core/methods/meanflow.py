@@ -1,0 +1,228 @@
+"""MFSR: a MeanFlow student of the SR teacher, one step or k with the same network (method.md section 4).
+
+fluxsr's SR-flow convention (``sr_teacher``): t = 0 is HR, t = 1 the noisy LR source, r ≤ t. The
+student u_θ(z_t, r, t | z_L) is the average velocity over [r, t]:
+
+    u(z_t, r, t) = 1/(t - r) ∫_r^t v(z_τ, τ) dτ              so that  z_r = z_t - (t - r)·u(z_t, r, t)
+    MeanFlow identity  u = v - (t - r)·du/dt,   du/dt = v·∂_z u + ∂_t u   (a JVP along (v, 0, 1) on (z, r, t))
+    L_MF = w·|| u_θ(z_t, r, t) - SG[ v_ψ(z_t, t) - (t - r)·JVP ] ||²,   w = SG[1 / (||Δ||² + c)^p]   (adaptive)
+    v_ψ  = v(·|∅) + w_g·(v(·|z_L) - v(·|∅))                   the teacher's guided velocity, w_g drawn per sample
+    k steps: t_i = 1 - i/k,  z_{t_{i+1}} = z_{t_i} - (t_i - t_{i+1})·u(z_{t_i}, t_{i+1}, t_i);  k = 1: ẑ_0 = x_src - u(x_src, 0, 1)
+
+The student is the teacher's architecture (widened ``x_embedder``, LoRA) plus a second time input:
+an embedding of the interval t - r (``IntervalEmbedding``, FLUX's sinusoid + MLP) summed into FLUX's
+time embedding, its last layer zero-initialised so the untrained student is the teacher (u(z, r, t) =
+v(z, t)). It receives the guidance scale w_g through FLUX's guidance embedding, so inference picks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+
+from fluxsr_core.methods.base import Batch, Method, Terms, Times, per_sample
+from fluxsr_core.methods.sr_teacher import (ConditionedOnLR, cfg_velocity, noise_from_seed, noisy_source, seeded_noise,
+                                            sr_path)
+
+INTERVAL_MODULE = "interval_embedder"  # its name in the transformer (a module trained in full, saved with the model)
+INTERVAL_INIT_SEED = 0
+AverageVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z, r, t) -> u
+
+
+def sample_interval(n: int, generator: torch.Generator, mean: float = -0.4, std: float = 1.0,
+                    equal_fraction: float = 0.75) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r, t), r ≤ t: two logit-normal times sorted (MeanFlow's ports: mean -0.4, std 1.0), then r = t for
+    ``equal_fraction`` of the samples (plain flow matching on the teacher's velocity)."""
+    a, b = (torch.sigmoid(mean + std * torch.randn(n, generator=generator)) for _ in range(2))
+    t, r = torch.maximum(a, b), torch.minimum(a, b)
+    equal = torch.rand(n, generator=generator) < equal_fraction
+    return torch.where(equal, t, r), t
+
+
+def math_attention():
+    """SDPA's math backend: forward-mode AD is not implemented in its flash kernel (measured on CPU; the same
+    holds for CUDA's flash kernels), so the JVP pass, and only it, runs attention this way."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
+def meanflow_target(u: AverageVelocity, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
+                    v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u_θ(z, r, t), SG[v - (t - r)·du/dt]): the MeanFlow identity's target, du/dt the JVP of u along
+    (v, 0, 1) on (z, r, t) by ``torch.func.jvp`` (r is held, so its tangent 0 is implicit); u keeps its
+    gradient, the target is detached."""
+    with math_attention():
+        u_value, du_dt = torch.func.jvp(lambda zz, tt: u(zz, r, tt), (z, t), (v, torch.ones_like(t)))
+    return u_value, (v - per_sample(t - r, v) * du_dt).detach()
+
+
+def adaptive_loss(u_value: torch.Tensor, target: torch.Tensor, power: float = 1.0,
+                  c: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean_i SG[1/(Δ_i + c)^p]·Δ_i, mean_i Δ_i) with Δ_i = mean (u - target)² of sample i: MeanFlow's adaptive
+    weighting (p = 0 is the plain squared error), and the unweighted error to log."""
+    delta = ((u_value.float() - target.float()) ** 2).flatten(1).mean(1)
+    weight = (1.0 / (delta + c) ** power).detach()
+    return (weight * delta).mean(), delta.mean()
+
+
+def mean_flow_step(u: AverageVelocity, z: torch.Tensor, r: float, t: float) -> torch.Tensor:
+    """z_r = z_t - (t - r)·u(z_t, r, t): one exact jump along the flow, for an exact average velocity."""
+    times = (torch.full((z.shape[0],), x, device=z.device, dtype=z.dtype) for x in (r, t))
+    return z - (t - r) * u(z, *times)
+
+
+def sample_mean_flow(u: AverageVelocity, x_src: torch.Tensor, steps: int) -> torch.Tensor:
+    """From the source (t = 1) to HR (t = 0) in ``steps`` equal intervals with the same network."""
+    grid = torch.linspace(1.0, 0.0, int(steps) + 1).tolist()
+    z = x_src
+    for t, r in zip(grid[:-1], grid[1:]):
+        z = mean_flow_step(u, z, r, t)
+    return z
+
+
+class IntervalEmbedding(torch.nn.Module):
+    """The student's second time input: FLUX's timestep sinusoid and MLP applied to t - r (×1000, as diffusers
+    scales t), output zero-initialised, added to FLUX's time embedding by a forward hook on ``time_text_embed``
+    while ``width`` is set (``interval``)."""
+
+    def __init__(self, dim: int, channels: int = 256):
+        super().__init__()  # the first layer keeps nn.Linear's init: the last one, zero, makes the output 0
+        from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+
+        self.sinusoid = Timesteps(num_channels=channels, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.mlp = TimestepEmbedding(in_channels=channels, time_embed_dim=dim)
+        torch.nn.init.zeros_(self.mlp.linear_2.weight)
+        torch.nn.init.zeros_(self.mlp.linear_2.bias)
+        self.width: torch.Tensor | None = None
+
+    def forward(self, width: torch.Tensor) -> torch.Tensor:
+        weight = self.mlp.linear_1.weight
+        return self.mlp(self.sinusoid(width * 1000).to(weight.dtype))
+
+    def add_to(self, _module, _args, temb: torch.Tensor) -> torch.Tensor:
+        return temb if self.width is None else temb + self(self.width).to(temb.dtype)
+
+
+def add_interval_embedding(transformer) -> IntervalEmbedding:
+    """Give the transformer its interval input (a new module, every existing name unchanged), once."""
+    existing = getattr(transformer, INTERVAL_MODULE, None)
+    if existing is not None:
+        return existing
+    weight = transformer.x_embedder.weight
+    with torch.random.fork_rng(devices=[]):  # its first layer's init: the same in every process (DDP, re-runs)
+        torch.manual_seed(INTERVAL_INIT_SEED)
+        module = IntervalEmbedding(transformer.config.num_attention_heads * transformer.config.attention_head_dim)
+    module.to(device=weight.device, dtype=weight.dtype).requires_grad_(False)
+    transformer.add_module(INTERVAL_MODULE, module)
+    transformer.time_text_embed.register_forward_hook(module.add_to)
+    return module
+
+
+@contextmanager
+def interval(transformer, width: torch.Tensor):
+    """Within this block the transformer is u(·, r, t) with t - r = ``width`` (B,)."""
+    module = getattr(transformer, INTERVAL_MODULE)
+    previous, module.width = module.width, width
+    try:
+        yield
+    finally:
+        module.width = previous
+
+
+@dataclass
+class MeanFlow(ConditionedOnLR, Method):
+    """The average-velocity student u_θ(z_t, r, t | z_L; w), initialised from the SR teacher and distilled from
+    it (frozen): one step, or 2 and 4 with the same network."""
+
+    name: ClassVar[str] = "meanflow"
+    term_names: ClassVar[tuple[str, ...]] = ("total", "mf_mse")
+    needs: ClassVar[frozenset[str]] = frozenset({"forward_ad"})
+    knobs: ClassVar[dict[str, float | int]] = {"steps": 1, "guidance": 1.0, "seed": 0}  # infer.steps/guidance/seed
+    inference_params: ClassVar[tuple[str, ...]] = ("sigma_p",)
+    init_methods: ClassVar[tuple[str, ...]] = ("sr-teacher",)
+    distils: ClassVar[str] = "sr-teacher"
+    config_keys: ClassVar[dict[str, str]] = {
+        "sigma_p": "teacher.sigma_p", "time_mean": "meanflow.time_mean", "time_std": "meanflow.time_std",
+        "equal_fraction": "meanflow.equal_fraction", "power": "meanflow.power", "c": "meanflow.c",
+        "guidance_min": "meanflow.guidance_min", "guidance_max": "meanflow.guidance_max",
+        "teacher_guidance": "train.guidance"}
+
+    sigma_p: float = 0.1
+    time_mean: float = -0.4
+    time_std: float = 1.0
+    equal_fraction: float = 0.75
+    power: float = 1.0
+    c: float = 1e-3
+    guidance_min: float = 1.0
+    guidance_max: float = 3.0
+    teacher_guidance: float = 3.5  # the guidance-embedding value the teacher was trained and is run with
+    teacher: Any = field(default=None, repr=False, compare=False)  # the frozen SR teacher's SRModel (training only)
+
+    @classmethod
+    def from_config(cls, cfg) -> "MeanFlow":
+        m = cfg.meanflow
+        return cls(sigma_p=cfg.teacher.sigma_p, time_mean=m.time_mean, time_std=m.time_std,
+                   equal_fraction=m.equal_fraction, power=m.power, c=m.c, guidance_min=m.guidance_min,
+                   guidance_max=m.guidance_max, teacher_guidance=cfg.train.guidance)
+
+    def extend(self, model) -> None:
+        super().extend(model)
+        add_interval_embedding(model.transformer)
+
+    def trainable_modules(self, model) -> dict[str, torch.nn.Module]:
+        return {INTERVAL_MODULE: getattr(model.transformer, INTERVAL_MODULE)}
+
+    def set_teacher(self, teacher) -> None:
+        teacher.transformer.requires_grad_(False)
+        self.teacher = teacher
+
+    def sample_times(self, n: int, generator: torch.Generator) -> Times:
+        """(r, t), the guidance scale w_g ~ U[guidance_min, guidance_max] and the source-noise seed per sample."""
+        r, t = sample_interval(n, generator, self.time_mean, self.time_std, self.equal_fraction)
+        w = self.guidance_min + (self.guidance_max - self.guidance_min) * torch.rand(n, generator=generator)
+        return {"r": r, "t": t, "w": w, "noise_seed": torch.randint(0, 2 ** 62, (n,), generator=generator)}
+
+    def average_velocity(self, model, z_L: torch.Tensor, w: torch.Tensor) -> AverageVelocity:
+        """u_θ(z, r, t | z_L; w) in fluxsr's convention: the student network with the interval t - r."""
+        def u(z, r, t):
+            with interval(model.transformer, t - r):
+                return model.velocity(z, t, guidance=w, control=z_L)
+
+        return u
+
+    def teacher_velocity(self, z: torch.Tensor, t: torch.Tensor, z_L: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """v_ψ(z, t): the frozen teacher's guided velocity, w per sample."""
+        if self.teacher is None:
+            raise RuntimeError("MeanFlow distils a frozen SR teacher: give its model folder (set_teacher)")
+        with torch.no_grad():
+            cond = self.teacher.velocity(z, t, control=z_L)
+            uncond = self.teacher.velocity(z, t, control=torch.zeros_like(z_L))
+        return cfg_velocity(uncond, cond, per_sample(w, cond))
+
+    def loss(self, model, batch: Batch, times: Times) -> Terms:
+        z_L, r, t, w = batch["z_L"], times["r"], times["t"], times["w"]
+        x_src = noisy_source(z_L, seeded_noise(z_L, times["noise_seed"]), self.sigma_p)
+        z_t = sr_path(batch["z0"], x_src, t)
+        with model.autocast():
+            v = self.teacher_velocity(z_t, t, z_L, w)
+            u_value, target = meanflow_target(self.average_velocity(model, z_L, w), z_t, r, t, v)
+        total, mse = adaptive_loss(u_value, target, self.power, self.c)
+        return {"total": total, "mf_mse": mse}
+
+    def sample(self, model, z_L: torch.Tensor, steps: int = 1, guidance: float = 1.0, seed: int = 0) -> torch.Tensor:
+        """``steps`` intervals of [0, 1] from the source whose noise is drawn from ``seed``, at guidance ``guidance``."""
+        w = torch.full((z_L.shape[0],), float(guidance), device=z_L.device)
+        x_src = noisy_source(z_L, noise_from_seed(z_L, seed), self.sigma_p)
+        return sample_mean_flow(self.average_velocity(model, z_L, w), x_src, int(steps))
+
+    def metadata(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "teacher"}
+
+    @classmethod
+    def from_metadata(cls, params: dict[str, Any]) -> "MeanFlow":
+        return cls(**params)

@@ -1,0 +1,189 @@
+"""MeanFlow (method.md section 4): the JVP, the target on an analytic flow, the k-step sampler, the zero-initialised
+interval embedding, a real training signal, and seeded sampling in 1 and 4 steps."""
+
+import copy
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from fluxsr_core.config import FluxSRConfig, LoraConfig
+from fluxsr_core.methods import build_method
+from fluxsr_core.methods.meanflow import (INTERVAL_MODULE, adaptive_loss, interval, meanflow_target, sample_interval,
+                                         sample_mean_flow)
+from fluxsr_core.models.sr_model import SRModel
+from fluxsr_core.train import lora
+
+A = -0.7  # the analytic flow dz/dt = A·z
+
+
+def _exact_u(z, r, t):
+    """The exact average velocity of dz/dt = A·z over [r, t] from z_t: (z_t - z_r)/(t - r), z_r = z_t·e^{A(r - t)}."""
+    d = (t - r).reshape(-1, 1)
+    return torch.where(d > 0, z * (1 - torch.exp(-A * d)) / d.clamp_min(1e-12), A * z)
+
+
+def test_target_on_an_analytic_flow_is_its_average_velocity():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.9, 0.6, 0.5, 0.3], dtype=torch.float64)
+    r = torch.tensor([0.1, 0.6, 0.0, 0.2], dtype=torch.float64)
+    u, target = meanflow_target(_exact_u, z, r, t, A * z)  # v(z, t) = A·z along the flow
+    torch.testing.assert_close(target, _exact_u(z, r, t), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(u, _exact_u(z, r, t))
+    torch.testing.assert_close(target[1], A * z[1])  # r = t: the target is the velocity (flow matching)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4, 7])
+def test_k_steps_of_the_exact_average_velocity_land_on_the_exact_solution(steps):
+    z1 = torch.randn(3, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(sample_mean_flow(_exact_u, z1, steps), z1 * math.exp(-A), rtol=1e-12, atol=1e-12)
+
+
+def test_adaptive_weight_is_detached_and_power_zero_is_the_squared_error():
+    u = torch.randn(2, 4, requires_grad=True)
+    target = torch.zeros(2, 4)
+    plain, mse = adaptive_loss(u, target, power=0.0)
+    torch.testing.assert_close(plain, (u ** 2).mean()) and torch.testing.assert_close(mse, plain)
+    weighted, _ = adaptive_loss(u, target, power=1.0, c=1e-3)
+    weighted.backward()
+    delta = (u.detach() ** 2).mean(1, keepdim=True)  # the gradient of SG[w]·Δ is w·dΔ: no term from w
+    torch.testing.assert_close(u.grad, (1 / (delta + 1e-3)) * 2 * u.detach() / 4 / 2)
+
+
+def test_interval_draws_are_ordered_and_a_fraction_equal():
+    r, t = sample_interval(4000, torch.Generator().manual_seed(3), equal_fraction=0.75)
+    assert (r <= t).all() and ((r > 0) & (t < 1)).all()
+    assert abs((r == t).float().mean().item() - 0.75) < 0.03
+
+
+def _student(components, teacher=None):
+    """A fresh tiny student as the trainer builds it: widened input, interval embedding, LoRA incl. x_embedder."""
+    c = replace(components, transformer=copy.deepcopy(components.transformer))
+    model = SRModel(c)
+    method = build_method("meanflow", FluxSRConfig())
+    method.extend(model)
+    cfg = LoraConfig(rank=4)
+    lora.add_lora(model.transformer, cfg.model_copy(update={"target_modules": method.lora_targets(cfg.target_modules)}),
+                  seed=0)
+    for module in method.trainable_modules(model).values():
+        module.requires_grad_(True)
+    if teacher is not None:
+        method.set_teacher(teacher)
+    return model, method
+
+
+def _teacher(components):
+    c = replace(components, transformer=copy.deepcopy(components.transformer))
+    model = SRModel(c)
+    build_method("sr-teacher", FluxSRConfig()).extend(model)
+    return model
+
+
+def _sinusoid_float64(timesteps, embedding_dim, flip_sin_to_cos=False, downscale_freq_shift=1, scale=1,
+                      max_period=10000):
+    """diffusers' ``get_timestep_embedding`` in float64 (the library's casts to float32, which makes finite
+    differences in t noise): the same formula, checked against it below."""
+    half = embedding_dim // 2
+    exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float64) / (half - downscale_freq_shift)
+    emb = scale * timesteps[:, None].double() * torch.exp(exponent)[None, :]
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)
+    return torch.cat([emb[:, half:], emb[:, :half]], dim=-1) if flip_sin_to_cos else emb
+
+
+def test_the_jvp_equals_central_differences_in_float64(tiny_components, monkeypatch):
+    import diffusers.models.embeddings as embeddings
+
+    ts = torch.tensor([0.3, 700.0])
+    torch.testing.assert_close(_sinusoid_float64(ts, 256, True, 0).float(),
+                               embeddings.get_timestep_embedding(ts, 256, True, 0), atol=1e-4, rtol=0)
+    monkeypatch.setattr(embeddings, "get_timestep_embedding", _sinusoid_float64)
+    model, method = _student(tiny_components)
+    model.transformer.double()
+    with torch.no_grad():  # a non-zero interval embedding, so ∂_t reaches it too
+        getattr(model.transformer, INTERVAL_MODULE).mlp.linear_2.weight.normal_(0, 0.1)
+    g = torch.Generator().manual_seed(4)
+    z, z_L, v = (torch.randn(1, 16, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
+    r, t, w = (torch.tensor([x], dtype=torch.float64) for x in (0.2, 0.7, 2.0))
+    u = method.average_velocity(model, z_L, w)
+    with torch.no_grad():
+        _, target = meanflow_target(u, z, r, t, v)
+        jvp = (v - target) / (t - r)  # target = v - (t - r)·JVP
+        h = 1e-6
+        fd = (u(z + h * v, r, t + h) - u(z - h * v, r, t - h)) / (2 * h)  # d/dε u(z + εv, r, t + ε)
+    assert jvp.dtype == fd.dtype == torch.float64
+    rel = ((jvp - fd).norm() / fd.norm()).item()
+    assert rel < 1e-4, rel
+
+
+def test_untrained_student_is_its_teacher_for_every_interval(tiny_components):
+    teacher = _teacher(tiny_components)
+    model, method = _student(tiny_components)
+    g = torch.Generator().manual_seed(5)
+    z, z_L = torch.randn(2, 16, 8, 8, generator=g), torch.randn(2, 16, 8, 8, generator=g)
+    t = torch.tensor([0.8, 0.4])
+    w = torch.full((2,), teacher.guidance)  # the student takes w through the guidance embedding the teacher ran at
+    u = method.average_velocity(model, z_L, w)
+    with torch.no_grad():
+        v = teacher.velocity(z, t, control=z_L)
+        for r in (t, torch.tensor([0.1, 0.0])):
+            torch.testing.assert_close(u(z, r, t), v, atol=1e-6, rtol=0)
+
+
+def test_training_lowers_the_loss_and_changes_only_the_trainable_modules(tiny_components):
+    """With r = t the target is the teacher's velocity, fixed: the loss falls step after step. On intervals the
+    target moves with the student (its JVP; on the random tiny network |(t - r)·du/dt| is ~8x |u|), so there a
+    step is checked against the target it was taken for: the error to that target falls."""
+    teacher = _teacher(tiny_components)
+    model, method = _student(tiny_components, teacher)
+    g = torch.Generator().manual_seed(6)
+    batch = {"z_L": torch.randn(2, 16, 8, 8, generator=g), "z0": torch.randn(2, 16, 8, 8, generator=g)}
+    times = method.sample_times(2, torch.Generator().manual_seed(7))
+    trainable = {n for n, p in model.transformer.named_parameters() if p.requires_grad}
+    assert trainable and all("lora" in n or n.startswith(INTERVAL_MODULE) for n in trainable)
+    before = {n: p.detach().clone() for n, p in model.transformer.named_parameters()}
+    teacher_before = {n: p.detach().clone() for n, p in teacher.transformer.named_parameters()}
+    params = [p for p in model.transformer.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=1e-3)
+    flow_matching = {**times, "r": times["t"]}
+    losses = []
+    for _ in range(4):
+        opt.zero_grad()
+        terms = method.loss(model, batch, flow_matching)
+        terms["total"].backward()
+        opt.step()
+        losses.append(terms["mf_mse"].item())
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+
+    r, t, w = torch.tensor([0.1, 0.3]), times["t"], times["w"]
+    z_t = torch.randn(2, 16, 8, 8, generator=g)
+    u = method.average_velocity(model, batch["z_L"], w)
+    value, target = meanflow_target(u, z_t, r, t, method.teacher_velocity(z_t, t, batch["z_L"], w))
+    error, _ = adaptive_loss(value, target, power=0.0)
+    opt.zero_grad()
+    error.backward()
+    torch.optim.SGD(params, lr=1e-3).step()
+    with torch.no_grad():
+        assert ((u(z_t, r, t) - target) ** 2).mean() < error
+    after = dict(model.transformer.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
+    assert changed and changed <= trainable
+    assert any(n.startswith(INTERVAL_MODULE) for n in changed)  # the interval embedding trained
+    assert all(torch.equal(p, teacher_before[n]) for n, p in teacher.transformer.named_parameters())
+
+
+def test_one_and_four_steps_differ_and_each_reproduces_from_its_seed(tiny_components):
+    model, method = _student(tiny_components)
+    with torch.no_grad():
+        getattr(model.transformer, INTERVAL_MODULE).mlp.linear_2.weight.normal_(0, 0.1)
+        z_L = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(8))
+        one = method.sample(model, z_L, steps=1, seed=3)
+        four = method.sample(model, z_L, steps=4, seed=3)
+        assert torch.equal(one, method.sample(model, z_L, steps=1, seed=3))
+        assert torch.equal(four, method.sample(model, z_L, steps=4, seed=3))
+        assert not torch.allclose(one, four, atol=1e-4)
+        assert not torch.allclose(one, method.sample(model, z_L, steps=1, seed=4), atol=1e-4)
+    with interval(model.transformer, torch.zeros(1)):  # the context restores the plain network after it
+        pass
+    assert getattr(model.transformer, INTERVAL_MODULE).width is None
