@@ -335,6 +335,51 @@ def retrain_cmd(out: str = typer.Option("runs/nightly", "--out", "-o", help="Out
     typer.echo(summary.get("note", f"dataset: {summary['records']} records"))
 
 
+@app.command("plan")
+def plan_cmd(method: Optional[list[str]] = typer.Option(
+                 None, "--method", "-m", help="Method(s) whose training step is planned (repeatable; default every "
+                                              "method). 'upscale' plans one inference call instead."),
+             resolution: int = typer.Option(512, "--resolution", help="Training crop / output side in pixels "
+                                                                      "(a multiple of 16)."),
+             attention: str = typer.Option("flash", "--attention", help="flash: attention as the GPU's flash kernel "
+                                                                        "runs it (O(N) memory); math: the N×N path."),
+             tile: Optional[int] = typer.Option(None, "--tile", help="Inference: latent tile (default whole image)."),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON (sizes in *_gib fields)."),
+             preset: str = typer.Option("flux-dev", "--preset", help="tiny | flux-dev (default flux-dev: the run "
+                                                                      "you are about to rent for)."),
+             config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Peak memory and FLOPs of one training step (per process) or one upscale call, without a GPU or weights.
+
+    The real step runs on meta tensors: the preset's architecture from its config, the method, LoRA, AdamW;
+    live storages are counted as the ops run. Settings come from the config (train.batch_size, lora.rank,
+    train.gradient_checkpointing, ...): e.g. --set train.gradient_checkpointing=true --set lora.rank=64.
+    """
+    import json
+
+    from fluxsr_core.methods import METHODS
+
+    cfg = _preflight(preset, config, set_)
+    names = method or list(METHODS)
+    from fluxsr_core.plan import plan_train, plan_upscale
+
+    try:
+        plans = [plan_upscale(cfg, size=resolution, attention=attention, tile=tile) if m == "upscale"
+                 else plan_train(cfg, _check_methods([m])[0], resolution=resolution, attention=attention)
+                 for m in names]
+    except ValueError as err:
+        _fail(err)
+    if as_json:
+        typer.echo(json.dumps([p.as_dict() for p in plans], indent=2))
+        return
+    typer.echo(f"plan: preset {preset}, {resolution}², attention {attention} (meta tensors; GiB; per process)")
+    typer.echo(f"{'what':22s} {'params':>9s} {'trainable':>10s} {'weights':>8s} {'train+grad+opt':>15s} "
+               f"{'activations':>12s} {'peak':>8s} {'TFLOP':>9s}")
+    for p in plans:
+        state = p.trainable_gib + p.gradients_gib + p.optimizer_gib
+        typer.echo(f"{p.what:22s} {p.parameters / 1e9:8.3f}B {p.trainable_parameters / 1e6:9.2f}M "
+                   f"{p.weights_gib:8.2f} {state:15.2f} {p.activations_gib:12.2f} {p.peak_gib:8.2f} {p.tflop:9.2f}")
+
+
 @models_app.command("list")
 def models_list(root: str = RootOpt, method: Optional[str] = typer.Option(None, "--method", "-m", help="One method only.")):
     """Promoted versions (* = current) and every promotion decision, oldest first."""

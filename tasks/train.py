@@ -1,4 +1,5 @@
-"""Stage 4 task: one training run of a method, launched through torchrun, cached on (latents, method, config, code)."""
+"""Stage 4 task: one training run of a method, a subprocess (through torchrun for several processes), cached on
+(latents, method, config, code)."""
 
 from __future__ import annotations
 
@@ -99,15 +100,18 @@ def training_config(cfg: FluxSRConfig) -> FluxSRConfig:
     return FluxSRConfig.model_validate(data)
 
 
-def torchrun_command(config_file: str, store_path: str, run_dir: str, *, method: str = "ftd",
-                     latents_key: str | None = None, nproc_per_node: int = 1, nnodes: int = 1,
-                     node_rank: int = 0, rdzv_endpoint: str | None = None, records: int | None = None,
-                     init_from: str | None = None, teacher: str | None = None) -> list[str]:
-    """The torchrun command line of the worker: ``--standalone`` on one machine, c10d rendezvous across several."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc_per_node)]
-    if nnodes == 1:
+def worker_command(config_file: str, store_path: str, run_dir: str, *, method: str = "ftd",
+                   latents_key: str | None = None, nproc_per_node: int = 1, nnodes: int = 1,
+                   node_rank: int = 0, rdzv_endpoint: str | None = None, records: int | None = None,
+                   init_from: str | None = None, teacher: str | None = None) -> list[str]:
+    """The trainer's command line: the worker itself for one process (torchrun's agent would cost ~4 s of start-up
+    and nothing else), torchrun for several: ``--standalone`` on one machine, c10d rendezvous across several."""
+    cmd = [sys.executable]
+    if nproc_per_node > 1 or nnodes > 1:
+        cmd += ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc_per_node)]
+    if nproc_per_node > 1 and nnodes == 1:
         cmd.append("--standalone")
-    else:
+    elif nnodes > 1:
         if not rdzv_endpoint:
             raise UsageError(f"train.nnodes={nnodes} needs rdzv_endpoint=HOST:PORT (a machine every node reaches)")
         cmd += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
@@ -125,7 +129,7 @@ def train_model(directory: str, store_path: str, method: str, config: FluxSRConf
                 latents_digest: str, records: int | None = None, init_dir: str | None = None,
                 init_digest: str | None = None, teacher_dir: str | None = None, teacher_digest: str | None = None,
                 node_rank: int = 0, rdzv_endpoint: str | None = None) -> dict:
-    """Run (or resume) the training of ``method`` in ``directory`` via torchrun; returns the final model's entry.
+    """Run (or resume) the training of ``method`` in ``directory`` in a subprocess; returns the final model's entry.
 
     ``config`` holds the training sections (``training_config``); the worker processes read it from a JSON
     file beside the run (a process boundary), validated like any config. ``records``: the dataset's size
@@ -141,7 +145,7 @@ def train_model(directory: str, store_path: str, method: str, config: FluxSRConf
     run_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".json", dir=run_dir, delete=False) as f:
         f.write(config.model_dump_json())
-    cmd = torchrun_command(f.name, store_path, str(run_dir), method=method, latents_key=latents_key,
+    cmd = worker_command(f.name, store_path, str(run_dir), method=method, latents_key=latents_key,
                            records=records, init_from=init_dir, teacher=teacher_dir,
                            nproc_per_node=train_cfg.nproc_per_node,
                            nnodes=train_cfg.nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)

@@ -1,4 +1,5 @@
-"""The training process that ``torchrun`` starts (``python -m torch.distributed.run -m tasks.train_worker``).
+"""The training process: ``python -m tasks.train_worker`` for one process, started by ``torchrun`` for several
+(``python -m torch.distributed.run -m tasks.train_worker``).
 
 No Prefect here: the ``train`` task launches this as a subprocess, so a cancelled
 flow run kills it and a re-run resumes from the newest complete checkpoint in

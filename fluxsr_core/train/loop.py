@@ -173,7 +173,8 @@ class Trainer:
                      generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The method's terms for this rank's batch; returns (terms, this rank's times)."""
         global_batch = batch["z_L"].shape[0] * self.world
-        times = {k: self._local(v).to(self.device) for k, v in self.method.sample_times(global_batch, generator).items()}
+        times = {k: self._local(v).to(self.device) if v.is_floating_point() else self._local(v)  # integer draws
+                 for k, v in self.method.sample_times(global_batch, generator).items()}  # (seeds) stay on the CPU
         return self.step_module(batch, times), times
 
     def train_step(self, step: int, batch: dict[str, torch.Tensor]) -> dict[str, Any]:

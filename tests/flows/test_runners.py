@@ -77,10 +77,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture()
-def dask_cluster(prefect_env, tmp_path):
+@pytest.fixture(scope="module")
+def dask_cluster(prefect_env, tmp_path_factory):
     """A real Dask cluster on loopback: a scheduler and two single-thread worker processes, each declaring one GPU
-    resource (the way one worker per GPU is started), all pointed at the test's Prefect server."""
+    resource (the way one worker per GPU is started), all pointed at the test's Prefect server. One per module: the
+    test that kills a worker comes last."""
+    tmp_path = tmp_path_factory.mktemp("dask")
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {**prefect_env, "PYTHONUNBUFFERED": "1"}
@@ -115,10 +117,12 @@ def test_dask_cluster_spreads_units_over_workers_with_the_same_bytes(prefect_env
 
 def test_dask_worker_killed_mid_stage_then_rerun_loses_nothing(prefect_env, reference, dask_cluster, tmp_path):
     args = ["pairs", "--out", str(tmp_path), *SMALL, *_dask_args(dask_cluster["address"])]
+    w1_log = dask_cluster["logs"]["w1"]
+    before = w1_log.read_text().count("Finished in state Completed")  # units w1 ran for an earlier test
     run = subprocess.Popen([str(BIN / "fluxsr"), *args], env=prefect_env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
-    while time.time() < deadline and "Finished in state Completed" not in dask_cluster["logs"]["w1"].read_text():
+    while time.time() < deadline and w1_log.read_text().count("Finished in state Completed") == before:
         time.sleep(0.05)
     os.killpg(dask_cluster["procs"]["w1"].pid, signal.SIGKILL)  # worker w1 and everything it started
     run.communicate(timeout=300)  # the scheduler moves w1's units to w2, or the run fails: either way, re-run

@@ -1,0 +1,269 @@
+"""Plans of memory and FLOPs for a training step or an inference call, without a GPU and without weights.
+
+The real step code runs on meta tensors (shapes and dtypes, no data): the preset's transformer and VAE are
+built from their configs under ``torch.device("meta")``, the method and the Trainer's LoRA, unfrozen modules
+and AdamW are the real ones, and one step is the Trainer's ``compute_loss`` + backward + optimiser step.
+
+- Memory: ``LiveStorages``, a dispatch mode that counts the bytes of every storage alive (each op's outputs,
+  freed when the storage is: a weakref finalizer) and keeps the peak. The figure is what the caching allocator
+  would have to hold at least (no fragmentation, no CUDA context, no workspace): a lower bound of
+  ``torch.cuda.max_memory_allocated`` by construction, and equal to it up to those.
+- Attention: on meta, SDPA falls back to a math path that materialises the N×N scores, which no GPU run of
+  FLUX does. ``attention="flash"`` (the default) runs SDPA as the flash kernel does (its meta kernel keeps
+  O(N) memory: output + log-sum-exp), except where the code forces the math backend (MeanFlow's JVP pass,
+  which materialises the scores on a GPU too); ``attention="math"`` keeps the fallback. The figure says which.
+- FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` over the same step (matmuls, convolutions, attention).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+from unittest import mock
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+GiB = 2 ** 30
+Attention = Literal["flash", "math"]
+
+
+class LiveStorages(TorchDispatchMode):
+    """Bytes of the storages alive while the mode is on (plus ``baseline``), and their peak.
+
+    Every tensor an op returns is looked at once per storage; its bytes count until the storage is freed
+    (``weakref.finalize`` on the storage, which PyTorch keeps as one Python object while it lives)."""
+
+    def __init__(self, baseline: int = 0):
+        super().__init__()
+        self.live = self.peak = baseline
+        self._seen: set[int] = set()
+
+    def _track(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        key = id(storage)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        size = storage.nbytes()
+        self.live += size
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._free, key, size)
+
+    def _free(self, key: int, size: int) -> None:
+        self._seen.discard(key)
+        self.live -= size
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and not t.is_sparse:
+                self._track(t)
+        return out
+
+
+def tensor_bytes(tensors) -> int:
+    """Bytes of distinct storages among ``tensors``."""
+    seen, total = set(), 0
+    for t in tensors:
+        s = t.untyped_storage()
+        if id(s) not in seen:
+            seen.add(id(s))
+            total += s.nbytes()
+    return total
+
+
+def _flash_sdpa(original: Callable) -> Callable:
+    """SDPA as the flash kernel runs it, on meta: O(N) memory (output + log-sum-exp saved for backward), where the
+    backend is not forced to math (``sdpa_kernel(SDPBackend.MATH)`` turns flash off: then the original runs)."""
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if query.device.type != "meta" or attn_mask is not None or not torch.backends.cuda.flash_sdp_enabled():
+            return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
+                            scale=scale, enable_gqa=enable_gqa)
+        return torch.ops.aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal,
+                                                                   False, scale=scale)[0]
+
+    return sdpa
+
+
+@contextlib.contextmanager
+def attention_as(kind: Attention):
+    """Within this block meta SDPA runs as ``kind`` ("flash": the GPU's kernel; "math": the N×N fallback)."""
+    if kind == "math":
+        yield
+        return
+    with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention",
+                           _flash_sdpa(torch.nn.functional.scaled_dot_product_attention)):
+        yield
+
+
+@dataclass
+class Plan:
+    """One planned call: sizes in GiB (``*_gib``), TFLOP, and what the figures assume."""
+
+    what: str  # "train <method>" or "upscale"
+    preset: str
+    resolution: int
+    batch: int
+    attention: str
+    parameters: int
+    trainable_parameters: int
+    weights_gib: float
+    trainable_gib: float  # trainable parameters (fp32 master weights)
+    gradients_gib: float
+    optimizer_gib: float
+    activations_gib: float  # peak minus everything above: what the step itself holds at its peak
+    peak_gib: float
+    tflop: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _gib(n: int | float) -> float:
+    return round(n / GiB, 4)
+
+
+def meta_components(preset: str, dtype: torch.dtype):
+    """The preset's transformer and VAE built from their configs on the meta device (no weights read, none
+    allocated) and a meta text condition of the preset's shape; nothing else of a preset runs in a plan."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+
+    from fluxsr_core.models import flux_dev, tiny
+    from fluxsr_core.models.presets import FluxComponents
+    from fluxsr_core.models.velocity import TextCondition
+
+    from fluxsr_core.config import ModelConfig
+
+    arch = tiny if preset == "tiny" else flux_dev
+    tokens = tiny.PROMPT_TOKENS if preset == "tiny" else flux_dev.MAX_SEQUENCE_LENGTH
+    meta = torch.device("meta")
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in the dtype: no float32 copy first
+    try:
+        with meta:
+            transformer = FluxTransformer2DModel(**arch.TRANSFORMER_CONFIG).requires_grad_(False)
+            vae = AutoencoderKL(**arch.VAE_CONFIG).requires_grad_(False)
+            tc = arch.TRANSFORMER_CONFIG
+            cond = TextCondition(torch.empty(1, tokens, tc["joint_attention_dim"]),
+                                 torch.empty(1, tc["pooled_projection_dim"]))
+    finally:
+        torch.set_default_dtype(previous)
+    components = FluxComponents(transformer=transformer, vae=vae, prompt_encoder=None,
+                                scheduler=FlowMatchEulerDiscreteScheduler(**arch.SCHEDULER_CONFIG),
+                                latent_scale=0.3611, latent_shift=0.1159, identity=f"{preset}-meta", device=meta,
+                                dtype=dtype, config=ModelConfig(preset=preset))
+    return components, cond
+
+
+def _meta_sample(resolution: int) -> dict[str, torch.Tensor]:
+    h = resolution // 8
+    with torch.device("meta"):
+        return {"z_L": torch.empty(16, h, h), "z0": torch.empty(16, h, h), "noise": torch.empty(16, h, h),
+                "hr": torch.empty(3, resolution, resolution)}
+
+
+def _sr_model(cfg, dtype: torch.dtype, guidance: float):
+    from fluxsr_core.models.sr_model import SRModel
+
+    components, cond = meta_components(cfg.preset, dtype)
+    return SRModel(components, cond=cond, guidance=guidance)
+
+
+def plan_train(cfg, method_name: str, *, resolution: int, dtype: torch.dtype = torch.bfloat16,
+               attention: Attention = "flash") -> Plan:
+    """Memory and FLOPs of one steady-state training step of ``method_name`` (the second step: AdamW's state
+    exists), per process, at ``train.batch_size`` samples of ``resolution``² and the config's LoRA, gradient
+    checkpointing and method settings. A distilled method holds its frozen teacher too."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fluxsr_core.methods import build_method
+    from fluxsr_core.train.loop import Trainer
+
+    if resolution % 16:
+        raise ValueError(f"resolution must be a multiple of 16, got {resolution}")
+    cfg = cfg.model_copy(deep=True)
+    cfg.loss.allow_random_lpips_backbone = True  # no weights are read in a plan; a random backbone costs the same
+    with LiveStorages() as mem, attention_as(attention):
+        method = build_method(method_name, cfg)
+        if method.distils:
+            teacher = _sr_model(cfg, dtype, method.guidance)
+            build_method(method.distils, cfg).extend(teacher)
+            method.set_teacher(teacher)
+        model = _sr_model(cfg, dtype, method.guidance)
+        dataset = [_meta_sample(resolution)] * max(1, cfg.train.batch_size)
+        trainer = Trainer(method, model, dataset, lora_cfg=cfg.lora, train_cfg=cfg.train)
+
+        def step(k: int) -> None:
+            trainer.optimizer.zero_grad(set_to_none=True)
+            terms, _ = trainer.compute_loss(trainer.batch_for_step(k), trainer.step_generator(k))
+            terms["total"].backward()
+            trainer.optimizer.step()
+
+        step(1)  # allocates AdamW's state
+        trainer.optimizer.zero_grad(set_to_none=True)
+        before, mem.peak = mem.live, mem.live
+        with FlopCounterMode(display=False) as flops:
+            step(2)
+        peak = mem.peak
+    params = [p for p in trainer.transformer.parameters()]
+    trainable = trainer.params
+    frozen = [p for p in params if not p.requires_grad] + list(trainer.transformer.buffers())
+    others = [t for m in _other_modules(method, model) for t in (*m.parameters(), *m.buffers())]
+    weights = tensor_bytes(frozen) + tensor_bytes(others)
+    trainable_bytes = tensor_bytes(trainable)
+    grads = tensor_bytes([p.grad for p in trainable if p.grad is not None])
+    optimizer = tensor_bytes([t for s in trainer.optimizer.state.values() for t in s.values()
+                              if torch.is_tensor(t) and t.dim() > 0])
+    return Plan(what=f"train {method_name}", preset=cfg.preset, resolution=resolution, batch=cfg.train.batch_size,
+                attention=attention, parameters=sum(p.numel() for p in params),
+                trainable_parameters=sum(p.numel() for p in trainable), weights_gib=_gib(weights),
+                trainable_gib=_gib(trainable_bytes), gradients_gib=_gib(grads), optimizer_gib=_gib(optimizer),
+                activations_gib=_gib(max(0, peak - before - grads)), peak_gib=_gib(peak),
+                tflop=round(flops.get_total_flops() / 1e12, 6),
+                settings={"dtype": str(dtype).removeprefix("torch."), "lora_rank": cfg.lora.rank,
+                          "gradient_checkpointing": cfg.train.gradient_checkpointing,
+                          "live_before_step_gib": _gib(before)})
+
+
+def _other_modules(method, model) -> list[torch.nn.Module]:
+    """What a step holds besides the trained transformer: the VAE, a frozen teacher, loss networks."""
+    out = [model.components.vae]
+    teacher = getattr(method, "teacher", None)
+    if teacher is not None:
+        out += [teacher.transformer, teacher.components.vae]
+    out += [m for m in vars(method).values() if isinstance(m, torch.nn.Module)]
+    return out
+
+
+def plan_upscale(cfg, method_name: str = "ftd", *, size: int, dtype: torch.dtype = torch.bfloat16,
+                 attention: Attention = "flash", tile: int | None = None, overlap: int = 16) -> Plan:
+    """Memory and FLOPs of one ``fluxsr upscale`` call of a ``size``² output by a model of ``method_name`` (its
+    architecture extensions applied, LoRA merged cost-free: the base weights dominate), tiled at ``tile``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from fluxsr_core.infer import upscale
+    from fluxsr_core.methods import build_method
+
+    with LiveStorages() as mem, attention_as(attention), torch.inference_mode():
+        method = build_method(method_name, cfg)
+        model = _sr_model(cfg, dtype, method.guidance)
+        method.extend(model)
+        with torch.device("meta"):
+            image = torch.empty(1, 3, size // 4, size // 4)
+        before, mem.peak = mem.live, mem.live
+        with FlopCounterMode(display=False) as flops:
+            upscale(model, method, image, scale=4.0, tile=tile, overlap=overlap, color_fix="none")
+        peak = mem.peak
+    weights = tensor_bytes([*model.transformer.parameters(), *model.transformer.buffers(),
+                            *model.components.vae.parameters(), *model.components.vae.buffers()])
+    return Plan(what=f"upscale {method_name}", preset=cfg.preset, resolution=size, batch=1, attention=attention,
+                parameters=sum(p.numel() for p in model.transformer.parameters()), trainable_parameters=0,
+                weights_gib=_gib(weights), trainable_gib=0.0, gradients_gib=0.0, optimizer_gib=0.0,
+                activations_gib=_gib(peak - before), peak_gib=_gib(peak),
+                tflop=round(flops.get_total_flops() / 1e12, 6),
+                settings={"dtype": str(dtype).removeprefix("torch."), "tile": tile, "overlap": overlap})
