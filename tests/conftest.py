@@ -96,3 +96,17 @@ def deployed(prefect_env, tmp_path_factory):
 
     yield from deploy_with_worker(prefect_env, tmp_path_factory)
 
+
+
+# The two longest modules (the nightly retraining, every method through the CLI: minutes each on 2 cores) start
+# first, one on each worker: pytest-xdist's loadscope hands modules out in collection order as workers free up, so
+# a long module collected late runs alone at the end while the other worker idles (measured: 15m22s that way).
+LONGEST_FIRST = ("tests/flows/test_retrain.py", "tests/flows/test_methods_flow.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a module, and of the other modules, is kept

@@ -15,7 +15,7 @@ from PIL import Image
 from helpers import BIN, run_cli, summary_of
 
 SMALL = ["--set", "pairs.num_records=8", "--set", "pairs.records_per_shard=1", "--set", "pairs.resolution=64",
-         "--set", "pairs.steps=8", "--set", "pairs.batch_size=1"]
+         "--set", "pairs.steps=4", "--set", "pairs.batch_size=1"]
 
 
 def _stage_dir(root: Path) -> Path:
@@ -91,7 +91,7 @@ def test_shards_read_back_with_plain_webdataset(reference):
     meta = json.loads(first["json"])
     assert noise.shape == latent.shape == (16, 8, 8) and noise.dtype == np.float32
     assert Image.open(io.BytesIO(first["hr.png"])).size == (64, 64)
-    assert meta["index"] == 0 and meta["steps"] == 8 and meta["prompt"]
+    assert meta["index"] == 0 and meta["steps"] == 4 and meta["prompt"]
     assert sorted(s["__key__"] for s in samples) == [f"{i:08d}" for i in range(8)]
 
 
