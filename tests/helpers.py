@@ -91,3 +91,26 @@ def latent_samples(n: int, seed: int) -> list[dict]:
         items.append({"z_L": z0 + 0.5 * torch.randn(16, 8, 8, generator=g), "z0": z0,
                       "noise": torch.randn(16, 8, 8, generator=g), "hr": torch.rand(3, 64, 64, generator=g)})
     return items
+
+
+def method_model(components, method_name: str, *, lora_rank: int | None = 4, seed: int = 0):
+    """A fresh copy of the tiny transformer as the trainer builds it for ``method_name``: the method's extensions,
+    LoRA on its targets (none with ``lora_rank=None``), its fully trained modules unfrozen. Returns (model, method)."""
+    import copy
+    from dataclasses import replace
+
+    from fluxsr_core.config import FluxSRConfig, LoraConfig
+    from fluxsr_core.methods import build_method
+    from fluxsr_core.models.sr_model import SRModel
+    from fluxsr_core.train import lora
+
+    model = SRModel(replace(components, transformer=copy.deepcopy(components.transformer)))
+    method = build_method(method_name, FluxSRConfig())
+    method.extend(model)
+    if lora_rank is not None:
+        cfg = LoraConfig(rank=lora_rank)
+        lora.add_lora(model.transformer, cfg.model_copy(update={"target_modules": method.lora_targets(cfg.target_modules)}),
+                      seed=seed)
+    for module in method.trainable_modules(model).values():
+        module.requires_grad_(True)
+    return model, method

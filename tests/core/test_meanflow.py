@@ -1,19 +1,14 @@
 """MeanFlow (method.md section 4): the JVP, the target on an analytic flow, the k-step sampler, the zero-initialised
 interval embedding, a real training signal, and seeded sampling in 1 and 4 steps."""
 
-import copy
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
-from fluxsr_core.config import FluxSRConfig, LoraConfig
-from fluxsr_core.methods import build_method
 from fluxsr_core.methods.meanflow import (INTERVAL_MODULE, adaptive_loss, interval, meanflow_target, sample_interval,
                                          sample_mean_flow)
-from fluxsr_core.models.sr_model import SRModel
-from fluxsr_core.train import lora
+from helpers import method_model
 
 A = -0.7  # the analytic flow dz/dt = A·z
 
@@ -45,7 +40,8 @@ def test_adaptive_weight_is_detached_and_power_zero_is_the_squared_error():
     u = torch.randn(2, 4, requires_grad=True)
     target = torch.zeros(2, 4)
     plain, mse = adaptive_loss(u, target, power=0.0)
-    torch.testing.assert_close(plain, (u ** 2).mean()) and torch.testing.assert_close(mse, plain)
+    torch.testing.assert_close(plain, (u ** 2).mean())
+    torch.testing.assert_close(mse, plain)
     weighted, _ = adaptive_loss(u, target, power=1.0, c=1e-3)
     weighted.backward()
     delta = (u.detach() ** 2).mean(1, keepdim=True)  # the gradient of SG[w]·Δ is w·dΔ: no term from w
@@ -60,25 +56,15 @@ def test_interval_draws_are_ordered_and_a_fraction_equal():
 
 def _student(components, teacher=None):
     """A fresh tiny student as the trainer builds it: widened input, interval embedding, LoRA incl. x_embedder."""
-    c = replace(components, transformer=copy.deepcopy(components.transformer))
-    model = SRModel(c)
-    method = build_method("meanflow", FluxSRConfig())
-    method.extend(model)
-    cfg = LoraConfig(rank=4)
-    lora.add_lora(model.transformer, cfg.model_copy(update={"target_modules": method.lora_targets(cfg.target_modules)}),
-                  seed=0)
-    for module in method.trainable_modules(model).values():
-        module.requires_grad_(True)
+    model, method = method_model(components, "meanflow")
     if teacher is not None:
         method.set_teacher(teacher)
     return model, method
 
 
 def _teacher(components):
-    c = replace(components, transformer=copy.deepcopy(components.transformer))
-    model = SRModel(c)
-    build_method("sr-teacher", FluxSRConfig()).extend(model)
-    return model
+    """An untrained SR teacher (its zero-initialised condition: the base transformer), frozen."""
+    return method_model(components, "sr-teacher", lora_rank=None)[0]
 
 
 def _sinusoid_float64(timesteps, embedding_dim, flip_sin_to_cos=False, downscale_freq_shift=1, scale=1,

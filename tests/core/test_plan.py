@@ -25,7 +25,6 @@ def test_weights_gradients_and_adamw_state_are_what_the_counts_say():
     cfg = FluxSRConfig()
     p = plan_train(cfg, "sr-teacher", resolution=64, dtype=torch.bfloat16)
     frozen = p.parameters - p.trainable_parameters
-    vae = 0
     from diffusers import AutoencoderKL
 
     from fluxsr_core.models import tiny
@@ -75,11 +74,10 @@ def _real_ftd_peak(cfg, resolution: int) -> float:
         sample = {"z_L": torch.randn(16, h, h), "z0": torch.randn(16, h, h), "noise": torch.randn(16, h, h),
                   "hr": torch.rand(3, resolution, resolution)}
         trainer = Trainer(method, model, [sample] * cfg.train.batch_size, lora_cfg=cfg.lora, train_cfg=cfg.train)
-        for k in (1, 2):
-            if k == 2:
-                trainer.optimizer.zero_grad(set_to_none=True)
-                mem.peak = mem.live
+        for k in (1, 2):  # the second step, as planned: AdamW's state exists
             trainer.optimizer.zero_grad(set_to_none=True)
+            if k == 2:
+                mem.peak = mem.live
             terms, _ = trainer.compute_loss(trainer.batch_for_step(k), trainer.step_generator(k))
             terms["total"].backward()
             trainer.optimizer.step()

@@ -5,26 +5,16 @@ import copy
 import pytest
 import torch
 
-from fluxsr_core.config import FluxSRConfig, LoraConfig
-from fluxsr_core.methods import build_method
 from fluxsr_core.methods.sr_teacher import (cfg_velocity, evaluations, flow_loss, noisy_source, solve, sr_path,
                                             sr_target)
 from fluxsr_core.models.sr_model import SRModel
 from fluxsr_core.train import lora
+from helpers import method_model
 
 
 def _teacher_model(components):
     """A fresh copy of the tiny transformer as the SR teacher builds it: widened input, LoRA incl. x_embedder."""
-    from dataclasses import replace
-
-    c = replace(components, transformer=copy.deepcopy(components.transformer))
-    model = SRModel(c)
-    method = build_method("sr-teacher", FluxSRConfig())
-    method.extend(model)
-    cfg = LoraConfig(rank=4)
-    lora.add_lora(model.transformer, cfg.model_copy(update={"target_modules": method.lora_targets(cfg.target_modules)}),
-                  seed=0)
-    return model, method
+    return method_model(components, "sr-teacher")
 
 
 def test_path_ends_and_target_is_its_velocity():
