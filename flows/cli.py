@@ -180,6 +180,9 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
                                                                     "pixels): skip = report it and go on, stop = stop "
                                                                     "there."),
             recursive: bool = typer.Option(False, "--recursive", "-r", help="Read folders' sub-folders too."),
+            offload: bool = typer.Option(False, "--offload", help="Low VRAM: the transformer stays in CPU memory and "
+                                                                  "each block visits the GPU as it runs "
+                                                                  "(infer.offload; slower, see `fluxsr plan --offload`)."),
             preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
     """Super-resolution of images by a trained model, one PNG per input.
 
@@ -195,7 +198,7 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
     options = (("scale", scale), ("color_fix", color_fix), ("tile", tile), ("step_fraction", step_fraction),
                ("tau", tau), ("steps", steps), ("guidance", guidance), ("guidance_scale", guidance_scale),
                ("seed", seed))
-    extra = [f"infer.{k}={v}" for k, v in options if v is not None]
+    extra = [f"infer.{k}={v}" for k, v in options if v is not None] + (["infer.offload=true"] if offload else [])
     cfg = _preflight(preset, config, [*(set_ or []), *extra])
     try:
         found = collect_inputs(inputs, recursive=recursive)  # a missing input fails here, before the model loads
@@ -343,41 +346,62 @@ def plan_cmd(method: Optional[list[str]] = typer.Option(
                                                                       "(a multiple of 16)."),
              attention: str = typer.Option("flash", "--attention", help="flash: attention as the GPU's flash kernel "
                                                                         "runs it (O(N) memory); math: the N×N path."),
+             weights: Optional[str] = typer.Option(None, "--weights", help="The blocks' weights: full | nf4 | fp8 "
+                                                                          "(model.weights)."),
+             optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adamw | adamw8bit (train.optimizer)."),
              tile: Optional[int] = typer.Option(None, "--tile", help="Inference: latent tile (default whole image)."),
+             offload: bool = typer.Option(False, "--offload", help="Inference: one block's weights on the GPU at a "
+                                                                   "time (infer.offload)."),
+             gpu: str = typer.Option("H100", "--gpu", help="GPU whose dense bf16 peak times the FLOPs: "
+                                                           "H100 | H200 | A100 | L40S | RTX4090."),
+             mfu: float = typer.Option(0.4, "--mfu", help="Fraction of that peak a step reaches (model FLOPs "
+                                                          "utilisation; 0.3-0.5 is typical of large transformers)."),
              as_json: bool = typer.Option(False, "--json", help="Print JSON (sizes in *_gib fields)."),
              preset: str = typer.Option("flux-dev", "--preset", help="tiny | flux-dev (default flux-dev: the run "
                                                                       "you are about to rent for)."),
              config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
     """Peak memory and FLOPs of one training step (per process) or one upscale call, without a GPU or weights.
 
-    The real step runs on meta tensors: the preset's architecture from its config, the method, LoRA, AdamW;
-    live storages are counted as the ops run. Settings come from the config (train.batch_size, lora.rank,
-    train.gradient_checkpointing, ...): e.g. --set train.gradient_checkpointing=true --set lora.rank=64.
+    The real step runs on meta tensors: the preset's architecture from its config, the method, LoRA, the
+    optimiser, quantised layers; live storages are counted as the ops run. Other settings come from the config:
+    e.g. --set train.batch_size=2 --set lora.rank=64 --set train.gradient_checkpointing=true; with
+    --set train.nproc_per_node=8 (and train.strategy=ddp|fsdp) the figures are one rank's, derived from the
+    one-process step. Time = TFLOP / (the GPU's peak x --mfu): an estimate, not a measurement.
     """
     import json
 
     from fluxsr_core.methods import METHODS
 
-    cfg = _preflight(preset, config, set_)
+    overrides = [*(set_ or []), *([f"model.weights={weights}"] if weights else []),
+                 *([f"train.optimizer={optimizer}"] if optimizer else [])]
+    cfg = _preflight(preset, config, overrides)
     names = method or list(METHODS)
-    from fluxsr_core.plan import plan_train, plan_upscale
+    from fluxsr_core.plan import plan_train, plan_upscale, seconds_at
 
     try:
-        plans = [plan_upscale(cfg, size=resolution, attention=attention, tile=tile) if m == "upscale"
+        seconds_at(0.0, gpu, mfu)  # a bad --gpu or --mfu fails before minutes of planning
+        plans = [plan_upscale(cfg, size=resolution, attention=attention, tile=tile, offload=offload) if m == "upscale"
                  else plan_train(cfg, _check_methods([m])[0], resolution=resolution, attention=attention)
                  for m in names]
     except ValueError as err:
         _fail(err)
+    for p in plans:
+        p.settings["seconds"] = {"gpu": gpu, "mfu": mfu, "value": round(seconds_at(p.tflop, gpu, mfu), 4)}
     if as_json:
         typer.echo(json.dumps([p.as_dict() for p in plans], indent=2))
         return
-    typer.echo(f"plan: preset {preset}, {resolution}², attention {attention} (meta tensors; GiB; per process)")
-    typer.echo(f"{'what':22s} {'params':>9s} {'trainable':>10s} {'weights':>8s} {'train+grad+opt':>15s} "
-               f"{'activations':>12s} {'peak':>8s} {'TFLOP':>9s}")
+    typer.echo(f"plan: preset {preset}, {resolution}², attention {attention}, weights {cfg.model.weights}, "
+               f"optimizer {cfg.train.optimizer} (meta tensors; GiB; per process; time on {gpu} at {mfu:.0%} of "
+               "its bf16 peak)")
+    typer.echo(f"{'what':24s} {'params':>9s} {'trainable':>10s} {'weights':>8s} {'train+grad+opt':>15s} "
+               f"{'activations':>12s} {'peak':>8s} {'TFLOP':>9s} {'s':>8s}")
     for p in plans:
         state = p.trainable_gib + p.gradients_gib + p.optimizer_gib
-        typer.echo(f"{p.what:22s} {p.parameters / 1e9:8.3f}B {p.trainable_parameters / 1e6:9.2f}M "
-                   f"{p.weights_gib:8.2f} {state:15.2f} {p.activations_gib:12.2f} {p.peak_gib:8.2f} {p.tflop:9.2f}")
+        typer.echo(f"{p.what:24s} {p.parameters / 1e9:8.3f}B {p.trainable_parameters / 1e6:9.2f}M "
+                   f"{p.weights_gib:8.2f} {state:15.2f} {p.activations_gib:12.2f} {p.peak_gib:8.2f} {p.tflop:9.2f} "
+                   f"{p.settings['seconds']['value']:8.3f}")
+    if any("parallel" in p.settings for p in plans):
+        typer.echo("per rank: derived from the one-process step (see fluxsr_core.plan.per_rank), not traced")
 
 
 @models_app.command("list")

@@ -56,6 +56,11 @@ class ModelConfig(_Section):
         "auto", description="'auto': bfloat16 on CUDA, float32 on CPU."
     )
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    weights: Literal["full", "nf4", "fp8"] = Field(
+        "full", description="The frozen transformer blocks' weights: 'full' (model.dtype), 'nf4' (bitsandbytes 4-bit "
+                            "NormalFloat, QLoRA: ~0.56 byte a parameter) or 'fp8' (float8_e4m3fn storage, computed in "
+                            "model.dtype: 1 byte). LoRA and fully trained modules stay in model.dtype/float32; a "
+                            "trained LoRA applies to the full-precision base as well.")
     local_files_only: bool = Field(
         True, description="flux-dev: never try to download; a missing model is an error naming the path."
     )
@@ -313,6 +318,9 @@ class TrainConfig(_Section):
         3.5, ge=0.0, description="Guidance-embedding value fed to the student in training (and by default at inference); "
                                  "3.5 = what the teacher sampled the pairs with (pairs.guidance).")
     compile: bool = Field(False, description="torch.compile each transformer block (CUDA; slow first steps on CPU).")
+    optimizer: Literal["adamw", "adamw8bit"] = Field(
+        "adamw", description="'adamw': torch AdamW, 8 bytes of state a trainable parameter; 'adamw8bit': bitsandbytes' "
+                             "blockwise 8-bit AdamW, ~2 bytes (tensors under 4096 elements keep 32-bit state).")
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp", description="Data-parallel engine when more than one process trains: 'ddp' replicates the model "
                            "(it must fit one GPU), 'fsdp' shards it over the processes (FSDP2 fully_shard per block).")
@@ -468,6 +476,9 @@ class InferConfig(_Section):
                                                                  "(1 = conditional only, one evaluation a step).")
     seed: int = Field(0, description="Seed of the source noise of methods that start from a noisy LR latent, so a "
                                      "result is reproducible.")
+    offload: bool = Field(False, description="Keep the transformer's weights in CPU memory and move each block to "
+                                            "the GPU only while it runs (diffusers' group offloading, one block at a "
+                                            "time: the weights' GPU memory falls to one block's, for PCIe transfers).")
     max_input_pixels: int = Field(
         MAX_INPUT_PIXELS, ge=1, description="An input whose header declares more pixels is refused by name before it is "
                                       "decoded (the batch goes on); raise it for real huge images.")

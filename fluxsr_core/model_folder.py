@@ -62,7 +62,7 @@ def base_model_of(model) -> dict[str, Any]:
     path = model_cfg.path or HUB_IDS.get(model_cfg.preset)
     transformer = model.transformer
     return {"preset": model_cfg.preset, "path": path, "seed": model_cfg.seed if model_cfg.preset == "tiny" else None,
-            "vae": model_cfg.vae, "architecture_digest": architecture_digest(transformer)}
+            "vae": model_cfg.vae, "weights": model_cfg.weights, "architecture_digest": architecture_digest(transformer)}
 
 
 @dataclass
@@ -166,6 +166,12 @@ def read_info(path: str | Path) -> ModelInfo:
     return ModelInfo(**data)
 
 
+def _weights(base: dict[str, Any]) -> str:
+    """How the base's block weights were held while training (a LoRA trained on NF4/fp8 applies to full ones)."""
+    kind = base.get("weights", "full")
+    return "" if kind == "full" else f" (its block weights held in {kind} while training; the LoRA applies to the full base too)"
+
+
 def model_card(info: ModelInfo, last: dict[str, float] | None, plot: str | None) -> str:
     """``README.md`` of an exported model: YAML header (base_model, library_name, tags, licence), training, loading."""
     base_id = info.base.get("path") or info.base.get("preset")
@@ -180,7 +186,7 @@ def model_card(info: ModelInfo, last: dict[str, float] | None, plot: str | None)
 # fluxsr {info.method} model
 
 A one-step real-world super-resolution model (4x) trained by fluxsr
-with the `{info.method}` method on base `{base_id}`
+with the `{info.method}` method on base `{base_id}`{_weights(info.base)}
 for {info.steps} steps ({info.trained_on.get('samples', '?')} training samples, latents
 `{info.trained_on.get('latents_key', '?')}`), {_start(info.init_from)}. fluxsr {info.fluxsr_version}.
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 from unittest import mock
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from fluxsr_core.train.parallelize import flux_blocks
 
 GiB = 2 ** 30
 Attention = Literal["flash", "math"]
@@ -100,6 +102,44 @@ def attention_as(kind: Attention):
         yield
 
 
+def nf4_matmul_flops(a_shape, b_shape, shape_b, *args, out_shape=None, **kwargs) -> int:
+    """FLOPs of bitsandbytes' fused 4-bit matmuls (``gemm_4bit``, ``gemv_4bit``): 2·M·K·N, as a dense matmul
+    of A (M, K) by the dequantised (N, K) weight; ``FlopCounterMode`` does not know these ops."""
+    m = 1
+    for d in a_shape[:-1]:
+        m *= d
+    return 2 * m * a_shape[-1] * shape_b[0]
+
+
+class _NoModuleTracking:
+    """Stands in for ``FlopCounterMode``'s module tracker: every count goes to the total ("Global"). The tracker's
+    backward hooks on module outputs keep gradient checkpointing's recomputed activations alive until the step
+    ends, which the memory count then sees (measured: a plan's activations grew with every checkpointed block)."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
+def flop_counter():
+    """``FlopCounterMode`` for totals only (``_NoModuleTracking``), also counting bitsandbytes' 4-bit matmuls."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ops = torch.ops.bitsandbytes if hasattr(torch.ops, "bitsandbytes") else None
+    mapping = {}
+    for name in ("gemm_4bit", "gemv_4bit"):
+        op = getattr(ops, name, None) if ops is not None else None
+        if op is not None:
+            mapping[op] = nf4_matmul_flops  # keyed by the overload packet, as FlopCounterMode looks ops up
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
+    counter.mod_tracker = _NoModuleTracking()
+    return counter
+
+
 @dataclass
 class Plan:
     """One planned call: sizes in GiB (``*_gib``), TFLOP, and what the figures assume."""
@@ -128,12 +168,14 @@ def _gib(n: int | float) -> float:
     return round(n / GiB, 4)
 
 
-def meta_components(preset: str, dtype: torch.dtype):
+def meta_components(preset: str, dtype: torch.dtype, weights: str = "full", architecture: dict | None = None):
     """The preset's transformer and VAE built from their configs on the meta device (no weights read, none
-    allocated) and a meta text condition of the preset's shape; nothing else of a preset runs in a plan."""
+    allocated), the blocks' weights in ``weights`` as ``load_components`` holds them (bitsandbytes' NF4 layers
+    quantise on meta through its fake kernels), and a meta text condition of the preset's shape. ``architecture``
+    overrides entries of the preset's transformer config (a reduced-depth FLUX, checked against a real step)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
-    from fluxsr_core.models import flux_dev, tiny
+    from fluxsr_core.models import flux_dev, low_vram, tiny
     from fluxsr_core.models.presets import FluxComponents
     from fluxsr_core.models.velocity import TextCondition
 
@@ -146,17 +188,18 @@ def meta_components(preset: str, dtype: torch.dtype):
     torch.set_default_dtype(dtype)  # built in the dtype: no float32 copy first
     try:
         with meta:
-            transformer = FluxTransformer2DModel(**arch.TRANSFORMER_CONFIG).requires_grad_(False)
+            tc = {**arch.TRANSFORMER_CONFIG, **(architecture or {})}
+            transformer = FluxTransformer2DModel(**tc).requires_grad_(False)
             vae = AutoencoderKL(**arch.VAE_CONFIG).requires_grad_(False)
-            tc = arch.TRANSFORMER_CONFIG
             cond = TextCondition(torch.empty(1, tokens, tc["joint_attention_dim"]),
                                  torch.empty(1, tc["pooled_projection_dim"]))
     finally:
         torch.set_default_dtype(previous)
+    low_vram.apply_weights(transformer, weights, meta, dtype)
     components = FluxComponents(transformer=transformer, vae=vae, prompt_encoder=None,
                                 scheduler=FlowMatchEulerDiscreteScheduler(**arch.SCHEDULER_CONFIG),
                                 latent_scale=0.3611, latent_shift=0.1159, identity=f"{preset}-meta", device=meta,
-                                dtype=dtype, config=ModelConfig(preset=preset))
+                                dtype=dtype, config=ModelConfig(preset=preset, weights=weights))
     return components, cond
 
 
@@ -167,20 +210,29 @@ def _meta_sample(resolution: int) -> dict[str, torch.Tensor]:
                 "hr": torch.empty(3, resolution, resolution)}
 
 
-def _sr_model(cfg, dtype: torch.dtype, guidance: float):
+def _sr_model(cfg, dtype: torch.dtype, guidance: float, architecture: dict | None = None):
     from fluxsr_core.models.sr_model import SRModel
 
-    components, cond = meta_components(cfg.preset, dtype)
+    components, cond = meta_components(cfg.preset, dtype, cfg.model.weights, architecture)
     return SRModel(components, cond=cond, guidance=guidance)
 
 
-def plan_train(cfg, method_name: str, *, resolution: int, dtype: torch.dtype = torch.bfloat16,
-               attention: Attention = "flash") -> Plan:
-    """Memory and FLOPs of one steady-state training step of ``method_name`` (the second step: AdamW's state
-    exists), per process, at ``train.batch_size`` samples of ``resolution``² and the config's LoRA, gradient
-    checkpointing and method settings. A distilled method holds its frozen teacher too."""
-    from torch.utils.flop_counter import FlopCounterMode
+def _allocate_optimizer_state(trainer) -> None:
+    """AdamW's state as the first real step leaves it, without running that step: zero gradients, one
+    optimiser step, gradients dropped (the state's tensors are what the optimiser allocates for them)."""
+    for p in trainer.params:
+        p.grad = torch.zeros_like(p)
+    trainer.optimizer.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
 
+
+def plan_train(cfg, method_name: str, *, resolution: int, dtype: torch.dtype = torch.bfloat16,
+               attention: Attention = "flash", architecture: dict | None = None) -> Plan:
+    """Memory and FLOPs of one steady-state training step of ``method_name`` (AdamW's state exists), per
+    process, at ``train.batch_size`` samples of ``resolution``² and the config's LoRA, gradient checkpointing,
+    ``model.weights``, ``train.optimizer`` and method settings. A distilled method holds its frozen teacher too.
+    With more than one process (``train.nproc_per_node`` x ``train.nnodes``) the figures are one rank's
+    (``per_rank``)."""
     from fluxsr_core.methods import build_method
     from fluxsr_core.train.loop import Trainer
 
@@ -188,46 +240,104 @@ def plan_train(cfg, method_name: str, *, resolution: int, dtype: torch.dtype = t
         raise ValueError(f"resolution must be a multiple of 16, got {resolution}")
     cfg = cfg.model_copy(deep=True)
     cfg.loss.allow_random_lpips_backbone = True  # no weights are read in a plan; a random backbone costs the same
+    world = cfg.train.nproc_per_node * cfg.train.nnodes
+    train_cfg = cfg.train.model_copy(update={"nproc_per_node": 1, "nnodes": 1})  # one process traced; ranks derived
     with LiveStorages() as mem, attention_as(attention):
         method = build_method(method_name, cfg)
         if method.distils:
-            teacher = _sr_model(cfg, dtype, method.guidance)
+            teacher = _sr_model(cfg, dtype, method.guidance, architecture)
             build_method(method.distils, cfg).extend(teacher)
             method.set_teacher(teacher)
-        model = _sr_model(cfg, dtype, method.guidance)
+        model = _sr_model(cfg, dtype, method.guidance, architecture)
         dataset = [_meta_sample(resolution)] * max(1, cfg.train.batch_size)
-        trainer = Trainer(method, model, dataset, lora_cfg=cfg.lora, train_cfg=cfg.train)
-
-        def step(k: int) -> None:
-            trainer.optimizer.zero_grad(set_to_none=True)
-            terms, _ = trainer.compute_loss(trainer.batch_for_step(k), trainer.step_generator(k))
+        trainer = Trainer(method, model, dataset, lora_cfg=cfg.lora, train_cfg=train_cfg)
+        _allocate_optimizer_state(trainer)
+        before, mem.peak = mem.live, mem.live
+        with flop_counter() as flops:
+            terms, _ = trainer.compute_loss(trainer.batch_for_step(2), trainer.step_generator(2))
             terms["total"].backward()
             trainer.optimizer.step()
-
-        step(1)  # allocates AdamW's state
-        trainer.optimizer.zero_grad(set_to_none=True)
-        before, mem.peak = mem.live, mem.live
-        with FlopCounterMode(display=False) as flops:
-            step(2)
         peak = mem.peak
-    params = [p for p in trainer.transformer.parameters()]
+    transformer = trainer.transformer
     trainable = trainer.params
-    frozen = [p for p in params if not p.requires_grad] + list(trainer.transformer.buffers())
-    others = [t for m in _other_modules(method, model) for t in (*m.parameters(), *m.buffers())]
-    weights = tensor_bytes(frozen) + tensor_bytes(others)
-    trainable_bytes = tensor_bytes(trainable)
+    frozen = [t for t in held(transformer) if not t.requires_grad]
+    others = [t for m in _other_modules(method, model) for t in held(m)]
     grads = tensor_bytes([p.grad for p in trainable if p.grad is not None])
     optimizer = tensor_bytes([t for s in trainer.optimizer.state.values() for t in s.values()
                               if torch.is_tensor(t) and t.dim() > 0])
-    return Plan(what=f"train {method_name}", preset=cfg.preset, resolution=resolution, batch=cfg.train.batch_size,
-                attention=attention, parameters=sum(p.numel() for p in params),
-                trainable_parameters=sum(p.numel() for p in trainable), weights_gib=_gib(weights),
-                trainable_gib=_gib(trainable_bytes), gradients_gib=_gib(grads), optimizer_gib=_gib(optimizer),
+    block = max((tensor_bytes(held(b)) for b in flux_blocks(transformer)), default=0)
+    plan = Plan(what=f"train {method_name}", preset=cfg.preset, resolution=resolution, batch=cfg.train.batch_size,
+                attention=attention, parameters=_parameters(transformer),
+                trainable_parameters=sum(p.numel() for p in trainable),
+                weights_gib=_gib(tensor_bytes(frozen) + tensor_bytes(others)), trainable_gib=_gib(tensor_bytes(trainable)),
+                gradients_gib=_gib(grads), optimizer_gib=_gib(optimizer),
                 activations_gib=_gib(max(0, peak - before - grads)), peak_gib=_gib(peak),
                 tflop=round(flops.get_total_flops() / 1e12, 6),
-                settings={"dtype": str(dtype).removeprefix("torch."), "lora_rank": cfg.lora.rank,
+                settings={"dtype": str(dtype).removeprefix("torch."), "weights": cfg.model.weights,
+                          "optimizer": cfg.train.optimizer, "lora_rank": cfg.lora.rank,
                           "gradient_checkpointing": cfg.train.gradient_checkpointing,
-                          "live_before_step_gib": _gib(before)})
+                          "live_before_step_gib": _gib(before), "transformer_weights_gib": _gib(tensor_bytes(frozen)),
+                          "largest_block_gib": _gib(block)})
+    return per_rank(plan, cfg.train.strategy, world) if world > 1 else plan
+
+
+def held(module: torch.nn.Module) -> list[torch.Tensor]:
+    """The tensors a module holds: parameters, buffers, and its NF4 layers' quantisation state (absmax, code),
+    which bitsandbytes keeps beside the packed weights rather than as parameters."""
+    out = [*module.parameters(), *module.buffers()]
+    for m in module.modules():
+        qs = getattr(getattr(m, "weight", None), "quant_state", None)
+        if qs is not None:
+            out += [t for t in (qs.absmax, qs.code) if torch.is_tensor(t)]
+    return out
+
+
+def _parameters(module: torch.nn.Module) -> int:
+    """Parameters as the unquantised model counts them (a packed NF4 weight holds two a byte)."""
+    total = 0
+    for m in module.modules():
+        for p in m.parameters(recurse=False):
+            shape = getattr(getattr(p, "quant_state", None), "shape", None)
+            total += shape.numel() if shape is not None else p.numel()
+    return total
+
+
+def per_rank(plan: Plan, strategy: str, ranks: int) -> Plan:
+    """One rank's figures of a data-parallel step over ``ranks`` processes (each on ``plan.batch`` samples),
+    derived from the one-process plan (not traced: no process group runs in a plan).
+
+    - DDP: every rank holds the whole plan, plus DDP's gradient buckets (a second copy of the trainable
+      gradients: ``gradient_as_bucket_view`` is off).
+    - FSDP (one shard group per block, ``parallelize.apply_fsdp``): the transformer's frozen weights, trainable
+      parameters, gradients and optimizer state are split 1/ranks; two blocks are whole at a time (the one
+      running and the next, prefetched); the VAE, a teacher and loss networks stay whole on every rank."""
+    s = dict(plan.settings)
+    derived = {"strategy": strategy, "ranks": ranks, "derived_from_one_process": True}
+    if strategy == "ddp":
+        extra = plan.gradients_gib
+        return replace(plan, what=f"{plan.what} ddp/{ranks}", peak_gib=round(plan.peak_gib + extra, 4),
+                       gradients_gib=round(plan.gradients_gib + extra, 4), settings={**s, "parallel": derived})
+    sharded = s["transformer_weights_gib"] + plan.trainable_gib + plan.gradients_gib + plan.optimizer_gib
+    whole_blocks = 2 * s["largest_block_gib"]
+    weights = plan.weights_gib - s["transformer_weights_gib"] * (1 - 1 / ranks) + whole_blocks
+    return replace(plan, what=f"{plan.what} fsdp/{ranks}", weights_gib=round(weights, 4),
+                   trainable_gib=round(plan.trainable_gib / ranks, 4), gradients_gib=round(plan.gradients_gib / ranks, 4),
+                   optimizer_gib=round(plan.optimizer_gib / ranks, 4),
+                   peak_gib=round(plan.peak_gib - sharded * (1 - 1 / ranks) + whole_blocks, 4),
+                   settings={**s, "parallel": derived})
+
+
+# Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) from the vendors' datasheets.
+GPU_PEAK_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.1, "RTX4090": 165.2}
+
+
+def seconds_at(tflop: float, gpu: str, fraction: float) -> float:
+    """Seconds of ``tflop`` on ``gpu`` running at ``fraction`` of its dense bf16 peak: t = F / (peak · fraction)."""
+    if gpu not in GPU_PEAK_TFLOPS:
+        raise ValueError(f"unknown GPU {gpu!r}: one of {', '.join(GPU_PEAK_TFLOPS)}")
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the fraction of peak must be in (0, 1], got {fraction}")
+    return tflop / (GPU_PEAK_TFLOPS[gpu] * fraction)
 
 
 def _other_modules(method, model) -> list[torch.nn.Module]:
@@ -241,11 +351,12 @@ def _other_modules(method, model) -> list[torch.nn.Module]:
 
 
 def plan_upscale(cfg, method_name: str = "ftd", *, size: int, dtype: torch.dtype = torch.bfloat16,
-                 attention: Attention = "flash", tile: int | None = None, overlap: int = 16) -> Plan:
+                 attention: Attention = "flash", tile: int | None = None, overlap: int = 16,
+                 offload: bool = False) -> Plan:
     """Memory and FLOPs of one ``fluxsr upscale`` call of a ``size``² output by a model of ``method_name`` (its
-    architecture extensions applied, LoRA merged cost-free: the base weights dominate), tiled at ``tile``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+    architecture extensions applied, LoRA merged cost-free: the base weights dominate), tiled at ``tile``, the
+    blocks' weights in ``model.weights``. ``offload`` (``infer.offload``): only one block's weights are on the
+    GPU at a time, derived from the traced call (its peak less every block's weights but the largest)."""
     from fluxsr_core.infer import upscale
     from fluxsr_core.methods import build_method
 
@@ -256,14 +367,18 @@ def plan_upscale(cfg, method_name: str = "ftd", *, size: int, dtype: torch.dtype
         with torch.device("meta"):
             image = torch.empty(1, 3, size // 4, size // 4)
         before, mem.peak = mem.live, mem.live
-        with FlopCounterMode(display=False) as flops:
+        with flop_counter() as flops:
             upscale(model, method, image, scale=4.0, tile=tile, overlap=overlap, color_fix="none")
         peak = mem.peak
-    weights = tensor_bytes([*model.transformer.parameters(), *model.transformer.buffers(),
-                            *model.components.vae.parameters(), *model.components.vae.buffers()])
+    transformer = model.transformer
+    weights = tensor_bytes([*held(transformer), *held(model.components.vae)])
+    blocks = [tensor_bytes(held(b)) for b in flux_blocks(transformer)]
+    if offload:  # the GPU holds the non-block modules and one block
+        weights, peak = weights - sum(blocks) + max(blocks), peak - sum(blocks) + max(blocks)
     return Plan(what=f"upscale {method_name}", preset=cfg.preset, resolution=size, batch=1, attention=attention,
-                parameters=sum(p.numel() for p in model.transformer.parameters()), trainable_parameters=0,
+                parameters=_parameters(transformer), trainable_parameters=0,
                 weights_gib=_gib(weights), trainable_gib=0.0, gradients_gib=0.0, optimizer_gib=0.0,
                 activations_gib=_gib(peak - before), peak_gib=_gib(peak),
                 tflop=round(flops.get_total_flops() / 1e12, 6),
-                settings={"dtype": str(dtype).removeprefix("torch."), "tile": tile, "overlap": overlap})
+                settings={"dtype": str(dtype).removeprefix("torch."), "weights": cfg.model.weights, "tile": tile,
+                          "overlap": overlap, "offload": offload})

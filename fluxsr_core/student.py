@@ -92,7 +92,7 @@ def load_student(cfg: FluxSRConfig, model_path: str | Path | None) -> Student:
         folder = model_folder.model_dir(model_path)  # InputNotFoundError naming the expected file
         info = model_folder.read_info(folder)
         method = method_from_metadata(info.method, checked_params(info, cfg, folder))
-    components = load_components(cfg.model)
+    components = load_components(cfg.model, offload=cfg.infer.offload)
     guidance = cfg.infer.guidance if cfg.infer.guidance is not None else method.guidance
     model = SRModel(components, guidance=guidance)
     if info is not None:
@@ -104,4 +104,8 @@ def load_student(cfg: FluxSRConfig, model_path: str | Path | None) -> Student:
             model_folder.load_module_state(modules, folder / model_folder.MODULES_FILE)
     components.transformer.requires_grad_(False)
     components.transformer.eval()
+    if cfg.infer.offload:
+        from fluxsr_core.models.low_vram import offload_blocks
+
+        offload_blocks(components.transformer, components.device)
     return Student(model=model, method=method, info=info, path=folder, knob_defaults=config_knobs(method, cfg.infer))

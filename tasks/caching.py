@@ -213,20 +213,42 @@ def _plain(value: Any) -> Any:
 
 
 STALE_AFTER_S = 6 * 3600.0  # a unit lock held longer than this by a process on another host is taken as dead
+TORN_AFTER_S = 10.0  # an unreadable lock file this old was left by a writer killed while writing it
 
 
 class UnitLockManager(FileSystemLockManager):
     """Prefect's file lock manager, plus: a lock records its host and process, and one whose process is gone
-    (same host) or that is older than ``STALE_AFTER_S`` (another host) no longer blocks a re-run."""
+    (same host) or that is older than ``STALE_AFTER_S`` (another host) no longer blocks a re-run.
+
+    Prefect creates a lock file and then writes it: a process killed in between leaves an empty file, which
+    Prefect cannot parse. Such a file blocks while it is younger than ``TORN_AFTER_S`` (its writer may be
+    mid-write) and is removed after."""
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                      hold_timeout: float | None = None) -> bool:
         ok = super().acquire_lock(key, holder, acquire_timeout, STALE_AFTER_S if hold_timeout is None else hold_timeout)
         if ok:
-            path = self._lock_path_for_key(key)
-            info = pydantic_core.from_json(Path(path).read_bytes())
-            Path(path).write_bytes(pydantic_core.to_json({**info, "host": socket.gethostname(), "pid": os.getpid()}))
+            path = Path(self._lock_path_for_key(key))
+            info = pydantic_core.from_json(path.read_bytes())
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(pydantic_core.to_json({**info, "host": socket.gethostname(), "pid": os.getpid()}))
+            os.replace(tmp, path)  # never a half-written lock of ours
         return ok
+
+    def _get_lock_info(self, key: str, use_cache: bool = True):
+        try:
+            return super()._get_lock_info(key, use_cache=use_cache)
+        except ValueError:  # empty or torn: its writer is mid-write, or was killed there
+            path = Path(self._lock_path_for_key(key))
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                return None
+            if age > TORN_AFTER_S:
+                path.unlink(missing_ok=True)
+                self._locks.pop(key, None)
+                return None
+            return {"holder": None, "expiration": None, "path": path}
 
     def is_locked(self, key: str, use_cache: bool = False) -> bool:
         info = self._get_lock_info(key, use_cache=use_cache)

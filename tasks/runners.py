@@ -36,9 +36,17 @@ def concurrent_units(cfg: RunnerConfig, gpu: bool) -> int:
     return slot_count() if gpu and scheduling_enabled() else 1
 
 
+def cpu_threads() -> int:
+    """The CPU threads this process may use: ``OMP_NUM_THREADS`` when set (as torch reads it), else the cores."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return os.cpu_count() or 1
+
+
 def cpu_share(workers: int, cfg: RunnerConfig) -> int:
-    """torch threads for a unit on the CPU: ``unit_threads``, else this machine's cores over the units."""
-    return cfg.unit_threads or max(1, (os.cpu_count() or 1) // workers)
+    """torch threads for a unit on the CPU: ``unit_threads``, else this process's threads over the units."""
+    return cfg.unit_threads or max(1, cpu_threads() // workers)
 
 
 def task_runner(cfg: RunnerConfig, workers: int):

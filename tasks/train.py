@@ -22,7 +22,7 @@ from storage.layout import stage_dir, stage_key
 from storage.manifest import manifest_digest
 from storage.registry import ModelRegistry
 from tasks.caching import code_version
-from tasks.common import finished_stage
+from tasks.common import finished_stage, release_components
 from tasks.encode import plan_encode
 from tasks.gpu import gpu_slot, scheduling_enabled, slot_count
 
@@ -152,6 +152,7 @@ def train_model(directory: str, store_path: str, method: str, config: FluxSRConf
     if scheduling_enabled() and train_cfg.nproc_per_node > slot_count():
         raise UsageError(f"train.nproc_per_node={train_cfg.nproc_per_node} needs that many GPUs, "
                          f"this machine has {slot_count()} GPU slots")
+    release_components()  # the pipeline's teacher and VAE leave the GPU before the trainer loads its own
     slots = gpu_slot(count=train_cfg.nproc_per_node) if scheduling_enabled() else nullcontext()
     with slots as slot:
         env = slot.env() if slot is not None else dict(os.environ)  # CUDA_VISIBLE_DEVICES pinned to the slot

@@ -13,6 +13,11 @@ import pytest
 
 from helpers import BIN, stop_process_group
 
+# One intra-op thread a process: 2 pytest workers share 2 cores, and every CLI, worker and trainer they start
+# inherits this (tiny models gain nothing from a second thread; two processes of 2 threads on 2 cores spin). Set
+# before torch is imported anywhere. A test that needs more threads says so in its subprocess's env.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FLUXSR_SHARED", REPO.parent / "shared"))
 
@@ -98,10 +103,20 @@ def deployed(prefect_env, tmp_path_factory):
 
 
 
-# The two longest modules (the nightly retraining, every method through the CLI: minutes each on 2 cores) start
-# first, one on each worker: pytest-xdist's loadscope hands modules out in collection order as workers free up, so
-# a long module collected late runs alone at the end while the other worker idles (measured: 15m22s that way).
-LONGEST_FIRST = ("tests/flows/test_retrain.py", "tests/flows/test_methods_flow.py")
+# Modules longest first (measured on 2 cores, seconds a module), so that the last module to start is a short one:
+# pytest-xdist's loadscope hands modules out in collection order as workers free up (with --no-loadscope-reorder,
+# set in pyproject.toml; its default orders modules by how many tests they have, which put the 1-test, 3-minute
+# nightly retraining last, alone, while the other worker idled). Modules not listed keep their order, after these.
+LONGEST_FIRST = ("tests/flows/test_methods_flow.py",  # 330
+                 "tests/flows/test_runners.py",  # 260
+                 "tests/flows/test_retrain.py",  # 215
+                 "tests/flows/test_generate_pairs.py",  # 195
+                 "tests/flows/test_degrade_encode.py",  # 170
+                 "tests/core/test_train.py",  # 160
+                 "tests/flows/test_upscale_cli.py",  # 125
+                 "tests/flows/test_benchmark_flow.py",  # 110
+                 "tests/flows/test_growth.py",  # 80
+                 "tests/flows/test_deployments.py")  # 65
 
 
 def pytest_collection_modifyitems(items):

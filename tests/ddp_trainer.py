@@ -1,11 +1,11 @@
 """A tiny-preset training run that works alone or under ``torchrun`` (gloo on CPU): the parity tests' worker.
 
-``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_trainer.py OUT BATCH STEPS STRATEGY METHODS [RUN_DIR]``
-trains each of METHODS (comma-separated, one after the other in the same processes) with BATCH
-samples per process (STRATEGY ddp or fsdp; with RUN_DIR, one method, it checkpoints every 2 steps
-there and resumes from it) and writes each rank's LoRA tensors and logged records to
-``OUT/rank<r>-<method>.safetensors`` / ``OUT/rank<r>-<method>.json``. A distilled method (oftsr)
-distils an untrained teacher (its zero-initialised condition: the base transformer), enough for parity.
+``python -m torch.distributed.run --standalone --nproc-per-node 2 tests/ddp_trainer.py OUT BATCH STEPS JOBS [RUN_DIR]``
+runs each of JOBS (comma-separated ``strategy:method``, e.g. ``ddp:ftd,fsdp:ftd``, one after the other in the
+same processes: one launch, one set of imports) with BATCH samples per process (with RUN_DIR, the fsdp jobs
+checkpoint every 2 steps there and resume from it) and writes each rank's LoRA tensors and logged records to
+``OUT/rank<r>-<strategy>-<method>.safetensors`` / ``.json``. A distilled method (oftsr) distils an untrained
+teacher (its zero-initialised condition: the base transformer), enough for parity.
 """
 
 from __future__ import annotations
@@ -56,19 +56,20 @@ def run(batch: int, steps: int, strategy: str = "ddp", run_dir: str | None = Non
     return trainer
 
 
-def main(out: str, batch: int, steps: int, strategy: str, methods: str, run_dir: str | None = None) -> None:
+def main(out: str, batch: int, steps: int, jobs: str, run_dir: str | None = None) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     try:
-        for method in methods.split(","):
-            trainer = run(batch, steps, strategy, run_dir, method)
+        for job in jobs.split(","):
+            strategy, method = job.split(":")
+            trainer = run(batch, steps, strategy, run_dir if strategy == "fsdp" else None, method)
             rank = dist.get_rank()
             save_file({k: v.contiguous() for k, v in lora.lora_state_dict(trainer.transformer).items()},
-                      str(Path(out) / f"rank{rank}-{method}.safetensors"))
-            Path(out, f"rank{rank}-{method}.json").write_text(json.dumps(trainer.history))
+                      str(Path(out) / f"rank{rank}-{strategy}-{method}.safetensors"))
+            Path(out, f"rank{rank}-{strategy}-{method}.json").write_text(json.dumps(trainer.history))
     finally:
         dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], *sys.argv[6:7])
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], *sys.argv[5:6])

@@ -52,12 +52,22 @@ def math_attention():
 
 
 def meanflow_target(u: AverageVelocity, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
-                    v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    v: torch.Tensor, checkpointed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(u_θ(z, r, t), SG[v - (t - r)·du/dt]): the MeanFlow identity's target, du/dt the JVP of u along
     (v, 0, 1) on (z, r, t) by ``torch.func.jvp`` (r is held, so its tangent 0 is implicit); u keeps its
-    gradient, the target is detached."""
-    with math_attention():
-        u_value, du_dt = torch.func.jvp(lambda zz, tt: u(zz, r, tt), (z, t), (v, torch.ones_like(t)))
+    gradient, the target is detached.
+
+    u comes with its gradient from the JVP's primal pass, unless the network ``checkpointed`` its activations:
+    a checkpointed block recomputes its forward in backward, outside the JVP, and that would not match what the
+    JVP's pass saved; then the JVP runs without gradient and u is one more ordinary (checkpointed) pass."""
+    tangents = (v, torch.ones_like(t))
+    if not checkpointed:
+        with math_attention():
+            u_value, du_dt = torch.func.jvp(lambda zz, tt: u(zz, r, tt), (z, t), tangents)
+    else:
+        with math_attention(), torch.no_grad():
+            _, du_dt = torch.func.jvp(lambda zz, tt: u(zz, r, tt), (z, t), tangents)
+        u_value = u(z, r, t)
     return u_value, (v - per_sample(t - r, v) * du_dt).detach()
 
 
@@ -210,7 +220,8 @@ class MeanFlow(ConditionedOnLR, Method):
         z_t = sr_path(batch["z0"], x_src, t)
         with model.autocast():
             v = self.teacher_velocity(z_t, t, z_L, w)
-            u_value, target = meanflow_target(self.average_velocity(model, z_L, w), z_t, r, t, v)
+            u_value, target = meanflow_target(self.average_velocity(model, z_L, w), z_t, r, t, v,
+                                              checkpointed=bool(getattr(model.transformer, "gradient_checkpointing", False)))
         total, mse = adaptive_loss(u_value, target, self.power, self.c)
         return {"total": total, "mf_mse": mse}
 

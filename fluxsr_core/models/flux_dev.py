@@ -46,15 +46,17 @@ def random_transformer(dtype: torch.dtype = torch.bfloat16, device: str | torch.
         return FluxTransformer2DModel(**TRANSFORMER_CONFIG).to(dtype)
 
 
-def load_pretrained(path: str, *, dtype: torch.dtype, device: torch.device, local_files_only: bool):
-    """Load transformer, VAE, scheduler and text encoders of FLUX.1-dev from a hub id or directory."""
+def load_pretrained(path: str, *, dtype: torch.dtype, device: torch.device, local_files_only: bool,
+                    transformer_device: torch.device | None = None):
+    """Load transformer, VAE, scheduler and text encoders of FLUX.1-dev from a hub id or directory (the
+    transformer to ``transformer_device``, default ``device``: the CPU when it is quantised or offloaded next)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
     kw = dict(local_files_only=local_files_only)
     transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype, **kw)
     vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **kw)
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", **kw)
-    return transformer.to(device), vae.to(device), scheduler
+    return transformer.to(transformer_device or device), vae.to(device), scheduler
 
 
 def looks_like_local(path: str) -> bool:

@@ -65,10 +65,17 @@ def _place(module, device: torch.device, dtype: torch.dtype):
     return module if module.dtype == dtype else module.to(dtype)
 
 
-def load_components(cfg: ModelConfig) -> FluxComponents:
-    """Build (tiny) or load (flux-dev) the transformer, VAE, prompt encoder and scheduler."""
+def load_components(cfg: ModelConfig, *, offload: bool = False) -> FluxComponents:
+    """Build (tiny) or load (flux-dev) the transformer, VAE, prompt encoder and scheduler.
+
+    ``model.weights`` nf4/fp8: the blocks' weights are quantised on their way to the device (``low_vram``).
+    ``offload``: the transformer stays in CPU memory (``low_vram.offload_blocks`` then moves each block to the
+    device as it runs)."""
+    from fluxsr_core.models import low_vram
+
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
+    load_to = torch.device("cpu") if cfg.weights != "full" or offload else device
     if cfg.preset == "tiny":
         transformer, vae, scheduler = tiny.build(cfg.seed)
         tc = tiny.TRANSFORMER_CONFIG
@@ -78,7 +85,7 @@ def load_components(cfg: ModelConfig) -> FluxComponents:
         path = cfg.path or flux_dev.FLUX_DEV_HUB_ID
         try:
             transformer, vae, scheduler = flux_dev.load_pretrained(
-                path, dtype=dtype, device=device, local_files_only=cfg.local_files_only
+                path, dtype=dtype, device=device, transformer_device=load_to, local_files_only=cfg.local_files_only
             )
         except (OSError, ValueError) as err:
             where = "directory" if flux_dev.looks_like_local(path) else "hub id (local cache only)" if cfg.local_files_only else "hub id"
@@ -98,8 +105,9 @@ def load_components(cfg: ModelConfig) -> FluxComponents:
     scale, shift = _native_scale_shift(vae)
     transformer.requires_grad_(False)
     vae.requires_grad_(False)
+    transformer = low_vram.apply_weights(_place(transformer, load_to, dtype), cfg.weights, device, dtype)
     return FluxComponents(
-        transformer=_place(transformer, device, dtype), vae=_place(vae, device, dtype),
+        transformer=transformer if offload else transformer.to(device), vae=_place(vae, device, dtype),
         prompt_encoder=prompt_encoder, scheduler=scheduler, latent_scale=scale, latent_shift=shift,
         identity=identity, device=device, dtype=dtype, config=cfg.model_copy(),
     )

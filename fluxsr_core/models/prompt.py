@@ -68,3 +68,10 @@ class FluxTextEncoders:
             prompt=prompts, prompt_2=None, device=device, max_sequence_length=self.max_sequence_length
         )
         return embeds, pooled
+
+    def release(self) -> None:
+        """Move the encoders back to CPU memory (the next ``encode`` brings them to its device again)."""
+        if self._pipe is not None:
+            self._pipe.to("cpu")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

@@ -51,14 +51,24 @@ def _fsync_dir(path: Path) -> None:
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """Split ``optimizer.state_dict()`` into flat tensors (safetensors) and JSON-able param groups."""
+    """Split ``optimizer.state_dict()`` into flat tensors (safetensors) and JSON-able param groups.
+
+    A nested dict in a parameter's state (bitsandbytes' 8-bit AdamW wraps its quantisation state in one) is
+    flattened as ``state.<idx>.<name>/<key>``."""
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()  # storages already written (8-bit AdamW shares its quantisation maps): copy repeats
     for idx, entry in sd["state"].items():
+        flat = {}
         for name, value in entry.items():
+            flat.update({f"{name}/{k}": v for k, v in value.items()} if isinstance(value, dict) else {name: value})
+        for name, value in flat.items():
             if not torch.is_tensor(value):
                 value = torch.tensor(value)
-            tensors[f"state.{idx}.{name}"] = lora.full_tensor(value).detach().to("cpu").contiguous()
+            value = lora.full_tensor(value).detach().to("cpu").contiguous()
+            ptr = value.untyped_storage().data_ptr()
+            tensors[f"state.{idx}.{name}"] = value.clone() if ptr in seen else value
+            seen.add(ptr)
     groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
     return tensors, groups
 
@@ -72,7 +82,12 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], groups: list[dict],
         value = tensors[key]
         if params is not None and value.shape == params[int(idx)].shape and value.dim() > 0:
             value = lora.shard_like(value, params[int(idx)])
-        state.setdefault(int(idx), {})[name] = value
+        entry = state.setdefault(int(idx), {})
+        if "/" in name:  # a nested dict of the optimizer's own (optimizer_to_tensors)
+            outer, inner = name.split("/", 1)
+            entry.setdefault(outer, {})[inner] = value
+        else:
+            entry[name] = value
     groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]
     return {"state": state, "param_groups": groups}
 

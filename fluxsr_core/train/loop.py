@@ -85,14 +85,32 @@ def trainable_parameters(transformer) -> list[torch.nn.Parameter]:
     return [p for _, p in transformer.named_parameters() if p.requires_grad]
 
 
-def check_runtime(method: Method, train_cfg: TrainConfig) -> None:
-    """What the method needs from the runtime, checked before anything is built."""
+def check_runtime(method: Method, train_cfg: TrainConfig, weights: str = "full") -> None:
+    """What the method (and the base's ``model.weights``) needs from the runtime, checked before anything is built."""
     unknown = method.needs - RUNTIME_NEEDS
     if unknown:
         raise ValueError(f"method {method.name!r} needs {sorted(unknown)}, which the trainer does not provide")
-    if "forward_ad" in method.needs and train_cfg.strategy == "fsdp" and train_cfg.nproc_per_node * train_cfg.nnodes > 1:
+    fsdp = train_cfg.strategy == "fsdp" and train_cfg.nproc_per_node * train_cfg.nnodes > 1
+    if "forward_ad" in method.needs and fsdp:
         raise UsageError(f"method {method.name!r} uses forward-mode AD (torch.func.jvp), which does not run through "
                          "FSDP-sharded parameters: use train.strategy=ddp")
+    if "forward_ad" in method.needs and weights != "full":
+        raise UsageError(f"method {method.name!r} differentiates the network forward (torch.func.jvp), which does "
+                         f"not pass through model.weights={weights} layers (bitsandbytes' 4-bit matmul has no "
+                         "forward-mode derivative: measured, the JVP came out 67% wrong; fp8 casts crash it): use "
+                         "model.weights=full (with gradient checkpointing and 8-bit AdamW for memory)")
+    if weights != "full" and fsdp:
+        raise UsageError(f"model.weights={weights} keeps quantised weights that FSDP cannot shard: use "
+                         "train.strategy=ddp (each process holds the small quantised base)")
+
+
+def make_optimizer(params: list[torch.nn.Parameter], train_cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over ``params``: torch's (two float32 moments a parameter) or bitsandbytes' blockwise 8-bit one."""
+    if train_cfg.optimizer == "adamw8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=train_cfg.learning_rate)
+    return torch.optim.AdamW(params, lr=train_cfg.learning_rate)
 
 
 class Trainer:
@@ -111,7 +129,7 @@ class Trainer:
                  identity: dict[str, Any] | None = None, extra_state: dict[str, Any] | None = None):
         if len(dataset) == 0:
             raise ValueError("the training dataset is empty: no complete (record, variant) samples")
-        check_runtime(method, train_cfg)
+        check_runtime(method, train_cfg, getattr(model.components.config, "weights", "full"))
         self.method, self.model, self.dataset = method, model, dataset
         self.lora_cfg, self.train_cfg = lora_cfg, train_cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -130,7 +148,7 @@ class Trainer:
         for p in trainable_parameters(transformer):  # master weights in float32 even when the model is bf16
             p.data = p.data.float()
         if train_cfg.gradient_checkpointing:
-            parallelize.apply_activation_checkpointing(transformer)
+            parallelize.apply_activation_checkpointing(transformer, model.components.vae)
         if train_cfg.compile:
             parallelize.apply_compile(transformer)
         transformer.train()
@@ -139,7 +157,7 @@ class Trainer:
         self.step_module = parallelize.data_parallel(self.loss_module, transformer, strategy=train_cfg.strategy,
                                                      world=self.world, device=self.device)
         self.params = trainable_parameters(transformer)  # after FSDP, which replaced them by sharded (DTensor) ones
-        self.optimizer = torch.optim.AdamW(self.params, lr=train_cfg.learning_rate)
+        self.optimizer = make_optimizer(self.params, train_cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(train_cfg.lr_warmup_steps))
         self.step = 0  # completed steps
         self.history: list[dict[str, Any]] = []

@@ -42,12 +42,27 @@ def add_lora(transformer, cfg: LoraConfig, seed: int | None = None) -> list[torc
         if seed is not None:
             torch.manual_seed(seed)
         transformer.add_adapter(peft_cfg, adapter_name=ADAPTER)
+    lift_float8_adapters(transformer)
     params = lora_parameters(transformer)
     for p in params:
         p.requires_grad_(True)
     if not params:
         raise ValueError(f"no LoRA parameters were added: no module matched target_modules {cfg.target_modules}")
     return params
+
+
+FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def lift_float8_adapters(transformer) -> bool:
+    """peft gives an adapter its base layer's dtype: over fp8-stored weights (``model.weights=fp8``) the LoRA
+    would be fp8 too. Adapters go to the dtype the model computes in (its output projection's); True if any did."""
+    out = transformer.proj_out
+    dtype = getattr(out, "base_layer", out).weight.dtype
+    lifted = [p for p in lora_parameters(transformer) if p.dtype in FLOAT8]
+    for p in lifted:
+        p.data = p.data.to(dtype)
+    return bool(lifted)
 
 
 def lora_parameters(transformer) -> list[torch.nn.Parameter]:
@@ -173,6 +188,8 @@ def load_lora(transformer, path: str | Path, adapter_name: str = ADAPTER) -> Non
     ``FluxPipeline.load_lora_weights``; the weights are frozen.
     """
     transformer.load_lora_adapter(str(weight_file(path)), prefix="transformer", adapter_name=adapter_name)
+    if lift_float8_adapters(transformer) and adapter_name == ADAPTER:
+        set_lora_weights(transformer, path)  # the file's values again, into the lifted (full-precision) adapters
     transformer.requires_grad_(False)
 
 

@@ -13,9 +13,13 @@ def flux_blocks(transformer) -> list[torch.nn.Module]:
     return list(transformer.transformer_blocks) + list(transformer.single_transformer_blocks)
 
 
-def apply_activation_checkpointing(transformer) -> None:
-    """Recompute block activations in backward (diffusers' gradient checkpointing of the FLUX blocks)."""
+def apply_activation_checkpointing(transformer, vae=None) -> None:
+    """Recompute activations in backward: diffusers' gradient checkpointing of the FLUX blocks, and of the VAE's
+    blocks (FTD decodes the one-step latent and back-propagates the image losses through the decoder, whose
+    full-resolution activations are most of a 512² step's memory otherwise)."""
     transformer.enable_gradient_checkpointing()
+    if vae is not None and getattr(vae, "_supports_gradient_checkpointing", False):
+        vae.enable_gradient_checkpointing()
 
 
 def apply_compile(transformer) -> None:

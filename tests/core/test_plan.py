@@ -1,10 +1,16 @@
 """`fluxsr plan`: memory and FLOPs on meta tensors, checked analytically and against a real CPU step."""
 
+import json
+import math
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from fluxsr_core.config import FluxSRConfig
-from fluxsr_core.plan import LiveStorages, plan_train, plan_upscale
+from fluxsr_core.plan import GPU_PEAK_TFLOPS, LiveStorages, plan_train, plan_upscale, seconds_at
+from helpers import REPO
 
 
 def test_live_storages_count_what_is_alive_and_the_peak():
@@ -94,3 +100,74 @@ def test_full_flux_dev_plans_on_meta_and_flash_attention_is_smaller_than_math():
     assert 11.8e9 < flash.parameters < 12.0e9  # FLUX.1-dev's transformer
     assert flash.weights_gib == pytest.approx(2 * (flash.parameters + 83.65e6) / 2 ** 30, rel=0.01)  # + the VAE, bf16
     assert flash.peak_gib < math_.peak_gib and flash.tflop > 1
+
+
+def test_nf4_weights_and_8bit_adamw_are_the_bytes_their_formats_say():
+    """NF4: half a byte a block weight + a float32 absmax a block of 64 (0.5625 byte); everything else bf16.
+    8-bit AdamW: two uint8 moments + two float32 absmax a block of 256 for a tensor of >= 4096 elements, two
+    float32 moments below that, plus its two shared 256-entry quantisation maps."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+
+    from fluxsr_core.models import tiny
+    from fluxsr_core.models.low_vram import block_linears
+
+    cfg = FluxSRConfig()
+    cfg.model.weights, cfg.train.optimizer = "nf4", "adamw8bit"
+    cfg.lora.rank = 32  # some LoRA matrices of >= 4096 elements: both of bitsandbytes' state layouts
+    p = plan_train(cfg, "sr-teacher", resolution=64)
+    with torch.device("meta"):
+        blocks = sum(m.weight.numel() for *_, m in block_linears(FluxTransformer2DModel(**tiny.TRANSFORMER_CONFIG)))
+        vae = sum(x.numel() for x in AutoencoderKL(**tiny.VAE_CONFIG).parameters())
+    frozen = p.parameters - p.trainable_parameters
+    expected = 0.5625 * blocks + 2 * (frozen - blocks) + 2 * vae
+    assert p.weights_gib * 2 ** 30 == pytest.approx(expected, abs=2 ** 30 * 1e-4)
+    full = plan_train(FluxSRConfig(), "sr-teacher", resolution=64)
+    assert p.weights_gib < full.weights_gib
+
+    from fluxsr_core.methods import build_method
+    from fluxsr_core.models import load_components
+    from fluxsr_core.models.sr_model import SRModel
+    from fluxsr_core.train.loop import Trainer
+    from helpers import latent_samples
+
+    method = build_method("sr-teacher", cfg)
+    trainer = Trainer(method, SRModel(load_components(FluxSRConfig().model)), latent_samples(1, 0),
+                      lora_cfg=cfg.lora, train_cfg=cfg.train)
+    sizes = [q.numel() for q in trainer.params]
+    moments = sum(2 * n + 2 * 4 * math.ceil(n / 256) if n >= 4096 else 8 * n for n in sizes)
+    maps = 2 * 256 * 4 if any(n >= 4096 for n in sizes) else 0
+    assert p.trainable_parameters == sum(sizes) and any(n >= 4096 for n in sizes) and any(n < 4096 for n in sizes)
+    assert p.optimizer_gib * 2 ** 30 == pytest.approx(moments + maps, abs=2 ** 30 * 1e-4)
+
+
+def test_per_rank_figures_and_time_at_a_fraction_of_a_gpu_peak():
+    cfg = FluxSRConfig()
+    one = plan_train(cfg, "ftd", resolution=64)
+    cfg.train.nproc_per_node = 4
+    ddp = plan_train(cfg, "ftd", resolution=64)
+    cfg.train.strategy = "fsdp"
+    fsdp = plan_train(cfg, "ftd", resolution=64)
+    assert ddp.what == "train ftd ddp/4" and fsdp.what == "train ftd fsdp/4"
+    assert ddp.peak_gib == pytest.approx(one.peak_gib + one.gradients_gib, abs=1e-3)  # DDP's gradient buckets
+    sharded = one.settings["transformer_weights_gib"] + one.trainable_gib + one.gradients_gib + one.optimizer_gib
+    whole = 2 * one.settings["largest_block_gib"]
+    assert fsdp.peak_gib == pytest.approx(one.peak_gib - 0.75 * sharded + whole, abs=1e-3)
+    assert fsdp.optimizer_gib == pytest.approx(one.optimizer_gib / 4, abs=1e-4)
+    assert fsdp.settings["parallel"] == {"strategy": "fsdp", "ranks": 4, "derived_from_one_process": True}
+    assert seconds_at(989.4, "H100", 0.5) == pytest.approx(2.0)
+    assert set(GPU_PEAK_TFLOPS) >= {"H100", "A100", "L40S"}
+    with pytest.raises(ValueError, match="unknown GPU"):
+        seconds_at(1.0, "T4", 0.4)
+
+
+def test_reduced_depth_full_width_flux_plan_is_the_measured_cpu_peak():
+    """FLUX.1-dev's width (hidden 3072, 24 heads, joint attention 4096) with 1 double + 2 single blocks: every
+    layer shape of the real model, 0.7 B parameters. The same FTD step on real CPU tensors, its peak measured by
+    the kernel (the process's peak resident set, VmHWM, over the step, less its resident set before the model:
+    bench/plan_vs_cuda.py), in a fresh process; the plan is within 10%."""
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "plan_vs_cuda.py"), "--case", "reduced-flux",
+                        "--device", "cpu", "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = json.loads(r.stdout)
+    assert 0.68e9 < row["parameters"] < 0.72e9, row
+    assert row["ratio"] == pytest.approx(1.0, abs=0.10), row

@@ -135,59 +135,69 @@ def test_a_resumed_run_of_each_method_ends_with_the_same_weights(tmp_path, metho
     assert after.keys() == want.keys() and all(torch.equal(after[k], want[k]) for k in want)
 
 
-def _torchrun_two(out, steps, strategy, methods, run_dir=None) -> dict[str, tuple[list[dict], list[list[dict]]]]:
-    """tests/ddp_trainer.py under torchrun with 2 gloo processes x batch 1: per method, each rank's final LoRA
-    tensors and logs."""
+def _torchrun_two(out, steps, jobs: list[tuple[str, str]], run_dir=None) -> dict:
+    """tests/ddp_trainer.py under torchrun with 2 gloo processes x batch 1, every (strategy, method) job in one
+    launch: per job, each rank's final LoRA tensors and logs."""
     from safetensors.torch import load_file
 
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           str(REPO / "tests" / "ddp_trainer.py"), str(out), "1", str(steps), strategy, ",".join(methods),
+           str(REPO / "tests" / "ddp_trainer.py"), str(out), "1", str(steps), ",".join(f"{s}:{m}" for s, m in jobs),
            *([str(run_dir)] if run_dir else [])]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {m: ([load_file(str(out / f"rank{r}-{m}.safetensors")) for r in (0, 1)],
-                [json.loads((out / f"rank{r}-{m}.json").read_text()) for r in (0, 1)]) for m in methods}
+    return {(s, m): ([load_file(str(out / f"rank{r}-{s}-{m}.safetensors")) for r in (0, 1)],
+                     [json.loads((out / f"rank{r}-{s}-{m}.json").read_text()) for r in (0, 1)]) for s, m in jobs}
 
 
-@pytest.mark.parametrize("strategy, methods", [("ddp", ["ftd"]), ("fsdp", ["ftd"]), ("ddp", ["sr-teacher", "oftsr", "meanflow"])])
-def test_two_process_gloo_training_matches_one_process_on_the_combined_batch(tmp_path, strategy, methods):
+PARITY_STEPS = 3
+PARITY_JOBS = [("ddp", "ftd"), ("fsdp", "ftd"), ("ddp", "sr-teacher"), ("ddp", "oftsr"), ("ddp", "meanflow")]
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(tmp_path_factory):
+    """Every parity job in one torchrun launch (the FSDP one checkpointing into ``run``)."""
+    root = tmp_path_factory.mktemp("parity")
+    return root, _torchrun_two(root / "full", PARITY_STEPS, PARITY_JOBS, root / "run")
+
+
+@pytest.mark.parametrize("strategy, method", PARITY_JOBS)
+def test_two_process_gloo_training_matches_one_process_on_the_combined_batch(two_process_runs, strategy, method):
     """torchrun, 2 CPU processes x batch 1 vs one process x batch 2: same samples, same times and noise seeds,
     averaged gradients, for every method (the SR teacher, and the OFTSR and MeanFlow distillations of a frozen
-    teacher: MeanFlow's torch.func.jvp runs inside the DDP-wrapped loss module, on the transformer itself).
-
-    FSDP also checkpoints (gathering the sharded adapters and AdamW state) and a second
-    launch resumes from step 2 to the same final adapters.
-    """
+    teacher: MeanFlow's torch.func.jvp runs inside the DDP-wrapped loss module, on the transformer itself), under
+    DDP and (FTD) FSDP."""
     import ddp_trainer
 
-    steps = 3
-    run_dir = tmp_path / "run" if strategy == "fsdp" else None
-    launched = _torchrun_two(tmp_path / "full", steps, strategy, methods, run_dir)
-    for method, (ranks, logs) in launched.items():
-        assert ranks[0].keys() == ranks[1].keys() and ranks[0]
-        for k in ranks[0]:  # the replicas (or the gathered shards) are identical, bit for bit
-            assert torch.equal(ranks[0][k], ranks[1][k]), (method, k)
-        single = ddp_trainer.run(batch=2, steps=steps, method=method)
-        ref = lora.lora_state_dict(single.transformer)
-        start = lora.lora_state_dict(ddp_trainer.build(batch=2, steps=steps, method=method).transformer)
-        for k, v in ref.items():
-            assert torch.allclose(ranks[0][k], v, atol=1e-6, rtol=1e-5), (method, k, (ranks[0][k] - v).abs().max())
-        assert any(not torch.equal(ref[k], start[k]) for k in ref), method  # training moved the adapters
-        assert len(logs[0]) == steps
-        terms = [*single.method.term_names, "lr", *(k for k in single.history[0] if k.endswith("_mean"))]
-        for rec2, rec1 in zip(logs[0], single.history):  # rank-averaged terms = the combined batch's terms
-            for term in terms:
-                assert rec2[term] == pytest.approx(rec1[term], rel=1e-5, abs=1e-7), (method, rec2["step"], term)
-    if run_dir is None:
-        return
-    ranks, logs = launched["ftd"]
+    ranks, logs = two_process_runs[1][(strategy, method)]
+    assert ranks[0].keys() == ranks[1].keys() and ranks[0]
+    for k in ranks[0]:  # the replicas (or the gathered shards) are identical, bit for bit
+        assert torch.equal(ranks[0][k], ranks[1][k]), k
+    single = ddp_trainer.run(batch=2, steps=PARITY_STEPS, method=method)
+    ref = lora.lora_state_dict(single.transformer)
+    start = lora.lora_state_dict(ddp_trainer.build(batch=2, steps=PARITY_STEPS, method=method).transformer)
+    for k, v in ref.items():
+        assert torch.allclose(ranks[0][k], v, atol=1e-6, rtol=1e-5), (k, (ranks[0][k] - v).abs().max())
+    assert any(not torch.equal(ref[k], start[k]) for k in ref)  # training moved the adapters
+    assert len(logs[0]) == PARITY_STEPS
+    terms = [*single.method.term_names, "lr", *(k for k in single.history[0] if k.endswith("_mean"))]
+    for rec2, rec1 in zip(logs[0], single.history):  # rank-averaged terms = the combined batch's terms
+        for term in terms:
+            assert rec2[term] == pytest.approx(rec1[term], rel=1e-5, abs=1e-7), (rec2["step"], term)
+
+
+def test_fsdp_checkpoints_gather_and_a_second_launch_resumes_to_the_same_adapters(two_process_runs):
+    """FSDP checkpoints gather the sharded adapters and AdamW state into a plain, whole LoRA; a second launch
+    resumes from step 2 to the same final adapters."""
+    root, launched = two_process_runs
+    run_dir = root / "run"
+    ranks, logs = launched[("fsdp", "ftd")]
     assert sorted(p.name for p in run_dir.iterdir()) == ["step-000002", "step-000003"]
     saved = lora.lora_state_dict(_loaded(run_dir / "step-000003"))  # a plain, whole LoRA for inference
     assert all(torch.equal(saved[k], ranks[0][k]) for k in saved)
-    resumed_dir = tmp_path / "resumed"
+    resumed_dir = root / "resumed"
     shutil.copytree(run_dir / "step-000002", resumed_dir / "step-000002")
-    again = _torchrun_two(tmp_path / "again", steps, strategy, ["ftd"], resumed_dir)["ftd"]
+    again = _torchrun_two(root / "again", PARITY_STEPS, [("fsdp", "ftd")], resumed_dir)[("fsdp", "ftd")]
     assert [r["step"] for r in again[1][0]] == [3] and again[1][0][0]["total"] == logs[0][2]["total"]
     assert all(torch.equal(again[0][0][k], ranks[0][k]) for k in ranks[0])
 

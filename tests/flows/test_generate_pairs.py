@@ -31,11 +31,10 @@ def _shard_bytes(root: Path) -> dict[str, bytes]:
 def reference(prefect_env, tmp_path_factory):
     """An uninterrupted run of the small config."""
     root = tmp_path_factory.mktemp("ref")
-    r = run_cli(prefect_env, "pairs", "--out", str(root), *SMALL)
+    r = run_cli({**prefect_env, "OMP_NUM_THREADS": "2"}, "pairs", "--out", str(root), *SMALL)
     s = summary_of(r)
     assert s["computed"] == 8 and s["cached"] == 0 and s["records"] == 8 and s["manifest"]
-    if (os.cpu_count() or 1) > 1:  # one batch per shard leaves cores idle on CPU: the run says so
-        assert "cores stay idle" in r.stdout + r.stderr
+    assert "cores stay idle" in r.stdout + r.stderr  # one batch per shard leaves one of 2 threads idle: it says so
     return root
 
 
@@ -124,19 +123,6 @@ def test_idle_cores_note():
 def test_help_lists_stage_commands():
     r = subprocess.run([str(BIN / "fluxsr"), "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "pairs" in r.stdout and "run" in r.stdout and "config" in r.stdout
-
-
-def test_gpu_stage_takes_a_slot_when_scheduling_is_on(prefect_env, tmp_path):
-    """With virtual GPU slots configured, each shard task holds a 'gpu' slot and a locked device."""
-    env = {**prefect_env, "FLUXSR_GPU_SLOTS": "1", "FLUXSR_GPU_LOCK_DIR": str(tmp_path / "locks")}
-    r = run_cli(env, "pairs", "--out", str(tmp_path / "o"), "--set", "pairs.num_records=2",
-                "--set", "pairs.records_per_shard=1", "--set", "pairs.resolution=64", "--set", "pairs.steps=2",
-                "--set", "pairs.seed=11")
-    assert summary_of(r)["computed"] == 2
-    assert r.stderr.count("holding GPU slot") == 2
-    assert list((tmp_path / "locks").iterdir())
-    limits = subprocess.run([str(BIN / "prefect"), "gcl", "inspect", "gpu"], env=env, capture_output=True, text=True)
-    assert limits.returncode == 0 and "gpu" in limits.stdout
 
 
 def test_unknown_method_lists_the_available_ones(prefect_env, tmp_path):

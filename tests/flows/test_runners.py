@@ -50,9 +50,14 @@ def _max_overlap(runs: list[dict]) -> int:
 
 
 def test_two_slots_run_two_units_at_once_with_the_same_bytes(prefect_env, reference, tmp_path):
+    """With virtual GPU slots configured, each shard task holds a slot of the server's 'gpu' limit and a locked
+    device; two slots run two units at once."""
     env = {**prefect_env, "FLUXSR_GPU_SLOTS": "2", "FLUXSR_GPU_LOCK_DIR": str(tmp_path / "locks")}
     r = run_cli(env, "pairs", "--out", str(tmp_path), *SMALL)
     assert summary_of(r)["computed"] == 4 and "4 units, 2 at a time" in r.stderr
+    assert r.stderr.count("holding GPU slot") == 4 and list((tmp_path / "locks").iterdir())
+    limits = subprocess.run([str(BIN / "prefect"), "gcl", "inspect", "gpu"], env=env, capture_output=True, text=True)
+    assert limits.returncode == 0 and "gpu" in limits.stdout
     runs = _task_runs(env, "pairs-shard-", 4)
     assert len(runs) == 4 and all(t["state_type"] == "COMPLETED" for t in runs)
     assert _max_overlap(runs) == 2  # two units ran at once, never more (two slots)

@@ -143,9 +143,8 @@ def test_hostile_inputs_each_written_or_failed_by_name(hostile, tmp_path):
 
 
 def test_recursive_reads_sub_folders(hostile, tmp_path):
+    """(A folder named on the command line is read without it: the hostile test names one.)"""
     folder, _, _ = hostile
-    r = run_cli(ENV, "upscale", str(folder / "sub"), str(folder / "one.png"), "-o", str(tmp_path / "a"), *TILES)
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["inner.png", "one.png"]
     r = run_cli(ENV, "upscale", str(folder), "-o", str(tmp_path / "b"), "--recursive", "--on-error", "skip", *TILES,
                 check=False)
     assert (tmp_path / "b" / "inner.png").is_file() and "sub-folder" not in r.stderr

@@ -1,9 +1,12 @@
 """How many units run at once, each CPU unit's share of the cores, and unit locks that a killed run leaves."""
 
 import contextvars
+import json
+import os
 import subprocess
 import sys
 import threading
+import time
 
 from fluxsr_core.config import RunnerConfig
 from tasks.caching import UnitLockManager
@@ -21,6 +24,8 @@ def test_concurrent_units_default_to_the_gpu_slots(monkeypatch):
     assert concurrent_units(RunnerConfig(max_workers=5), gpu=True) == 5
     assert cpu_share(4096, RunnerConfig()) == 1  # never below one thread, however many units
     assert cpu_share(2, RunnerConfig(unit_threads=3)) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the threads the user gave this process, shared by its units
+    assert cpu_share(2, RunnerConfig()) == 2
 
 
 def test_a_cpu_unit_runs_on_its_share_of_threads_and_restores_them(monkeypatch):
@@ -58,3 +63,19 @@ def test_a_lock_left_by_a_killed_process_is_stale(tmp_path):
     assert other.is_locked("unit-key") and not other.acquire_lock("unit-key", holder="third", acquire_timeout=0.3)
     manager.release_lock("unit-key", holder="new-run")
     assert not other.is_locked("unit-key")
+
+
+def test_an_empty_lock_left_by_a_writer_killed_mid_write_is_stale_once_old(tmp_path):
+    """Prefect creates a lock file, then writes it: a SIGKILL in between leaves it empty. Young, it blocks (its
+    writer may be mid-write); older than TORN_AFTER_S, it is removed and the unit runs."""
+    from tasks.caching import TORN_AFTER_S, UnitLockManager
+
+    lock = tmp_path / "unit-key.lock"
+    lock.touch()
+    manager = UnitLockManager(lock_files_directory=tmp_path)
+    assert manager.is_locked("unit-key") and not manager.acquire_lock("unit-key", holder="run", acquire_timeout=0.2)
+    old = time.time() - TORN_AFTER_S - 1
+    os.utime(lock, (old, old))
+    assert not manager.is_locked("unit-key") and not lock.exists()
+    assert manager.acquire_lock("unit-key", holder="run", acquire_timeout=1)
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
