@@ -14,8 +14,8 @@ weights, and its peak is measured by the machine, not by fluxsr's tracker:
     .venv/bin/python bench/plan_vs_cuda.py --case reduced-flux --device cpu --json
 
 Cases: ``tiny`` (the tiny preset; GPU only: its step's few MB are below what a process's resident set
-resolves), ``reduced-flux`` (FLUX.1-dev's full width, hidden 3072, with 1 double and 2
-single blocks: every layer shape of the real model; 0.7 B parameters), ``flux-dev`` (the whole architecture,
+resolves), ``reduced-flux`` (FLUX.1-dev's full width, hidden 3072, with 1 double and 1
+single block: every layer shape of the real model; 0.55 B parameters), ``flux-dev`` (the whole architecture,
 12 B: a GPU with > 40 GB). With no GPU at hand only the CPU figures are measured, and the output says so.
 """
 
@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 GiB = 2 ** 30
-REDUCED_FLUX = {"num_layers": 1, "num_single_layers": 2}
+REDUCED_FLUX = {"num_layers": 1, "num_single_layers": 1}
 CASES = {  # preset, architecture override, resolution, method, GPU only
     "tiny": ("tiny", None, 128, "ftd", True),  # its step holds a few MB: below what a process's RSS resolves
     "reduced-flux": ("tiny", "reduced", 64, "ftd", False),

@@ -107,16 +107,20 @@ def deployed(prefect_env, tmp_path_factory):
 # pytest-xdist's loadscope hands modules out in collection order as workers free up (with --no-loadscope-reorder,
 # set in pyproject.toml; its default orders modules by how many tests they have, which put the 1-test, 3-minute
 # nightly retraining last, alone, while the other worker idled). Modules not listed keep their order, after these.
-LONGEST_FIRST = ("tests/flows/test_methods_flow.py",  # 330
-                 "tests/flows/test_runners.py",  # 260
-                 "tests/flows/test_retrain.py",  # 215
-                 "tests/flows/test_generate_pairs.py",  # 195
-                 "tests/flows/test_degrade_encode.py",  # 170
-                 "tests/core/test_train.py",  # 160
-                 "tests/flows/test_upscale_cli.py",  # 125
-                 "tests/flows/test_benchmark_flow.py",  # 110
-                 "tests/flows/test_growth.py",  # 80
-                 "tests/flows/test_deployments.py")  # 65
+LONGEST_FIRST = ("tests/flows/test_methods_flow.py",  # 305
+                 "tests/flows/test_runners.py",  # 235
+                 "tests/flows/test_retrain.py",  # 230
+                 "tests/flows/test_degrade_encode.py",  # 155
+                 "tests/flows/test_generate_pairs.py",  # 150
+                 "tests/core/test_train.py",  # 130
+                 "tests/flows/test_benchmark_flow.py",  # 105
+                 "tests/flows/test_upscale_cli.py",  # 95
+                 "tests/core/test_plan.py",  # 85
+                 "tests/flows/test_growth.py",  # 85
+                 "tests/flows/test_deployments.py",  # 55
+                 "tests/core/test_low_vram.py",  # 35
+                 "tests/storage/test_reproducible_bytes.py",  # 30
+                 "tests/core/test_quiet_startup.py")  # 30
 
 
 def pytest_collection_modifyitems(items):

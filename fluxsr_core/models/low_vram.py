@@ -1,6 +1,6 @@
 """Low-VRAM modes of the base transformer: its blocks' weights in NF4 or fp8, and block offloading for inference.
 
-Only the Linear layers of the FLUX blocks change (11.9 B of FLUX.1-dev's 11.9 B transformer parameters; the
+Only the Linear layers of the FLUX blocks change (11.83 B of FLUX.1-dev's 11.90 B transformer parameters; the
 embedders, final norm and projection stay in ``model.dtype``): a method's extensions (a widened ``x_embedder``, an
 interval embedding) and every trained module keep full precision, and peft puts its LoRA on a quantised layer
 as on a plain one (QLoRA), so a trained LoRA also applies to the full-precision base.
