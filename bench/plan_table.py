@@ -20,11 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CARDS_GB = (16, 24, 48, 80)
 RESERVED_GIB = 1.0
 TRAIN_OPTIONS = {  # label: config overrides (the flux-dev preset checkpoints activations already)
-    "bf16 + ckpt": {"train.gradient_checkpointing": True},
-    "nf4 + ckpt + 8-bit AdamW": {"model.weights": "nf4", "train.gradient_checkpointing": True,
-                                 "train.optimizer": "adamw8bit"},
+    "bf16 + ckpt": ["train.gradient_checkpointing=true"],
+    "nf4 + ckpt + 8-bit AdamW": ["model.weights=nf4", "train.gradient_checkpointing=true", "train.optimizer=adamw8bit"],
 }
-UPSCALE_OPTIONS = {"bf16": ({}, False), "bf16 + offload": ({}, True), "nf4": ({"model.weights": "nf4"}, False)}
+UPSCALE_OPTIONS = {"bf16": ([], False), "bf16 + offload": ([], True), "nf4": (["model.weights=nf4"], False)}
 
 
 def fits(peak_gib: float) -> str:
@@ -35,15 +34,11 @@ def fits(peak_gib: float) -> str:
     return f"> {CARDS_GB[-1]} GB"
 
 
-def configured(overrides: dict):
-    from fluxsr_core import configs
+def configured(overrides: list[str]):
+    """The flux-dev preset at batch 1, rank 64, with ``--set``-style overrides (the CLI's config path)."""
+    from fluxsr_core.config import load_config
 
-    cfg = configs.flux_dev()
-    cfg.train.batch_size, cfg.lora.rank = 1, 64
-    for key, value in overrides.items():
-        section, name = key.split(".")
-        setattr(getattr(cfg, section), name, value)
-    return cfg
+    return load_config(None, ["train.batch_size=1", "lora.rank=64", *overrides], preset="flux-dev")
 
 
 def main() -> None:

@@ -129,10 +129,9 @@ def flop_counter():
     """``FlopCounterMode`` for totals only (``_NoModuleTracking``), also counting bitsandbytes' 4-bit matmuls."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    ops = torch.ops.bitsandbytes if hasattr(torch.ops, "bitsandbytes") else None
     mapping = {}
-    for name in ("gemm_4bit", "gemv_4bit"):
-        op = getattr(ops, name, None) if ops is not None else None
+    for name in ("gemm_4bit", "gemv_4bit"):  # registered once bitsandbytes is imported (diffusers imports it)
+        op = getattr(torch.ops.bitsandbytes, name, None)
         if op is not None:
             mapping[op] = nf4_matmul_flops  # keyed by the overload packet, as FlopCounterMode looks ops up
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
