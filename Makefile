@@ -8,7 +8,7 @@ OUT    ?= runs/demo
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install run test bench clean
+.PHONY: install browser run test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,16 @@ install: $(STAMP)
 run: install
 	$(BIN)/fluxsr run --out $(OUT)
 
-test: install
+# The WebUI test drives the OS's Chromium (nothing is downloaded at run time): install the Debian packages when
+# missing and this user can (root with apt); otherwise that test skips and says why.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "could not install chromium/chromium-driver: the browser test will skip"; \
+	else echo "chromium/chromedriver missing and not root: the browser test will skip"; fi
+
+test: install browser
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope  # 2 workers; a module's tests (and fixtures) stay on one
 
 clean:

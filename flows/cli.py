@@ -46,12 +46,28 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
-def _preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *, prompts: bool = False):
+def _writable(folder: str, option: str = "--out") -> None:
+    """The output folder exists (created) and takes a file, or a one-line error naming it, before any work."""
+    import tempfile
+
+    from fluxsr_core.errors import UsageError
+
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".fluxsr-write-check-"):
+            pass
+    except OSError as err:
+        _fail(UsageError(f"{option} {folder}: cannot write there ({err.strerror or err}); choose a folder you can "
+                         "write to"))
+
+
+def _preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *, prompts: bool = False,
+               out: Optional[str] = None):
     """Resolve the config once (and read the prompt file) before Prefect starts or a model loads.
 
-    A wrong key, a resolution not divisible by 16 or an empty prompt file then fails
-    in a fraction of a second, not after ~15 s of torch/diffusers imports. The resolved,
-    typed config is what the flow receives (a deployment run passes one the same way).
+    A wrong key, a resolution not divisible by 16, an empty prompt file or an output folder that cannot be
+    written (``out``) then fails in a fraction of a second, not after ~15 s of torch/diffusers imports. The
+    resolved, typed config is what the flow receives (a deployment run passes one the same way).
     """
     from fluxsr_core.errors import FluxSRError
     from fluxsr_core.prompts import load_prompts
@@ -63,6 +79,8 @@ def _preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *,
             load_prompts(cfg.pairs.prompts)
     except FluxSRError as err:
         _fail(err)
+    if out is not None:
+        _writable(out)
     return cfg
 
 
@@ -94,7 +112,7 @@ def pairs(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = Co
           set_: Optional[list[str]] = SetOpt,
           shards: Optional[str] = typer.Option(None, help="Only shards START:STOP (split a stage across workers).")):
     """Stage 1: sample the teacher into (ε, z_0, x_0) WebDataset shards (flow generate-pairs)."""
-    cfg = _preflight(preset, config, set_, prompts=True)
+    cfg = _preflight(preset, config, set_, prompts=True, out=out)
     from flows.generate_pairs import generate_pairs
 
     _print_summary("generate-pairs", _run(generate_pairs, out=out, config=cfg, shards=shards))
@@ -105,7 +123,7 @@ def degrade_cmd(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str
                 set_: Optional[list[str]] = SetOpt,
                 shards: Optional[str] = typer.Option(None, help="Only shards START:STOP.")):
     """Stage 2: Real-ESRGAN second-order degradation into LR shards (flow degrade)."""
-    cfg = _preflight(preset, config, set_)
+    cfg = _preflight(preset, config, set_, out=out)
     from flows.degrade import degrade
 
     _print_summary("degrade", _run(degrade, out=out, config=cfg, shards=shards))
@@ -116,7 +134,7 @@ def encode(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = C
            set_: Optional[list[str]] = SetOpt,
            shards: Optional[str] = typer.Option(None, help="Only chunk ranges START:STOP (one per pairs shard).")):
     """Stage 3: encode LR variants into z_L in the Zarr latent store (flow encode-latents)."""
-    cfg = _preflight(preset, config, set_)
+    cfg = _preflight(preset, config, set_, out=out)
     from flows.encode_latents import encode_latents
 
     _print_summary("encode-latents", _run(encode_latents, out=out, config=cfg, shards=shards))
@@ -135,7 +153,7 @@ def train_cmd(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] 
     Several processes: --set train.nproc_per_node=8 (DDP, one GPU each; gloo on CPU).
     Several machines: --set train.nnodes=2 on each, with --node-rank and one --rdzv-endpoint.
     """
-    cfg = _preflight(preset, config, set_)
+    cfg = _preflight(preset, config, set_, out=out)
     _check_methods([method])
     from flows.train import train
 
@@ -190,7 +208,7 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
 
     Exit status 1 when any input failed (each is listed with its reason); 2 on a usage error.
     """
-    from fluxsr_core.errors import FluxSRError, UsageError
+    from fluxsr_core.errors import FluxSRError, InputNotFoundError, UsageError
     from fluxsr_core.upscale_files import collect_inputs
 
     if on_error not in ("skip", "stop"):
@@ -199,9 +217,12 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
                ("tau", tau), ("steps", steps), ("guidance", guidance), ("guidance_scale", guidance_scale),
                ("seed", seed))
     extra = [f"infer.{k}={v}" for k, v in options if v is not None] + (["infer.offload=true"] if offload else [])
-    cfg = _preflight(preset, config, [*(set_ or []), *extra])
+    cfg = _preflight(preset, config, [*(set_ or []), *extra], out=out)
     try:
         found = collect_inputs(inputs, recursive=recursive)  # a missing input fails here, before the model loads
+        if lora_path is not None and not Path(lora_path).exists():  # and a missing model, before torch loads
+            raise InputNotFoundError(f"--lora {lora_path}: no such model folder or LoRA file (give a training run's "
+                                     "final/ folder, a checkpoint folder or the LoRA file in one)")
     except FluxSRError as err:
         _fail(err)
 
@@ -234,8 +255,12 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
         if o.error:
             bar.write(typer.style(f"failed: {o.error}", fg=typer.colors.RED))
 
-    with torch.inference_mode():
-        outcomes = upscale_files(student, files, out, cfg.infer, on_error=on_error, progress=report)
+    try:
+        with torch.inference_mode():
+            outcomes = upscale_files(student, files, out, cfg.infer, on_error=on_error, progress=report)
+    except FluxSRError as err:  # a full disk: every later file would fail too
+        bar.close()
+        _fail(err)
     bar.close()
     failed = [o for o in outcomes if o.error]
     typer.echo(f"{len(outcomes) - len(failed)} written to {out}, {len(failed)} failed, {len(found.skipped)} skipped"
@@ -276,7 +301,7 @@ def bench(lr_dir: Optional[str] = typer.Argument(None, help="Folder of LR test i
 
     Metrics and protocol come from the config: --set bench.metrics=[psnr,ssim,lpips] --set bench.crop_border=4.
     """
-    cfg = _preflight(preset, config, set_)
+    cfg = _preflight(preset, config, set_, out=out)
     knobs: dict[str, list[float]] = {}
     for name, value in _split("--knob", knob, "KNOB=VALUE"):
         try:
@@ -309,7 +334,7 @@ def run(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = Conf
 
     pairs -> degrade -> encode-latents -> train (each --method) -> benchmark.
     """
-    cfg = _preflight(preset, config, set_, prompts=True)
+    cfg = _preflight(preset, config, set_, prompts=True, out=out)
     methods = _check_methods(method or ["ftd"])
     from flows.pipeline import STAGES, pipeline
 
@@ -328,7 +353,7 @@ def retrain_cmd(out: str = typer.Option("runs/nightly", "--out", "-o", help="Out
     Growth: retrain.grow_by records a run (or the prompt file's new lines with pairs.num_records=null).
     Warm start: --set train.init_from=latest. Promotion: retrain.metric, retrain.tolerance, the test_* set.
     """
-    cfg = _preflight(preset, config, set_, prompts=True)
+    cfg = _preflight(preset, config, set_, prompts=True, out=out)
     _check_methods(cfg.retrain.methods)
     from flows.retrain import retrain
 
@@ -423,6 +448,59 @@ def models_list(root: str = RootOpt, method: Optional[str] = typer.Option(None, 
             score = "n/a" if d["candidate_score"] is None else f"{d['candidate_score']:.4f}"
             typer.echo(f"   {d['decided_at']}  {d['decision']:8s}  {d['candidate_digest'][:16]}  "
                        f"{d['metric']} {score}: {d['reason']}")
+
+
+@app.command("export")
+def export_cmd(run_dir: str = typer.Argument(..., help="A training run (OUT/train/<key>), its final/ folder, a "
+                                                       "checkpoint or a registry version."),
+               out: str = typer.Option(..., "--out", "-o", help="The folder to write (must be empty or absent)."),
+               root: Optional[str] = typer.Option(None, "--root", help="Output root whose bench/ reports to search "
+                                                                       "for this model's rows (default: the run's)."),
+               force: bool = typer.Option(False, "--force", help="Replace a non-empty --out.")):
+    """A trained model as one folder fit to share: LoRA (diffusers format), identity, loss plot, model card.
+
+    The card (README.md, a YAML header a model hub reads) holds the training settings, the last losses, the loss
+    plot and the model's rows of the newest benchmark that scored it. `fluxsr upscale --lora DIR` and
+    `FluxSRPipeline.from_pretrained(DIR)` read the folder."""
+    from fluxsr_core.errors import FluxSRError
+    from flows.export import export_model
+
+    try:
+        done = export_model(run_dir, out, root=root, force=force)
+    except FluxSRError as err:
+        _fail(err)
+    typer.echo(f"{done['method']} model {done['digest'][:16]} written to {done['out']}: {', '.join(done['files'])}"
+               + (f"; benchmark rows from {done['benchmark']}" if done["benchmark"] else "; no benchmark scored it"))
+
+
+@app.command()
+def serve(root: str = typer.Option("runs", "--root", help="Where to look for trained models (every "
+                                                          "<root>/**/train/<key>/final and registry version)."),
+          lora_path: Optional[str] = typer.Option(None, "--lora", help="A model folder to select first (default: "
+                                                                       "the newest found, else the base model)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 opens it to the network)."),
+          port: int = typer.Option(7860, "--port", help="Port to bind."),
+          auth: Optional[str] = typer.Option(None, "--auth", help="USER:PASSWORD required to open the app "
+                                                                  "(Gradio's login)."),
+          preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """The WebUI: upload images, pick a trained model and its knobs, get a before/after view and downloads.
+
+    A Gradio app over the same inference as `fluxsr upscale`; requests queue (one runs at a time), each model
+    folder loads once. Bad uploads get a message on the page. Binds to 127.0.0.1 unless --host says otherwise."""
+    from fluxsr_core.errors import FluxSRError
+
+    cfg = _preflight(preset, config, set_)
+    if auth is not None and ":" not in auth:
+        _fail(ValueError("--auth must be USER:PASSWORD"))
+    from flows.serve import build_app
+
+    try:
+        demo = build_app(cfg, root=root, initial=lora_path)
+    except FluxSRError as err:
+        _fail(err)
+    typer.echo(f"fluxsr serve: http://{host}:{port}/ (models under {Path(root).resolve()}; Ctrl-C stops)")
+    demo.launch(server_name=host, server_port=port, auth=tuple(auth.split(":", 1)) if auth else None,
+                show_error=False, quiet=True)
 
 
 def main() -> None:

@@ -17,8 +17,10 @@ like. Every SR image is quantised to 8 bits before scoring, as if saved as PNG.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,7 +31,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from fluxsr_core.errors import FluxSRError
+from fluxsr_core.errors import FluxSRError, storage_full
 from fluxsr_core.imageio import (
     IMAGE_SUFFIXES,
     quantize_8bit,
@@ -163,12 +165,14 @@ class Method:
     A callable gets the LR image as a CPU float32 tensor (1, 3, h, w) in [0, 1] and
     returns (1, 3, H, W) or (3, H, W); its output is clamped and rounded to 8 bits.
     ``network``: the callable's network (a model's transformer), whose forward passes
-    are counted as the row's network evaluations per image.
+    are counted as the row's network evaluations per image. ``model``: what a trained model's
+    row ran (its digest and knobs), recorded in summary.json so an exported model finds its rows.
     """
 
     name: str
     source: str | Path | Upscale = BICUBIC
     network: torch.nn.Module | None = field(default=None, compare=False)
+    model: dict[str, Any] | None = field(default=None, compare=False)
 
     @property
     def kind(self) -> Literal["bicubic", "folder", "callable"]:
@@ -187,6 +191,8 @@ class Method:
             out["folder"] = str(self.source)
         elif self.kind == "callable":
             out["callable"] = getattr(self.source, "__qualname__", type(self.source).__name__)
+        if self.model is not None:
+            out["model"] = self.model
         return out
 
 
@@ -274,13 +280,25 @@ COST_NOTE = ("NFE: network (transformer) evaluations per image, counted as they 
              "VAE not counted); s/image: wall seconds to make one SR image on this machine, model loading excluded.")
 
 
+def _write_text(path: Path, text: str) -> None:
+    """A report file written whole or not at all (temporary name, rename); a full disk names the report."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with storage_full(f"benchmark report {path}", str(path.parent), "nothing half-written is left"):
+            tmp.write_text(text)
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_csv(path: Path, rows: list[dict[str, Any]], metrics: Sequence[str]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "image", *metrics, *COST_COLUMNS])
-        for r in rows:
-            w.writerow([r["method"], r["image"], *("" if r[m] is None else f"{r[m]:.6f}" for m in metrics),
-                        *("" if r[c] is None else f"{r[c]:g}" for c in COST_COLUMNS)])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["method", "image", *metrics, *COST_COLUMNS])
+    for r in rows:
+        w.writerow([r["method"], r["image"], *("" if r[m] is None else f"{r[m]:.6f}" for m in metrics),
+                    *("" if r[c] is None else f"{r[c]:g}" for c in COST_COLUMNS)])
+    _write_text(path, f.getvalue())
 
 
 def _cost_cell(column: str, value: float | None) -> str:
@@ -292,13 +310,7 @@ def _cost_cell(column: str, value: float | None) -> str:
 def _markdown(title: str, header: list[str], methods: list[str], metrics: Sequence[str],
               summary: dict[str, dict[str, float | None]], cost: dict[str, dict[str, float | None]],
               unavailable: dict[str, str], problems: list[Problem]) -> str:
-    lines = [f"# {title}", "", *header, "",
-             "| Method | " + " | ".join([f"{m} {_arrow(m)}" for m in metrics] + list(COST_COLUMNS.values())) + " |",
-             "| --- | " + " | ".join("---:" for _ in [*metrics, *COST_COLUMNS]) + " |"]
-    for method in methods:
-        cells = ["unavailable" if m in unavailable else (_fmt(summary[method][m]) or "n/a") for m in metrics]
-        cells += [_cost_cell(c, cost[method][c]) for c in COST_COLUMNS]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines = [f"# {title}", "", *header, "", *_table(methods, metrics, summary, cost, unavailable)]
     if unavailable:
         lines += ["", "## Unavailable metrics", ""] + [f"- `{k}`: {v}" for k, v in unavailable.items()]
     if problems:
@@ -308,6 +320,30 @@ def _markdown(title: str, header: list[str], methods: list[str], metrics: Sequen
                                                        ("metric", p.metric)) if v)
             lines.append(f"- `{p.path}`" + (f" ({where})" if where else "") + f": {p.reason}")
     return "\n".join(lines) + "\n"
+
+
+def _table(methods: list[str], metrics: Sequence[str], summary: dict[str, dict[str, float | None]],
+           cost: dict[str, dict[str, float | None]], unavailable: dict[str, str]) -> list[str]:
+    lines = ["| Method | " + " | ".join([f"{m} {_arrow(m)}" for m in metrics] + list(COST_COLUMNS.values())) + " |",
+             "| --- | " + " | ".join("---:" for _ in [*metrics, *COST_COLUMNS]) + " |"]
+    for method in methods:
+        cells = ["unavailable" if m in unavailable else (_fmt(summary[method][m]) or "n/a") for m in metrics]
+        cells += [_cost_cell(c, cost[method][c]) for c in COST_COLUMNS]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def rows_of_model(report: dict[str, Any], digest: str) -> str | None:
+    """The rows of a benchmark report (its summary.json) that ran the model of ``digest``, beside bicubic, as a
+    Markdown table under the report's title and protocol; None when the report did not score that model."""
+    mine = [m["name"] for m in report["methods"] if (m.get("model") or {}).get("digest") == digest]
+    if not mine:
+        return None
+    names = [m["name"] for m in report["methods"] if m["kind"] == "bicubic"] + mine
+    metrics = list(report["metrics"])
+    return "\n".join([f"{report['title']}: {report['n_images']} images, scale x{report['scale']}.",
+                      *report["protocol"], "", *_table(names, metrics, report["summary"], report["cost"],
+                                                       report["unavailable"])])
 
 
 def _tile(img: torch.Tensor, box: tuple[float, float, float, float], side: int) -> torch.Tensor:
@@ -506,7 +542,7 @@ def _write_reports(out: Path, r: _Report, rows: list[dict[str, Any]], crops: lis
               "↑ higher is better, ↓ lower is better. Means over the images above.", COST_NOTE]
     md_path, csv_path, json_path = out / "summary.md", out / "per_image.csv", out / "summary.json"
     _write_csv(csv_path, rows, r.metrics)
-    md_path.write_text(_markdown(r.title, header, [m.name for m in r.methods], r.metrics, r.summary, r.cost,
+    _write_text(md_path, _markdown(r.title, header, [m.name for m in r.methods], r.metrics, r.summary, r.cost,
                                  r.unavailable, r.problems))
     specs = {m: metric_spec(m) for m in r.metrics}
     payload = {
@@ -522,7 +558,7 @@ def _write_reports(out: Path, r: _Report, rows: list[dict[str, Any]], crops: lis
         "files": {"per_image_csv": csv_path.name, "summary_md": md_path.name,
                   "crops": [str(p.relative_to(out)) for p in crops]},
     }
-    json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    _write_text(json_path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     return BenchmarkResult(out, csv_path, md_path, json_path, crops, r.summary, r.unavailable, r.problems,
                            r.images, r.cost)
 

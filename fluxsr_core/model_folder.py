@@ -28,6 +28,10 @@ from fluxsr_core.train import lora
 INFO_FILE = "fluxsr_model.json"
 MODULES_FILE = "fluxsr_modules.safetensors"
 CARD_FILE = "README.md"
+PLOT_FILE = "loss.png"
+SUMMARY_FILE = "summary.json"
+# what a model folder may hold, all of it needed to share the model (``fluxsr export``, ``save_pretrained``)
+MODEL_FILES = (lora.LORA_WEIGHT_NAME, MODULES_FILE, INFO_FILE, CARD_FILE, PLOT_FILE, SUMMARY_FILE)
 FORMAT = 1
 LICENSES = {"flux-dev": "flux-1-dev-non-commercial-license", "tiny": "apache-2.0"}
 HUB_IDS = {"flux-dev": "black-forest-labs/FLUX.1-dev"}
@@ -78,6 +82,7 @@ class ModelInfo:
     steps: int = 0
     trained_on: dict[str, Any] = field(default_factory=dict)
     init_from: dict[str, Any] = field(default_factory=dict)  # the model it warm-started from (``init_record``); {} = fresh
+    training: dict[str, Any] = field(default_factory=dict)  # the settings it was trained with (``Trainer.settings``)
     fluxsr_version: str = field(default_factory=fluxsr_version)
     format: int = FORMAT
 
@@ -172,15 +177,18 @@ def _weights(base: dict[str, Any]) -> str:
     return "" if kind == "full" else f" (its block weights held in {kind} while training; the LoRA applies to the full base too)"
 
 
-def model_card(info: ModelInfo, last: dict[str, float] | None, plot: str | None) -> str:
-    """``README.md`` of an exported model: YAML header (base_model, library_name, tags, licence), training, loading."""
+def model_card(info: ModelInfo, last: dict[str, float] | None, plot: str | None, benchmark: str | None = None) -> str:
+    """``README.md`` of an exported model: YAML header (base_model, library_name, tags, licence), training settings,
+    last losses, the loss plot, the benchmark table (``fluxsr export`` adds it when the model was scored), use."""
     base_id = info.base.get("path") or info.base.get("preset")
     licence = LICENSES.get(info.base.get("preset"), "other")
     tags = ["fluxsr", "super-resolution", "image-to-image", "lora", info.method]
-    header = "\n".join(["---", f"base_model: {base_id}", "library_name: diffusers", f"license: {licence}",
+    hub_id = HUB_IDS.get(info.base.get("preset"), base_id)  # the hub's id even when trained from a local copy
+    header = "\n".join(["---", f"base_model: {hub_id}", "library_name: diffusers", f"license: {licence}",
                         "pipeline_tag: image-to-image", "tags:", *[f"- {t}" for t in tags], "---"])
     params = "\n".join(f"| `{k}` | {v} |" for k, v in sorted(info.method_params.items()))
     losses = "\n".join(f"| {k} | {v:.5f} |" for k, v in (last or {}).items() if isinstance(v, float))
+    settings = "\n".join(f"| `{k}` | {v} |" for k, v in sorted(info.training.items()))
     return f"""{header}
 
 # fluxsr {info.method} model
@@ -200,16 +208,30 @@ LoRA: rank {info.lora.get('rank')}, alpha {info.lora.get('alpha')}, on {len(info
 types{', plus fully trained ' + ', '.join(info.modules) if info.modules else ''}.
 Inference knobs: {', '.join(f'`{k}` (default {v})' for k, v in info.knobs.items()) or 'none'}.
 
+## Training settings
+
+| setting | value |
+|---|---|
+{settings or '| (not recorded) | |'}
+
 ## Last logged losses
 
 | term | value |
 |---|---|
 {losses}
-{f'{chr(10)}![loss curves]({plot}){chr(10)}' if plot else ''}
+{f'{chr(10)}![loss curves]({plot}){chr(10)}' if plot else ''}{f'{chr(10)}## Benchmark{chr(10)}{chr(10)}{benchmark}{chr(10)}' if benchmark else ''}
 ## Use
 
 ```bash
 fluxsr upscale photo.png -o out/ --lora THIS_FOLDER --preset {info.base.get('preset')}
+```
+
+As a diffusers pipeline (the same pixels as `fluxsr upscale`):
+
+```python
+from fluxsr_core.pipeline import FluxSRPipeline
+pipe = FluxSRPipeline.from_pretrained("THIS_FOLDER")
+image = pipe(low_res_image).images[0]
 ```
 
 With diffusers (the LoRA alone; fluxsr's sampler does the one step and colour fix):

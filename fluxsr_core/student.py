@@ -40,8 +40,12 @@ class Student:
     knob_defaults: dict[str, Any] = field(default_factory=dict)  # from the config's infer section
 
     def upscale(self, image: torch.Tensor, cfg: InferConfig, **knobs: Any) -> torch.Tensor:
-        """(1, 3, h, w) in [0, 1] -> the SR image in [0, 1] on the CPU; ``knobs`` override the config's."""
-        out = upscale(self.model, self.method, image.to(self.model.device), scale=cfg.scale, tile=cfg.tile,
+        """(1, 3, h, w) in [0, 1] -> the SR image in [0, 1] on the CPU; ``knobs`` override the config's.
+
+        The input is made contiguous first: a channels-last view (an array permuted to (1, 3, h, w)) would pick
+        other convolution kernels and move the output by float rounding, so every caller gets the same pixels."""
+        image = image.to(self.model.device).contiguous()
+        out = upscale(self.model, self.method, image, scale=cfg.scale, tile=cfg.tile,
                       overlap=cfg.overlap, color_fix=cfg.color_fix, knobs={**self.knob_defaults, **knobs})
         return out.cpu()
 

@@ -13,6 +13,7 @@ written as 8-bit). Outputs are written to a temporary name and renamed, so
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,7 +21,7 @@ from typing import Literal
 from PIL import Image
 
 from fluxsr_core.config import InferConfig
-from fluxsr_core.errors import InputNotFoundError, UnreadableImageError, UsageError
+from fluxsr_core.errors import InputNotFoundError, UnreadableImageError, UsageError, storage_full
 from fluxsr_core.imageio import IMAGE_SUFFIXES, read_image, write_image
 
 
@@ -30,6 +31,7 @@ class Outcome:
     output: Path | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    seconds: float | None = None  # wall time of the upscale (reading and writing excluded)
 
 
 @dataclass
@@ -96,17 +98,22 @@ def _png_bit_depth(path: Path) -> int | None:
 
 
 def _write_atomic(path: Path, image) -> None:
+    """Write to a temporary name and rename; a full disk is a ``StorageFullError`` naming the file (it stops the
+    batch: every later output would fail the same way)."""
     tmp = path.with_name(f".{path.stem}.partial.png")
     try:
-        write_image(tmp, image)
-        os.replace(tmp, path)
+        with storage_full(str(path), str(path.parent), "the outputs written before it are kept"):
+            write_image(tmp, image)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def upscale_files(student, inputs: list[Path], out_dir: str | Path, cfg: InferConfig, *,
-                  on_error: Literal["skip", "stop"] = "skip", progress=None) -> list[Outcome]:
-    """Upscale each input into ``out_dir/<stem>.png``; returns one Outcome per input, in order."""
+                  on_error: Literal["skip", "stop"] = "skip", progress=None,
+                  knobs: dict | None = None) -> list[Outcome]:
+    """Upscale each input into ``out_dir/<stem>.png``; returns one Outcome per input, in order. ``knobs``
+    override the method's knobs of ``cfg`` (the WebUI's sliders)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes = []
@@ -118,7 +125,10 @@ def upscale_files(student, inputs: list[Path], out_dir: str | Path, cfg: InferCo
             outcome.error = str(err)
         else:
             target = out_dir / f"{src.stem}.png"
-            _write_atomic(target, student.upscale(image, cfg))
+            start = time.perf_counter()
+            sr = student.upscale(image, cfg, **(knobs or {}))
+            outcome.seconds = time.perf_counter() - start
+            _write_atomic(target, sr)
             outcome.output = target
         outcomes.append(outcome)
         if progress is not None:

@@ -7,7 +7,6 @@ is re-raised with the path and the cause.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -15,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from fluxsr_core.errors import StorageFullError
+from fluxsr_core.errors import storage_full
 
 TMP_MARK = ".tmp-"
 
@@ -56,12 +55,10 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-    except OSError as err:
+    except OSError:
         tmp.unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise StorageFullError(err.errno, f"could not finish writing {final} ({err.strerror}); free space under "
-                                     f"{final.parent} and re-run: finished work is kept, nothing half-written remains") from err
-        raise
+        with storage_full(str(final), str(final.parent)):
+            raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

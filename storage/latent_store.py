@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from fluxsr_core.errors import FluxSRError, InputNotFoundError
+from fluxsr_core.errors import FluxSRError, InputNotFoundError, storage_full
 
 LAYOUT_VERSION = 2  # 2: the source array, and a store that grows
 
@@ -50,6 +50,11 @@ class LatentStore:
 
     def __init__(self, group):
         self.group = group
+
+    @property
+    def path(self) -> str:
+        """The store's folder (for messages)."""
+        return str(getattr(self.group.store, "root", self.group.store))
 
     # -- creation -----------------------------------------------------------------------------
     @classmethod
@@ -150,14 +155,16 @@ class LatentStore:
         g = self.group
         if self.done_mask(slice(record, record + 1)).any():
             g["done"][record] = 0
-        g["z0"][record] = z0.astype(np.float16)
-        g["noise"][record] = noise.astype(np.float16)
-        g["hr"][record] = hr
-        for k in range(z_L.shape[0]):
-            g["z_L"][record, k] = z_L[k].astype(np.float16)
-        g["source"][record] = np.uint64(source)
-        for k in range(z_L.shape[0]):
-            g["done"][record, k] = 1
+        with storage_full(f"record {record} of the latent store {self.path}", str(self.path),
+                          "the record stays marked not done and is encoded again"):
+            g["z0"][record] = z0.astype(np.float16)
+            g["noise"][record] = noise.astype(np.float16)
+            g["hr"][record] = hr
+            for k in range(z_L.shape[0]):
+                g["z_L"][record, k] = z_L[k].astype(np.float16)
+            g["source"][record] = np.uint64(source)
+            for k in range(z_L.shape[0]):
+                g["done"][record, k] = 1
 
 
 ARRAYS = ("z_L", "z0", "noise", "hr", "source", "done")

@@ -35,9 +35,12 @@ def _students(model_dirs: dict[str, str], cfg: FluxSRConfig, model_runs: dict[st
     from fluxsr_core.benchmark import Method
     from fluxsr_core.student import load_student
 
+    from fluxsr_core.model_folder import model_digest
+
     students = {name: load_student(cfg, path) for name, path in model_dirs.items()}
     return {row: Method(row, lambda lr, s=students[name], k=knobs: s.upscale(lr, cfg.infer, **k),
-                        network=students[name].model.transformer)
+                        network=students[name].model.transformer,
+                        model={"digest": model_digest(model_dirs[name]), "knobs": dict(knobs)})
             for row, (name, knobs) in model_runs.items()}
 
 

@@ -120,11 +120,11 @@ def train(args, device: str | None = None) -> int:
     if trainer.rank != 0:
         return 0
     records = _records(log_path)
-    plot_losses(records, run_dir / "loss.png", method.term_names)
-    shutil.copyfile(run_dir / "loss.png", tmp / "loss.png")
+    plot_losses(records, run_dir / model_folder.PLOT_FILE, method.term_names)
+    shutil.copyfile(run_dir / model_folder.PLOT_FILE, tmp / model_folder.PLOT_FILE)
     last = {k: v for k, v in (records[-1] if records else {}).items() if k not in TIMING_KEYS}
-    (tmp / model_folder.CARD_FILE).write_text(model_folder.model_card(trainer.model_info(), last, "loss.png"))
-    (tmp / "summary.json").write_text(json.dumps({"method": method.name, "steps": trainer.step, "last": last,
+    (tmp / model_folder.CARD_FILE).write_text(model_folder.model_card(trainer.model_info(), last, model_folder.PLOT_FILE))
+    (tmp / model_folder.SUMMARY_FILE).write_text(json.dumps({"method": method.name, "steps": trainer.step, "last": last,
                                                   "terms": list(method.term_names), "weights": weights_file.name},
                                                  indent=2, sort_keys=True) + "\n")
     shutil.rmtree(run_dir / "final", ignore_errors=True)

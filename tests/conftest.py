@@ -61,6 +61,13 @@ def tiny_components():
     return load_components(ModelConfig(preset="tiny", seed=0))
 
 
+# Server loop services no test relies on (tests start runs themselves, never wait for a schedule, a late run, an
+# automation or the event history), off so that the two servers of a suite run do not spend CPU on them; flow and
+# task runs, states, logs, artifacts, work pools and concurrency limits are served as usual.
+IDLE_SERVICES = ("SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "REPOSSESSOR", "CANCELLATION_CLEANUP",
+                 "TRIGGERS", "EVENT_PERSISTER", "CLEANUP_RECONCILER")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -73,7 +80,8 @@ def prefect_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-home")
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PYTHONUNBUFFERED": "1"}
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PYTHONUNBUFFERED": "1",
+           **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in IDLE_SERVICES}}
     log = open(home / "server.log", "w")
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -118,7 +126,9 @@ LONGEST_FIRST = ("tests/flows/test_methods_flow.py",  # 305
                  "tests/core/test_plan.py",  # 85
                  "tests/flows/test_growth.py",  # 85
                  "tests/flows/test_deployments.py",  # 55
+                 "tests/flows/test_webui.py",  # 50
                  "tests/core/test_low_vram.py",  # 35
+                 "tests/core/test_pipeline.py",  # 25
                  "tests/storage/test_reproducible_bytes.py",  # 30
                  "tests/core/test_quiet_startup.py")  # 30
 

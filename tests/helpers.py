@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,38 @@ def run_cli(env: dict, *args: str, check: bool = True, timeout: float = 300) -> 
     if check and r.returncode != 0:
         raise AssertionError(f"fluxsr {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
     return r
+
+
+def run_cli_here(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The ``fluxsr`` command line run in this test process (typer's CliRunner on the console script's own app)
+    against the Prefect server of ``env``: the code a user runs, without a fresh process's ~13 s of torch and
+    diffusers imports. For runs whose summary is what the test reads; a run a test kills, or whose log it reads,
+    goes through ``run_cli`` (a real process: Prefect's log lines go to that process's stderr)."""
+    import traceback
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    changed = {k: v for k, v in env.items() if os.environ.get(k) != v}
+    api = env.get("PREFECT_API_URL")
+    with temporary_settings(updates={PREFECT_API_URL: api}) if api else contextlib.nullcontext():
+        try:
+            r = CliRunner().invoke(app, list(args), env=changed, prog_name="fluxsr")
+        finally:  # deliver this run's queued logs and events now, while its server is up (as a process's exit does)
+            if api:
+                APILogWorker.drain_all(timeout=30)
+                EventsWorker.drain_all(timeout=30)
+    stderr = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(r.exception))
+    done = subprocess.CompletedProcess(["fluxsr", *args], r.exit_code, r.stdout, stderr)
+    if check and done.returncode != 0:
+        raise AssertionError(f"fluxsr {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{stderr[-5000:]}")
+    return done
 
 
 def summary_of(result: subprocess.CompletedProcess) -> dict:
@@ -114,3 +147,53 @@ def method_model(components, method_name: str, *, lora_rank: int | None = 4, see
     for module in method.trainable_modules(model).values():
         module.requires_grad_(True)
     return model, method
+
+
+TRAINED_METHODS = ("ftd", "sr-teacher", "oftsr", "meanflow")
+
+
+def train_tiny_models(root, steps: int = 2) -> dict:
+    """Every method trained in this process for ``steps`` steps on random tiny latents (the distilled ones from the
+    SR teacher trained here) and exported with a card and summary, as the training worker writes a final/ folder:
+    method -> model folder. Seconds, where the pipeline's CLI takes minutes."""
+    import json
+    from pathlib import Path
+
+    from fluxsr_core import model_folder
+    from fluxsr_core.configs import tiny
+    from fluxsr_core.methods import build_method
+    from fluxsr_core.models import load_components
+    from fluxsr_core.models.sr_model import SRModel
+    from fluxsr_core.student import load_student
+    from fluxsr_core.train.loop import Trainer
+
+    cfg = tiny()
+    out = {}
+    for name in TRAINED_METHODS:
+        method = build_method(name, cfg)
+        if method.distils:
+            method.set_teacher(load_student(cfg, out[method.distils]).model)
+        tr = Trainer(method, SRModel(load_components(cfg.model), guidance=method.guidance), latent_samples(2, seed=1),
+                     lora_cfg=cfg.lora, train_cfg=cfg.train.model_copy(update={"steps": steps, "learning_rate": 1e-2}),
+                     identity={"trained_on": {"latents_key": "random"}})
+        history = tr.fit()
+        folder = Path(root) / "train" / name / "final"  # where a pipeline run keeps it
+        tr.export(folder)
+        (folder / model_folder.CARD_FILE).write_text(model_folder.model_card(tr.model_info(), history[-1], None))
+        (folder / model_folder.SUMMARY_FILE).write_text(json.dumps({"method": name, "last": history[-1]}))
+        out[name] = folder
+    return out
+
+
+def bomb_png(path, width=60000, height=60000):
+    """A PNG whose header declares width x height RGB pixels (no real pixel data: a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+                     + chunk(b"IEND", b""))
+    return path

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from fluxsr_core import model_folder
+from fluxsr_core.errors import storage_full
 from fluxsr_core.train import lora
 
 STATE_FILE = "state.json"
@@ -133,7 +134,9 @@ def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: t
         _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with storage_full(f"checkpoint {final}", str(final.parent),
+                          "the last complete checkpoint is kept and training resumes from it"):
+            raise
     return final
 
 

@@ -247,7 +247,14 @@ class Trainer:
             lora=model_folder.lora_settings(self.transformer), modules=sorted(self.modules),
             knobs=dict(self.method.knobs), steps=self.step,
             trained_on={**self.identity.get("trained_on", {}), "samples": len(self.dataset)},
-            init_from=self.identity.get("init_from", {}))
+            init_from=self.identity.get("init_from", {}), training=self.settings())
+
+    def settings(self) -> dict:
+        """The training settings that shaped the weights (the model card's table): optimiser, schedule, batch, data
+        parallelism."""
+        keep = ("batch_size", "learning_rate", "lr_warmup_steps", "optimizer", "seed", "gradient_checkpointing",
+                "strategy")
+        return {**self.train_cfg.model_dump(include=set(keep)), "processes": self.world}
 
     def warm_start(self, path: str | Path) -> None:
         """Start from the weights of a trained model of the same method (or one in ``init_methods``) and base,

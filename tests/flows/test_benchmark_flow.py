@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import make_lora, run_cli, summary_of
+from helpers import make_lora, run_cli_here, summary_of
 
 
 def _subset(shared: Path, tmp: Path, n: int = 3) -> tuple[Path, Path, Path]:
@@ -30,7 +30,7 @@ def test_benchmark_table_models_peer_cache_and_unavailable_metric(prefect_env, s
     env = {**prefect_env, "TORCH_HOME": str(tmp_path / "empty-torch-home")}
     args = ["bench", str(lr), "--hr", str(hr), "--peer", f"nearest={peer}", "--model", f"ours={weights}",
             "--knob", "step_fraction=0.5", "--knob", "step_fraction=1", "--out", str(tmp_path / "out"), "--set", "bench.metrics=[psnr,lpips]"]
-    s = summary_of(run_cli(env, *args))
+    s = summary_of(run_cli_here(env, *args))
     methods = ["bicubic", "ours step_fraction=0.5", "ours step_fraction=1", "nearest"]
     assert s["computed"] == 1 and s["methods"] == methods
     assert "lpips" in s["unavailable"] and ".pth" in s["unavailable"]["lpips"]
@@ -56,10 +56,10 @@ def test_benchmark_table_models_peer_cache_and_unavailable_metric(prefect_env, s
     saved = read_image(Path(s["directory"]) / "sr" / "ours step_fraction=0.5" / f"{first.stem}.png")
     assert (saved - mine).abs().max().item() <= 0.5 / 255 + 1e-6
 
-    again = summary_of(run_cli(env, *args))
+    again = summary_of(run_cli_here(env, *args))
     assert again["cached"] == 1 and again["computed"] == 0 and again["summary"] == s["summary"]
     make_lora(weights, seed=2)  # another checkpoint under the same path: a new key, scored again
-    other = summary_of(run_cli(env, *args))
+    other = summary_of(run_cli_here(env, *args))
     assert other["computed"] == 1 and other["key"] != s["key"]
     assert other["summary"]["bicubic"] == s["summary"]["bicubic"]
     assert other["summary"]["ours step_fraction=1"] != s["summary"]["ours step_fraction=1"]
@@ -73,7 +73,7 @@ def test_synthetic_testset_from_hr_folder_is_reproducible_and_scored(prefect_env
         shutil.copy(p, hr_in / p.name)
     args = ["bench", "--synthetic-from", str(hr_in), "--out", str(tmp_path / "out"),
             "--set", "bench.synthetic_crop=128", "--set", "bench.metrics=[psnr]"]
-    s = summary_of(run_cli(prefect_env, *args))
+    s = summary_of(run_cli_here(prefect_env, *args))
     (testset,) = list((tmp_path / "out" / "testsets").iterdir())
     lrs = sorted((testset / "lr").glob("*.png"))
     assert [p.name for p in lrs] == [p.stem + ".png" for p in sorted(hr_in.iterdir())]
@@ -81,7 +81,7 @@ def test_synthetic_testset_from_hr_folder_is_reproducible_and_scored(prefect_env
     assert s["methods"] == ["bicubic"] and s["summary"]["bicubic"]["psnr"] > 15
     first = {p.name: p.read_bytes() for p in lrs}
     shutil.rmtree(testset)  # a deleted cached output is regenerated identically
-    again = summary_of(run_cli(prefect_env, *args))
+    again = summary_of(run_cli_here(prefect_env, *args))
     assert {p.name: p.read_bytes() for p in sorted((testset / "lr").glob("*.png"))} == first
     assert again["summary"] == s["summary"]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-from helpers import BIN, run_cli, summary_of
+from helpers import BIN, run_cli_here, summary_of
 
 CFG = ["--set", "pairs.num_records=6", "--set", "pairs.records_per_shard=1", "--set", "pairs.resolution=96",
        "--set", "pairs.steps=2", "--set", "degrade.variants=3", "--set", "encode.batch_size=1",
@@ -22,7 +22,7 @@ CFG = ["--set", "pairs.num_records=6", "--set", "pairs.records_per_shard=1", "--
 def degraded(prefect_env, tmp_path_factory) -> Path:
     """pairs and degrade finished, encode not yet run (copied by the tests that run encode on it)."""
     root = tmp_path_factory.mktemp("degraded")
-    s = summary_of(run_cli(prefect_env, "run", "--until", "degrade", "--out", str(root), *CFG))
+    s = summary_of(run_cli_here(prefect_env, "run", "--until", "degrade", "--out", str(root), *CFG))
     assert s["degrade"]["computed"] == 6 and s["degrade"]["lr_images"] == 18 and s["degrade"]["manifest"]
     return root
 
@@ -32,7 +32,7 @@ def finished(prefect_env, degraded, tmp_path_factory) -> tuple[Path, dict]:
     """The pipeline run on from there up to its latents (the reference of every test here), and its summary."""
     root = tmp_path_factory.mktemp("run") / "r"
     shutil.copytree(degraded, root)
-    s = summary_of(run_cli(prefect_env, "run", "--until", "encode-latents", "--out", str(root), *CFG))
+    s = summary_of(run_cli_here(prefect_env, "run", "--until", "encode-latents", "--out", str(root), *CFG))
     assert s["degrade"]["cached"] == 6 and s["encode-latents"]["computed"] == 6 and s["encode-latents"]["manifest"]
     return root, s
 
@@ -87,7 +87,7 @@ def test_kill_encoding_then_resume_gives_identical_store(prefect_env, finished, 
     proc.wait()
     partial = _arrays(killed)["done"]
     assert 0 < partial.sum() < partial.size
-    s = summary_of(run_cli(prefect_env, "encode", "--out", str(killed), *CFG))
+    s = summary_of(run_cli_here(prefect_env, "encode", "--out", str(killed), *CFG))
     assert s["manifest"] and s["computed"] + s["cached"] == 6
     a, b = _arrays(finished[0]), _arrays(killed)
     for k in a:
@@ -101,8 +101,8 @@ def test_changing_degrade_config_reruns_degrade_and_encode_only(prefect_env, fin
     root = tmp_path / "r"
     shutil.copytree(finished[0], root)
     first = finished[1]
-    again = summary_of(run_cli(prefect_env, "run", "--until", "encode-latents", "--out", str(root), *CFG,
-                               "--set", "degrade.jpeg_range=[50,95]"))
+    again = summary_of(run_cli_here(prefect_env, "run", "--until", "encode-latents", "--out", str(root), *CFG,
+                                    "--set", "degrade.jpeg_range=[50,95]"))
     assert again["pairs"]["cached"] == 6 and again["pairs"]["computed"] == 0
     assert again["pairs"]["key"] == first["pairs"]["key"]
     assert again["degrade"]["computed"] == 6 and again["degrade"]["key"] != first["degrade"]["key"]
@@ -113,5 +113,5 @@ def test_corrupt_upstream_shard_is_named(prefect_env, upstream):
     root = upstream
     victim = sorted(root.glob("pairs/*/pairs-000002-*.tar"))[0]
     victim.write_bytes(victim.read_bytes()[:5000])
-    r = run_cli(prefect_env, "degrade", "--out", str(root), *CFG, "--set", "degrade.seed=5", check=False)
+    r = run_cli_here(prefect_env, "degrade", "--out", str(root), *CFG, "--set", "degrade.seed=5", check=False)
     assert r.returncode == 2 and victim.name in r.stderr and "truncated" in r.stderr

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import BIN, run_cli, summary_of
+from helpers import BIN, run_cli, run_cli_here, summary_of
 
 SMALL = ["--set", "pairs.num_records=8", "--set", "pairs.records_per_shard=1", "--set", "pairs.resolution=64",
          "--set", "pairs.steps=4", "--set", "pairs.batch_size=1"]
@@ -53,7 +53,7 @@ def test_sigkill_mid_run_then_resume_is_cached_and_byte_identical(prefect_env, r
     assert 3 <= done_at_kill < 8
     assert not list(_stage_dir(tmp_path).glob("manifest-*.json"))
 
-    s = summary_of(run_cli(prefect_env, "pairs", "--out", str(tmp_path), *SMALL))
+    s = summary_of(run_cli_here(prefect_env, "pairs", "--out", str(tmp_path), *SMALL))
     assert s["cached"] >= done_at_kill - 1  # a shard renamed just before the kill may lack its cache record
     assert s["cached"] + s["computed"] + s["regenerated"] == 8 and s["computed"] <= 8 - s["cached"]
     assert s["computed"] < 8
@@ -71,7 +71,7 @@ def test_truncated_shard_is_detected_and_regenerated(prefect_env, reference, tmp
     (victim,) = _stage_dir(root).glob("pairs-000003-*.tar")
     original = victim.read_bytes()
     victim.write_bytes(original[: len(original) // 3])
-    s = summary_of(run_cli(prefect_env, "pairs", "--out", str(root), *SMALL))
+    s = summary_of(run_cli_here(prefect_env, "pairs", "--out", str(root), *SMALL))
     assert s["regenerated"] == 1 and s["cached"] == 7 and s["computed"] == 0
     assert victim.read_bytes() == original
 
@@ -102,8 +102,8 @@ def test_bad_inputs_fail_clearly_and_write_no_shard(prefect_env, tmp_path):
     r = run_cli(prefect_env, "pairs", "--out", str(tmp_path / "b"), "--set", "pairs.resolution=100", check=False)
     assert r.returncode == 2 and "multiple of 16" in r.stderr
     assert "Beginning flow run" not in r.stdout + r.stderr  # checked before any flow run starts
-    r = run_cli(prefect_env, "pairs", "--out", str(tmp_path / "c"), "--preset", "flux-dev",
-                "--set", f"model.path={tmp_path / 'no-such-model'}", "--set", "model.device=cpu", check=False)
+    r = run_cli_here(prefect_env, "pairs", "--out", str(tmp_path / "c"), "--preset", "flux-dev",
+                     "--set", f"model.path={tmp_path / 'no-such-model'}", "--set", "model.device=cpu", check=False)
     assert r.returncode == 2 and "no-such-model" in r.stderr and "huggingface-cli download" in r.stderr
     assert not list(tmp_path.rglob("*.tar"))
 

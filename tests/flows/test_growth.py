@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from helpers import run_cli, summary_of
+from helpers import run_cli_here, summary_of
 
 BASE = ["--set", "pairs.records_per_shard=2", "--set", "pairs.resolution=96", "--set", "pairs.steps=2",
         "--set", "pairs.batch_size=1", "--set", "encode.batch_size=1"]
@@ -18,7 +18,7 @@ def _store(root: Path):
 
 
 def _grow(env, root: Path, *sets: str) -> dict:
-    return summary_of(run_cli(env, "run", "--out", str(root), *BASE, *sets, "--until", "encode-latents"))
+    return summary_of(run_cli_here(env, "run", "--out", str(root), *BASE, *sets, "--until", "encode-latents"))
 
 
 def test_prompt_file_growth_adds_records_and_an_edited_prompt_is_named_and_redone(prefect_env, tmp_path):
@@ -31,7 +31,7 @@ def test_prompt_file_growth_adds_records_and_an_edited_prompt_is_named_and_redon
     old_store = {k: np.asarray(_store(root)[k][:3]) for k in ("z0", "source")}
 
     prompts.write_text(prompts.read_text() + "a rainy street\na desert road\n")  # appended: records 3 and 4
-    grown = summary_of(run_cli(prefect_env, "pairs", "--out", str(root), *BASE, *sets))
+    grown = summary_of(run_cli_here(prefect_env, "pairs", "--out", str(root), *BASE, *sets))
     assert grown["records"] == 5 and (grown["computed"], grown["cached"]) == (2, 1)  # [2, 3] is new, [4] new
     assert "prompts_changed" not in grown
 

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import torch
 
-from helpers import BIN, latest_artifact, run_cli, summary_of
+from helpers import BIN, latest_artifact, run_cli_here, summary_of
 
 CFG = ["--set", "pairs.num_records=4", "--set", "pairs.records_per_shard=2", "--set", "pairs.resolution=96",
        "--set", "pairs.steps=2", "--set", "pairs.batch_size=1", "--set", "encode.batch_size=1",
@@ -26,7 +26,7 @@ ROWS = ["bicubic", "ftd", "sr-teacher steps=4", "sr-teacher steps=8", "oftsr tau
 @pytest.fixture(scope="module")
 def trained(prefect_env, tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("oftsr")
-    s = summary_of(run_cli(prefect_env, "run", "--method", "ftd", "--method", "oftsr", "--method", "meanflow",
+    s = summary_of(run_cli_here(prefect_env, "run", "--method", "ftd", "--method", "oftsr", "--method", "meanflow",
                            "--out", str(root), *CFG))
     return root, s
 
@@ -71,34 +71,47 @@ def test_distillation_killed_mid_run_resumes_to_the_same_bytes(prefect_env, trai
             pass
     proc.wait()
     assert not (run / "final").exists()
-    again = summary_of(run_cli(prefect_env, "train", "--method", "oftsr", "--out", str(root), *CFG))
+    again = summary_of(run_cli_here(prefect_env, "train", "--method", "oftsr", "--out", str(root), *CFG))
     assert again["directory"] == str(run) and again["steps"] == 4
     for name in ("pytorch_lora_weights.safetensors", "fluxsr_model.json", "summary.json", "README.md"):
         assert (run / "final" / name).read_bytes() == (ref / "final" / name).read_bytes(), name
 
 
 def test_upscale_knobs_give_different_images_each_reproducible(prefect_env, trained, tmp_path):
-    """`upscale --t 0.9` (OFTSR) and `--steps 4 --guidance 2` (MeanFlow): each image equals an in-process run at its
-    knobs and seed, and differs from one at other values (τ = 0.1; MeanFlow's default, one step at w = 1)."""
+    """`upscale --t 0.9` (OFTSR, on its `fluxsr export` folder) and `--steps 4 --guidance 2` (MeanFlow): each image
+    equals an in-process run at its knobs and seed and `FluxSRPipeline`'s, and differs from one at other values
+    (τ = 0.1; MeanFlow's default, one step at w = 1). The exported card carries the model's benchmark rows."""
     done, s = trained
     (lr,) = sorted(done.glob("testsets/*/lr/*.png"))[:1]
-    cases = {"oftsr": (["--t", "0.9"], {"tau": 0.9}, {"tau": 0.1}),
-             "meanflow": (["--steps", "4", "--guidance", "2"], {"steps": 4, "guidance": 2.0}, {})}
+    exported = tmp_path / "oftsr-shared"
+    said = run_cli_here(prefect_env, "export", s["train"]["oftsr"]["directory"], "-o", str(exported)).stdout
+    assert f"written to {exported}" in said and "benchmark rows from" in said
+    card = (exported / "README.md").read_text()
+    assert "## Benchmark" in card and "| oftsr tau=0.5 |" in card and "| bicubic |" in card
+    assert "| ftd |" not in card  # only this model's rows, beside bicubic
+    cases = {"oftsr": (exported, ["--t", "0.9"], {"tau": 0.9}, {"tau": 0.1}),
+             "meanflow": (Path(s["train"]["meanflow"]["directory"]) / "final", ["--steps", "4", "--guidance", "2"],
+                          {"steps": 4, "guidance": 2.0}, {})}
+    from PIL import Image
+
     from fluxsr_core.configs import tiny
     from fluxsr_core.imageio import read_image
+    from fluxsr_core.pipeline import FluxSRPipeline
     from fluxsr_core.student import load_student
 
-    for method, (flags, knobs, other) in cases.items():
-        model = Path(s["train"][method]["directory"]) / "final"
-        run_cli(prefect_env, "upscale", str(lr), "--out", str(tmp_path / method), "--lora", str(model), *flags,
+    for method, (model, flags, knobs, other) in cases.items():
+        run_cli_here(prefect_env, "upscale", str(lr), "--out", str(tmp_path / method), "--lora", str(model), *flags,
                 "--seed", "3")
         saved = read_image(tmp_path / method / f"{lr.stem}.png")
-        student = load_student(tiny(), model)
+        student = load_student(tiny(), Path(s["train"][method]["directory"]) / "final")
         with torch.inference_mode():  # the image is a function of its knobs and seed: made again here
             mine = student.upscale(read_image(lr), tiny().infer, seed=3, **knobs)
             elsewhere = student.upscale(read_image(lr), tiny().infer, seed=3, **other)
         assert (mine - saved).abs().max().item() <= 0.5 / 255 + 1e-6, method
         assert (elsewhere - saved).abs().max().item() > 1 / 255, method  # the knob moves the output
+        piped = FluxSRPipeline.from_pretrained(model)(Image.open(lr), generator=torch.Generator().manual_seed(3),
+                                                      **knobs).images[0]
+        assert piped.tobytes() == Image.open(tmp_path / method / f"{lr.stem}.png").convert("RGB").tobytes(), method
 
 
 def _losses(run: Path) -> dict[int, float]:
@@ -115,7 +128,7 @@ def test_two_process_train_then_rerun_is_cached_and_lora_loads(prefect_env, trai
     shutil.copytree(trained[0], root)
     ddp = ["--set", "train.steps=3", "--set", "train.nproc_per_node=2", "--set", "train.batch_size=1",
            "--set", "train.checkpoint_every=2"]
-    s = summary_of(run_cli(prefect_env, "train", "--out", str(root), *CFG, *ddp))
+    s = summary_of(run_cli_here(prefect_env, "train", "--out", str(root), *CFG, *ddp))
     assert s["computed"] == 1 and s["steps"] == 3 and Path(s["loss_plot"]).stat().st_size > 1000
     run = Path(s["directory"])
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-000002", "step-000003"]
@@ -132,7 +145,7 @@ def test_two_process_train_then_rerun_is_cached_and_lora_loads(prefect_env, trai
     assert info["method"] == "ftd" and info["steps"] == 3 and info["trained_on"]["samples"] == 4  # 4 records x 1 variant
     assert info["trained_on"]["latents_key"] == Path(next(root.glob("latents/*"))).name
     assert all((run / "checkpoints" / c / "fluxsr_model.json").is_file() for c in ("step-000002", "step-000003"))
-    again = summary_of(run_cli(prefect_env, "train", "--out", str(root), *CFG, *ddp))
+    again = summary_of(run_cli_here(prefect_env, "train", "--out", str(root), *CFG, *ddp))
     assert again["cached"] == 1 and again["computed"] == 0 and again["weights"] == s["weights"]
 
     from fluxsr_core.config import ModelConfig

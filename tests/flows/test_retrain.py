@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 from deploying import kill_tree, run_deployment, start_worker, wait_finished, wait_for
-from helpers import latest_artifact, run_cli, stop_process_group
+from helpers import latest_artifact, run_cli_here, stop_process_group
 
 NIGHTLY = "retrain/nightly"
 CONFIG = ["pairs.num_records=4", "pairs.records_per_shard=2", "pairs.resolution=96", "pairs.steps=2",
@@ -98,9 +98,9 @@ def test_nightly_grows_reuses_retrains_promotes_and_survives_a_kill(deployed, tm
     assert len(registry["versions"]) == (2 if decision["decision"] == "promoted" else 1)
 
     # a night with nothing new retrains nothing, and says so; the registry is readable by a command
-    quiet = run_cli(env, "retrain", "--out", str(a), *[x for o in CONFIG for x in ("--set", o)],
+    quiet = run_cli_here(env, "retrain", "--out", str(a), *[x for o in CONFIG for x in ("--set", o)],
                     "--set", "retrain.grow_by=0")
     assert "no new data" in quiet.stdout and "nothing retrained" in quiet.stdout
-    listing = run_cli(env, "models", "list", "--root", str(a)).stdout
+    listing = run_cli_here(env, "models", "list", "--root", str(a)).stdout
     assert "v0001" in listing and listing.count("promoted") + listing.count("kept") == 2
     assert f"* {registry['current']}" in listing  # `fluxsr upscale --model ftd` runs that one (test_registry)
