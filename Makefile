@@ -8,7 +8,7 @@ OUT    ?= runs/demo
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install browser run test bench clean
+.PHONY: install browser postgres run test bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,15 @@ browser:
 	  || echo "could not install chromium/chromium-driver: the browser test will skip"; \
 	else echo "chromium/chromedriver missing and not root: the browser test will skip"; fi
 
-test: install browser
+# The scale-out test starts a throwaway PostgreSQL cluster from the OS's packages: installed the same way.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	  || echo "could not install postgresql: the scale-out test will skip"; \
+	else echo "postgresql missing and not root: the scale-out test will skip"; fi
+
+test: install browser postgres
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope  # 2 workers; a module's tests (and fixtures) stay on one
 
 clean:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fluxsr_core import model_folder
 from fluxsr_core.config import FluxSRConfig
+from fluxsr_core.errors import FluxSRError
 from fluxsr_core.methods import method_class
 from fluxsr_core.student import DEFAULT_METHOD, Student, load_student
 
@@ -121,8 +122,11 @@ def build_app(cfg: FluxSRConfig, root: str | Path = "runs", initial: str | None 
     infer = cfg.infer
 
     def visible(folder: str) -> list:
-        knobs = method_class(method_of(folder)).knobs
-        return [gr.update(visible=k in knobs) for k in KNOBS] + [gr.update(value=_note(folder))]
+        try:
+            knobs, note = method_class(method_of(folder)).knobs, _note(folder)
+        except FluxSRError as err:  # a typed path that is not a model folder: said on the page
+            knobs, note = {}, f"**Not a model folder:** {err}"
+        return [gr.update(visible=k in knobs) for k in KNOBS] + [gr.update(value=note)]
 
     def run(files, folder, scale, tile, color_fix, step_fraction, tau, steps, guidance, guidance_scale, seed,
             progress=gr.Progress()):
@@ -130,7 +134,10 @@ def build_app(cfg: FluxSRConfig, root: str | Path = "runs", initial: str | None 
             raise gr.Error("Upload one or more images first.")
         paths = [Path(f if isinstance(f, str) else f.name) for f in files]
         progress(0, desc="loading the model")
-        student = models.get(folder or BASE)
+        try:
+            student = models.get(folder or BASE)
+        except FluxSRError as err:  # a wrong path or a model of another base: a message, not a traceback
+            raise gr.Error(str(err)) from None
         given = {"step_fraction": step_fraction, "tau": tau, "steps": int(steps), "guidance": guidance,
                  "guidance_scale": guidance_scale, "seed": int(seed)}
         knobs = {k: v for k, v in given.items() if k in student.method.knobs}

@@ -8,7 +8,9 @@ belongs in its logs), so the same inputs write the same manifest.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -67,15 +69,22 @@ def write_manifest(directory: str | Path, manifest: Manifest, name: str = MANIFE
     """Write the manifest unless one with the same bytes is there (an old one with a timestamp is rewritten without it).
 
     The digest downstream keys use (``manifest_digest``) ignores old timestamps, so rewriting changes no key.
+    Check and write hold an exclusive lock on the directory itself (flock on its descriptor: no lock file):
+    runs on several workers that finish a stage's last shards at once write it once.
     """
     path = Path(directory) / name
-    if path.is_file():
-        try:
-            if json.loads(path.read_text()) == manifest.to_json():
-                return path
-        except ValueError:
-            pass
-    write_json(path, manifest.to_json())
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the descriptor closes
+        if path.is_file():
+            try:
+                if json.loads(path.read_text()) == manifest.to_json():
+                    return path
+            except ValueError:
+                pass
+        write_json(path, manifest.to_json())
+    finally:
+        os.close(fd)
     return path
 
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import BIN, stop_process_group
+from deploying import start_prefect_server
+from helpers import stop_process_group
 
 # One intra-op thread a process: 2 pytest workers share 2 cores, and every CLI, worker and trainer they start
 # inherits this (tiny models gain nothing from a second thread; two processes of 2 threads on 2 cores spin). Set
@@ -61,45 +58,12 @@ def tiny_components():
     return load_components(ModelConfig(preset="tiny", seed=0))
 
 
-# Server loop services no test relies on (tests start runs themselves, never wait for a schedule, a late run, an
-# automation or the event history), off so that the two servers of a suite run do not spend CPU on them; flow and
-# task runs, states, logs, artifacts, work pools and concurrency limits are served as usual.
-IDLE_SERVICES = ("SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "REPOSSESSOR", "CANCELLATION_CLEANUP",
-                 "TRIGGERS", "EVENT_PERSISTER", "CLEANUP_RECONCILER")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def prefect_env(tmp_path_factory):
-    """A real Prefect server on loopback for the session; the env that points subprocesses at it."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PYTHONUNBUFFERED": "1",
-           **{f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false" for name in IDLE_SERVICES}}
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+    """A real Prefect server on loopback for the session (SQLite); the env that points subprocesses at it."""
+    env, proc = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
     yield env
     stop_process_group(proc)
-    log.close()
 
 
 @pytest.fixture(scope="module")
@@ -115,22 +79,18 @@ def deployed(prefect_env, tmp_path_factory):
 # pytest-xdist's loadscope hands modules out in collection order as workers free up (with --no-loadscope-reorder,
 # set in pyproject.toml; its default orders modules by how many tests they have, which put the 1-test, 3-minute
 # nightly retraining last, alone, while the other worker idled). Modules not listed keep their order, after these.
-LONGEST_FIRST = ("tests/flows/test_methods_flow.py",  # 305
-                 "tests/flows/test_runners.py",  # 235
-                 "tests/flows/test_retrain.py",  # 230
-                 "tests/flows/test_degrade_encode.py",  # 155
-                 "tests/flows/test_generate_pairs.py",  # 150
-                 "tests/core/test_train.py",  # 130
-                 "tests/flows/test_benchmark_flow.py",  # 105
-                 "tests/flows/test_upscale_cli.py",  # 95
-                 "tests/core/test_plan.py",  # 85
-                 "tests/flows/test_growth.py",  # 85
-                 "tests/flows/test_deployments.py",  # 55
-                 "tests/flows/test_webui.py",  # 50
-                 "tests/core/test_low_vram.py",  # 35
-                 "tests/core/test_pipeline.py",  # 25
+LONGEST_FIRST = ("tests/flows/test_methods_flow.py",  # 240
+                 "tests/flows/test_retrain.py",  # 235
+                 "tests/flows/test_runners.py",  # 160
+                 "tests/flows/test_postgres_scaleout.py",  # 145 (serial)
+                 "tests/core/test_train.py",  # 100
+                 "tests/flows/test_deployments.py",  # 70
+                 "tests/core/test_plan.py",  # 65
+                 "tests/flows/test_generate_pairs.py",  # 50
+                 "tests/flows/test_degrade_encode.py",  # 40
                  "tests/storage/test_reproducible_bytes.py",  # 30
-                 "tests/core/test_quiet_startup.py")  # 30
+                 "tests/flows/test_webui.py",  # 30
+                 "tests/core/test_quiet_startup.py")  # 27
 
 
 def pytest_collection_modifyitems(items):

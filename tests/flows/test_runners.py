@@ -4,7 +4,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from deploying import free_port
 from helpers import BIN, run_cli, run_cli_here, stop_process_group, summary_of
 
 SMALL = ["--set", "pairs.num_records=4", "--set", "pairs.records_per_shard=1", "--set", "pairs.resolution=96",
@@ -93,19 +93,13 @@ def test_two_runs_reaching_the_same_units_compute_each_once(prefect_env, referen
     assert not list((tmp_path / ".prefect-locks").glob("*.lock"))  # every lock released
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dask_cluster(prefect_env, tmp_path_factory):
     """A real Dask cluster on loopback: a scheduler and two single-thread worker processes, each declaring one GPU
     resource (the way one worker per GPU is started), all pointed at the test's Prefect server. One per module: the
     test that kills a worker comes last."""
     tmp_path = tmp_path_factory.mktemp("dask")
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = {**prefect_env, "PYTHONUNBUFFERED": "1"}
     logs = {name: tmp_path / f"{name}.log" for name in ("scheduler", "w1", "w2")}

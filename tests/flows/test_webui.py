@@ -4,7 +4,6 @@ model (the base model, with a note) behind ``--auth``."""
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -15,18 +14,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from deploying import free_port
 from helpers import BIN, bomb_png, stop_process_group, train_tiny_models
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 NO_BROWSER = ("the OS's Chromium and chromedriver are not installed (`make browser` installs the Debian packages "
               "chromium and chromium-driver; it needs root and apt)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +39,7 @@ def app(tmp_path_factory, one_torch_thread):
     root = tmp_path_factory.mktemp("runs")
     models = train_tiny_models(root)
     demo = build_app(tiny(), root=root)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield {"url": f"http://127.0.0.1:{port}/", "models": models, "demo": demo}
     demo.close()
@@ -126,13 +120,15 @@ def test_through_gradio_client_bad_uploads_are_named_models_load_once_and_reques
     assert cache.most_at_once == 1  # the queue ran them one after the other
     with Image.open(results[0][1][0]) as a, Image.open(results[1][1][0]) as b, Image.open(out) as first:
         assert a.tobytes() == b.tobytes() == first.tobytes()  # same knobs and seed, same image
+    with pytest.raises(Exception, match="no trained model at"):  # a typed path that is no model: the page says so
+        client.predict(files=[handle_file(lr_image)], **{**args, "folder": str(tmp_path)})
     four = client.predict(files=[handle_file(lr_image)], **{**args, "steps": 1})
     with Image.open(four[1][0]) as one, Image.open(out) as first:
         assert one.tobytes() != first.tobytes()  # 1 step and 4 steps of the same network differ
 
 
 def test_serve_starts_on_the_tiny_preset_without_a_model_behind_auth(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     log = open(tmp_path / "serve.log", "w")
     proc = subprocess.Popen([str(BIN / "fluxsr"), "serve", "--root", str(tmp_path / "empty"), "--port", str(port),
