@@ -137,6 +137,10 @@ class Trainer:
         self.extra_state = extra_state or {}
         self.device = model.device
         self.rank, self.world = _world()
+        # The trainer draws from its own generators (pure functions of seed and step); the global one, which library
+        # code may draw from and which a checkpoint saves, starts from the seed too, not from torch's random start-up
+        # seed: two identical runs then write the same checkpoint bytes.
+        torch.manual_seed(_seed(train_cfg.seed, 0, 5))
         self.transformer = transformer = model.transformer
         self.identity = {"base": model_folder.base_model_of(model), **(identity or {})}
         method.extend(model)
@@ -160,7 +164,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.params, train_cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(train_cfg.lr_warmup_steps))
         self.step = 0  # completed steps
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []  # this process's steps
+        self.resumed_recent: list[dict[str, Any]] = []  # the checkpoint's records of the steps before a resume
 
     # -- data and randomness, pure functions of (seed, step) -----------------------------------
     def step_generator(self, step: int) -> torch.Generator:
@@ -278,7 +283,8 @@ class Trainer:
         """Every rank gathers the state (collective under FSDP), rank 0 writes it; returns the checkpoint's path."""
         if self.run_dir is None:
             raise ValueError("Trainer has no run_dir to checkpoint into")
-        recent = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in self.history[-HISTORY_IN_CHECKPOINT:]]
+        recent = [*self.resumed_recent, *({k: v for k, v in r.items() if k not in TIMING_KEYS} for r in self.history)]
+        recent = recent[-HISTORY_IN_CHECKPOINT:]
         ckpt.save_checkpoint(self.run_dir, self.step, transformer=self.transformer, optimizer=self.optimizer,
                              scheduler=self.scheduler, modules=self.modules, info=self.model_info(),
                              write=self.rank == 0, extra={**self.extra_state, "recent": recent})
@@ -315,6 +321,9 @@ class Trainer:
         state = ckpt.load_checkpoint(path, transformer=self.transformer, optimizer=self.optimizer,
                                      scheduler=self.scheduler, modules=self.modules)
         self.step = int(state["step"])
+        # the steps before the checkpoint, so the next checkpoints hold the same records (and bytes) as an
+        # uninterrupted run's
+        self.resumed_recent = list((state.get("extra") or {}).get("recent", []))
         log.info("resumed from %s at step %d", path, self.step)
         return True
 

@@ -117,6 +117,9 @@ def test_kill_and_resume_repeats_the_loss_sequence(tmp_path, lpips_model):
     assert again == losses[3:]
     assert [r["lr"] for r in resumed.history] == lrs[3:]  # the LR scheduler resumed too
     assert [r["step"] for r in resumed.history] == [4, 5, 6]
+    for name in ("step-000003", "step-000006"):  # the same bytes as the uninterrupted run's (no start-up RNG seed)
+        for f in sorted((tmp_path / "full" / name).iterdir()):
+            assert f.read_bytes() == (tmp_path / "killed" / name / f.name).read_bytes(), (name, f.name)
 
 
 @pytest.mark.parametrize("method", ["sr-teacher", "oftsr", "meanflow"])

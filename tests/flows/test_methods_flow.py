@@ -75,6 +75,9 @@ def test_distillation_killed_mid_run_resumes_to_the_same_bytes(prefect_env, trai
     assert again["directory"] == str(run) and again["steps"] == 4
     for name in ("pytorch_lora_weights.safetensors", "fluxsr_model.json", "summary.json", "README.md"):
         assert (run / "final" / name).read_bytes() == (ref / "final" / name).read_bytes(), name
+    for f in sorted((ref / "checkpoints").rglob("*")):  # the checkpoints too, the one written after the resume
+        if f.is_file():
+            assert f.read_bytes() == (run / f.relative_to(ref)).read_bytes(), f.relative_to(ref)
 
 
 def test_upscale_knobs_give_different_images_each_reproducible(prefect_env, trained, tmp_path):
