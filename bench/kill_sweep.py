@@ -80,7 +80,7 @@ def main() -> int:
     for k in range(args.kills):
         proc = subprocess.Popen(command(run, methods), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        at = rng.uniform(0.1, 1.0) * total
+        at = rng.uniform(0.2, 0.9) * total * 0.7 ** k  # each resumed run has less left to do
         try:
             proc.wait(timeout=at)
             print(f"kill {k + 1}: the run finished before {at:.1f} s")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import InputNotFoundError, UsageError
 from fluxsr_core.methods import method_class
 from fluxsr_core.model_folder import model_digest, model_dir, read_info
-from storage.atomic import sha256_file
+from storage.atomic import sha256_file, write_bytes
 from storage.layout import stage_dir, stage_key
 from storage.manifest import manifest_digest
 from storage.registry import ModelRegistry
@@ -27,6 +26,7 @@ from tasks.encode import plan_encode
 from tasks.gpu import gpu_slot, scheduling_enabled, slot_count
 
 STAGE = "train"
+CONFIG_FILE = "train-config.json"  # the training sections the worker processes read (tasks.train_worker --config)
 CODE_MODULES = ("tasks.train", "tasks.train_worker")  # + imports; the worker runs via `python -m`, not an import
 SECTIONS = {"preset", "model", "loss", "lora", "train", "teacher", "oftsr", "meanflow"}
 
@@ -143,9 +143,9 @@ def train_model(directory: str, store_path: str, method: str, config: FluxSRConf
     train_cfg = config.train
     run_dir = Path(directory)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".json", dir=run_dir, delete=False) as f:
-        f.write(config.model_dump_json())
-    cmd = worker_command(f.name, store_path, str(run_dir), method=method, latents_key=latents_key,
+    config_file = run_dir / CONFIG_FILE  # one fixed name, written whole: a killed run leaves no stray temp file
+    write_bytes(config_file, config.model_dump_json().encode())
+    cmd = worker_command(str(config_file), store_path, str(run_dir), method=method, latents_key=latents_key,
                            records=records, init_from=init_dir, teacher=teacher_dir,
                            nproc_per_node=train_cfg.nproc_per_node,
                            nnodes=train_cfg.nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)
@@ -164,7 +164,6 @@ def train_model(directory: str, store_path: str, method: str, config: FluxSRConf
             tail = (tail + [line])[-40:]
             log.info(line)
         code = proc.wait()
-    Path(f.name).unlink(missing_ok=True)
     if code != 0:
         raise RuntimeError(f"training exited with {code}; last output:\n" + "\n".join(tail))
     weights = run_dir / "final" / "pytorch_lora_weights.safetensors"
