@@ -152,9 +152,8 @@ def build_app(cfg: FluxSRConfig, root: str | Path = "runs", initial: str | None 
         written = [o for o in outcomes if o.output]
         compare = None
         if written:
-            after = Image.open(written[0].output)
             before = out / "before.png"
-            with Image.open(written[0].source) as lr:
+            with Image.open(written[0].output) as after, Image.open(written[0].source) as lr:
                 lr.convert("RGB").resize(after.size, Image.BICUBIC).save(before)
             compare = (str(before), str(written[0].output))
         return compare, [str(o.output) for o in written] or None, _report(outcomes, total)

@@ -17,6 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 def run_cli(env: dict, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the installed ``fluxsr`` console script as a user would."""
     r = subprocess.run([str(BIN / "fluxsr"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return _checked(r, args, check)
+
+
+def _checked(r: subprocess.CompletedProcess, args, check: bool) -> subprocess.CompletedProcess:
     if check and r.returncode != 0:
         raise AssertionError(f"fluxsr {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
     return r
@@ -48,10 +52,7 @@ def run_cli_here(env: dict, *args: str, check: bool = True) -> subprocess.Comple
     stderr = r.stderr
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         stderr += "".join(traceback.format_exception(r.exception))
-    done = subprocess.CompletedProcess(["fluxsr", *args], r.exit_code, r.stdout, stderr)
-    if check and done.returncode != 0:
-        raise AssertionError(f"fluxsr {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{stderr[-5000:]}")
-    return done
+    return _checked(subprocess.CompletedProcess(["fluxsr", *args], r.exit_code, r.stdout, stderr), args, check)
 
 
 def summary_of(result: subprocess.CompletedProcess) -> dict:

@@ -47,7 +47,7 @@ def postgres():
     subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
                                  f"-p {port} -h 127.0.0.1 -k {root} -F", "start"]), check=True, capture_output=True)
     try:
-        subprocess.run(_as_postgres([str(bindir / "createdb", ), "-h", "127.0.0.1", "-p", str(port), "prefect"]),
+        subprocess.run(_as_postgres([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "prefect"]),
                        check=True, capture_output=True)
         yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect"
     finally:
