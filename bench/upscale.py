@@ -20,6 +20,15 @@ an approximation).
     .venv/bin/python bench/upscale.py                           # tiny preset, CPU
     .venv/bin/python bench/upscale.py --model flux-dev-random    # on a GPU: FLUX.1-dev architecture, random weights, bf16
     .venv/bin/python bench/upscale.py --model flux-dev-random --sizes 1024,2048 --tile 64
+
+Huge images (``--megapixels 16,64,192``): each output size runs in a fresh process through
+what ``fluxsr upscale`` runs (the tiny preset's base model, the config's ``infer`` section:
+tile 128, AdaIN colour fix), once streamed to a PNG (``fluxsr_core.streaming``) and, for the
+sizes in ``--in-memory``, once the whole-image-in-memory way (``infer.upscale`` then the PNG);
+printed: seconds, the process's peak resident memory (VmHWM, reset after the model and the
+input are loaded) and its growth per output pixel, and whether the two PNGs hold the same pixels.
+
+    .venv/bin/python bench/upscale.py --megapixels 16,64,192 --in-memory 16
 """
 
 from __future__ import annotations
@@ -74,9 +83,93 @@ class StageTimer:
                 setattr(infer, name, fn)
 
 
+def _kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def one_huge(megapixels: float, way: str, out: Path) -> dict:
+    """In this (fresh) process: a 4x upscale to ``megapixels`` the ``way`` given ('streamed' or 'in-memory')."""
+    import math
+
+    from fluxsr_core.configs import tiny
+    from fluxsr_core.imageio import write_image
+    from fluxsr_core.student import load_student
+
+    cfg = tiny()
+    student = load_student(cfg, None)
+    side = round(math.sqrt(megapixels * 1e6) / 4)
+    g = torch.Generator().manual_seed(0)
+    lr = torch.nn.functional.interpolate(torch.rand(1, 3, side // 8, side // 8, generator=g), size=(side, side),
+                                         mode="bilinear")
+    with open("/proc/self/clear_refs", "w") as f:  # VmHWM := VmRSS: the peak of what follows
+        f.write("5")
+    base = _kib("VmRSS")
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        if way == "streamed":
+            student.upscale_to_png(lr, cfg.infer, out)
+        else:
+            write_image(out, student.upscale(lr, cfg.infer))
+    return {"seconds": time.perf_counter() - t0, "peak_kib": _kib("VmHWM"), "base_kib": base,
+            "output_px": 16 * side * side, "input": side}
+
+
+def huge(args) -> None:
+    import json
+    import subprocess
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    sizes = [float(s) for s in args.megapixels.split(",")]
+    in_memory = {float(s) for s in args.in_memory.split(",") if s.strip()}
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as tmp:
+        for mp in sizes:
+            pngs = {}
+            for way in ["streamed"] + (["in-memory"] if mp in in_memory else []):
+                pngs[way] = Path(tmp) / f"{mp}-{way}.png"
+                done = subprocess.run([sys.executable, __file__, "--one-huge", f"{mp}:{way}:{pngs[way]}"],
+                                      capture_output=True, text=True)
+                if done.returncode:
+                    raise SystemExit(f"{mp} MP {way}: failed\n{done.stderr[-3000:]}")
+                r = json.loads(done.stdout.strip().splitlines()[-1])
+                rows.append((mp, way, r))
+                print(f"{mp:g} MP {way}: {r['seconds']:.1f} s, peak {r['peak_kib'] / 2**20:.2f} GiB", flush=True)
+            if len(pngs) == 2:
+                a, b = (np.asarray(Image.open(p)) for p in pngs.values())
+                same = a.shape == b.shape and bool((a == b).all())
+                rows.append((mp, "same pixels", same))
+            for p in pngs.values():
+                p.unlink()
+    print(f"\nhuge-image upscale: tiny preset base model, 4x, infer defaults (tile 128, overlap 16, AdaIN), "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'output':>8s} {'input':>11s} {'way':>10s} {'seconds':>8s} {'peak GiB':>9s} {'+GiB':>7s} {'+B/px':>7s}")
+    for mp, way, r in rows:
+        if way == "same pixels":
+            print(f"{mp:7g}M {'':>11s} {'':>10s} streamed and in-memory PNGs hold the same pixels: {r}")
+            continue
+        grow = (r["peak_kib"] - r["base_kib"]) * 1024
+        print(f"{mp:7g}M {str(r['input']) + '²':>11s} {way:>10s} {r['seconds']:8.1f} {r['peak_kib'] / 2**20:9.2f} "
+              f"{grow / 2**30:7.2f} {grow / r['output_px']:7.1f}")
+    print("(peak GiB: VmHWM of the process; +GiB over the resident memory before the call (model and input loaded); "
+          "+B/px: that growth per output pixel)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(ap)
+    ap.add_argument("--megapixels", default=None,
+                    help="huge-image mode: output sizes in megapixels, comma-separated (e.g. 16,64,192), each in a "
+                         "fresh process, tiny preset on CPU")
+    ap.add_argument("--in-memory", default="16",
+                    help="with --megapixels: the sizes also run the whole-image-in-memory way, to compare memory "
+                         "and pixels (empty: none)")
+    ap.add_argument("--work-dir", default=None, help="with --megapixels: where the PNGs and spill files go")
+    ap.add_argument("--one-huge", default=None, help=argparse.SUPPRESS)  # MP:way:path, run by --megapixels
     ap.add_argument("--sizes", default="512,1024", help="HR output sides in pixels, comma-separated (input = size / 4)")
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per size (the median is reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls per size before timing")
@@ -87,6 +180,15 @@ def main() -> None:
     ap.add_argument("--rank", type=int, default=None,
                     help="rank of the unfused LoRA adapter on the transformer (default lora.rank of the config; 0 = none)")
     args = ap.parse_args()
+    if args.one_huge:
+        import json
+
+        mp, way, path = args.one_huge.split(":", 2)
+        print(json.dumps(one_huge(float(mp), way, Path(path))))
+        return
+    if args.megapixels:
+        huge(args)
+        return
     device = setup_device(args, ap)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if any(s % 4 for s in sizes):

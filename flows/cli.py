@@ -193,7 +193,10 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
                                                                     "from a noisy LR latent (default infer.seed, 0)."),
             scale: Optional[float] = typer.Option(None, "--scale", help="Output/input size (default infer.scale, 4)."),
             color_fix: Optional[str] = typer.Option(None, "--color-fix", help="none | wavelet | adain (default infer.color_fix)."),
-            tile: Optional[int] = typer.Option(None, "--tile", help="Latent tile size (8 px each; default infer.tile)."),
+            tile: Optional[int] = typer.Option(
+                None, "--tile", help="Latent tile size (8 px each; default infer.tile). A tiled run streams the image "
+                                     "at full resolution tile by tile (only the latent, 1/64 of the pixels, is held "
+                                     "whole; a spill file of 12 B an output pixel goes beside the output)."),
             on_error: str = typer.Option("skip", "--on-error", help="A bad input (not an image, truncated, too many "
                                                                     "pixels): skip = report it and go on, stop = stop "
                                                                     "there."),

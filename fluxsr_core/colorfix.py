@@ -49,21 +49,34 @@ def _float(x: torch.Tensor) -> torch.Tensor:
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
-def adain(content: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Give ``content`` the per-image, per-channel mean and std of ``reference``.
+def channel_sums(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per image and channel: (Σx, Σx², pixel count), in float64, so bands of an image can be summed."""
+    d = x.double()
+    return d.sum(dim=(-2, -1), keepdim=True), (d * d).sum(dim=(-2, -1), keepdim=True), x.shape[-2] * x.shape[-1]
 
-    ``out = (content - mean_c) / sqrt(var_c + eps) * sqrt(var_r + eps) + mean_r``,
-    statistics over H×W (population variance), clamped to [0, 1]. A flat content
-    channel maps to the reference mean (eps avoids a division by zero).
+
+def adain_stats(s1: torch.Tensor, s2: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std = sqrt(E[x²] - E[x]² + eps) (population variance) from ``channel_sums``, as float32."""
+    mean = s1 / n
+    var = (s2 / n - mean * mean).clamp(min=0.0)
+    return mean.float(), (var + _EPS).sqrt().float()
+
+
+def adain_apply(content: torch.Tensor, c_mean: torch.Tensor, c_std: torch.Tensor, r_mean: torch.Tensor,
+                r_std: torch.Tensor) -> torch.Tensor:
+    """AdaIN, ``out = (content - mean_c) / std_c * std_r + mean_r`` clamped to [0, 1], with given statistics."""
+    return ((_float(content) - c_mean) / c_std * r_std + r_mean).clamp(0.0, 1.0).to(content.dtype)
+
+
+def adain(content: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Give ``content`` the per-image, per-channel mean and std of ``reference`` (``adain_apply``).
+
+    Statistics over H×W (population variance, summed in float64: ``channel_sums``); a flat content channel
+    maps to the reference mean (eps avoids a division by zero).
     """
     _check_pair(content, reference)
     c, r = _float(content), _float(reference)
-    c_mean = c.mean(dim=(-2, -1), keepdim=True)
-    r_mean = r.mean(dim=(-2, -1), keepdim=True)
-    c_std = (c.var(dim=(-2, -1), keepdim=True, unbiased=False) + _EPS).sqrt()
-    r_std = (r.var(dim=(-2, -1), keepdim=True, unbiased=False) + _EPS).sqrt()
-    out = (c - c_mean) / c_std * r_std + r_mean
-    return out.clamp(0.0, 1.0).to(content.dtype)
+    return adain_apply(content, *adain_stats(*channel_sums(c)), *adain_stats(*channel_sums(r)))
 
 
 def _blur_kernel(channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:

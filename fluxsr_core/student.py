@@ -19,12 +19,14 @@ import torch
 
 from fluxsr_core import model_folder
 from fluxsr_core.config import FluxSRConfig, InferConfig
+from fluxsr_core.imageio import write_image
 from fluxsr_core.infer import upscale
 from fluxsr_core.methods import build_method, method_class, method_from_metadata
 from fluxsr_core.methods.base import Method
 from fluxsr_core.model_folder import ModelInfo, ModelMismatchError
 from fluxsr_core.models import load_components
 from fluxsr_core.models.sr_model import SRModel
+from fluxsr_core.streaming import can_stream, upscale_to_png
 from fluxsr_core.train import lora
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,16 @@ class Student:
         out = upscale(self.model, self.method, image, scale=cfg.scale, tile=cfg.tile,
                       overlap=cfg.overlap, color_fix=cfg.color_fix, knobs={**self.knob_defaults, **knobs})
         return out.cpu()
+
+    def upscale_to_png(self, image: torch.Tensor, cfg: InferConfig, path: Path, **knobs: Any) -> None:
+        """The same pixels as ``upscale``, written as a PNG at ``path``; with ``cfg.tile`` set, streamed through
+        ``fluxsr_core.streaming``: full-resolution data a tile or band at a time (its spill file beside ``path``)."""
+        if cfg.tile is None or not can_stream(self.model.components):
+            write_image(path, self.upscale(image, cfg, **knobs))
+            return
+        upscale_to_png(self.model, self.method, image.to(self.model.device).contiguous(), path, scale=cfg.scale,
+                       tile=cfg.tile, overlap=cfg.overlap, color_fix=cfg.color_fix,
+                       knobs={**self.knob_defaults, **knobs}, spill_dir=path.parent)
 
     def describe(self) -> str:
         if self.info is None:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from fluxsr_core.config import InferConfig
 from fluxsr_core.errors import InputNotFoundError, UnreadableImageError, UsageError, storage_full
-from fluxsr_core.imageio import IMAGE_SUFFIXES, read_image, write_image
+from fluxsr_core.imageio import IMAGE_SUFFIXES, read_image
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Outcome:
     output: Path | None = None
     error: str | None = None
     notes: list[str] = field(default_factory=list)
-    seconds: float | None = None  # wall time of the upscale (reading and writing excluded)
+    seconds: float | None = None  # wall time of the upscale and its PNG writing (reading excluded)
 
 
 @dataclass
@@ -97,13 +97,13 @@ def _png_bit_depth(path: Path) -> int | None:
     return head[24] if len(head) > 24 and head.startswith(b"\x89PNG") else None
 
 
-def _write_atomic(path: Path, image) -> None:
-    """Write to a temporary name and rename; a full disk is a ``StorageFullError`` naming the file (it stops the
-    batch: every later output would fail the same way)."""
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary name, then rename; a full disk is a ``StorageFullError`` naming the file (it
+    stops the batch: every later output would fail the same way)."""
     tmp = path.with_name(f".{path.stem}.partial.png")
     try:
         with storage_full(str(path), str(path.parent), "the outputs written before it are kept"):
-            write_image(tmp, image)
+            write(tmp)
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -126,9 +126,8 @@ def upscale_files(student, inputs: list[Path], out_dir: str | Path, cfg: InferCo
         else:
             target = out_dir / f"{src.stem}.png"
             start = time.perf_counter()
-            sr = student.upscale(image, cfg, **(knobs or {}))
+            _write_atomic(target, lambda tmp: student.upscale_to_png(image, cfg, tmp, **(knobs or {})))
             outcome.seconds = time.perf_counter() - start
-            _write_atomic(target, sr)
             outcome.output = target
         outcomes.append(outcome)
         if progress is not None:

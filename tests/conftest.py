@@ -79,7 +79,7 @@ def deployed(prefect_env, tmp_path_factory):
 # pytest-xdist's loadscope hands modules out in collection order as workers free up (with --no-loadscope-reorder,
 # set in pyproject.toml; its default orders modules by how many tests they have, which put the 1-test, 3-minute
 # nightly retraining last, alone, while the other worker idled). Modules not listed keep their order, after these.
-LONGEST_FIRST = ("tests/flows/test_methods_flow.py",  # 240
+LONGEST_FIRST = ("tests/flows/test_methods_flow.py",  # 465 (with the kill sweep)
                  "tests/flows/test_retrain.py",  # 235
                  "tests/flows/test_runners.py",  # 160
                  "tests/flows/test_postgres_scaleout.py",  # 145 (serial)

@@ -41,6 +41,7 @@ def lr_file(tmp_path_factory):
 def test_pipeline_image_is_the_upscale_commands_image(models, lr_file, tmp_path, method):
     knobs = dict(KNOBS[method])
     cfg = tiny()
+    cfg.infer = cfg.infer.model_copy(update={"tile": 4, "overlap": 2})  # several tiles, streamed by upscale_files
     student = load_student(cfg, models[method])
     with torch.inference_mode():
         (done,) = upscale_files(student, [lr_file], tmp_path, cfg.infer, knobs=knobs)
@@ -49,11 +50,12 @@ def test_pipeline_image_is_the_upscale_commands_image(models, lr_file, tmp_path,
     assert pipe.method == method and isinstance(pipe.transformer, torch.nn.Module)
     seed = knobs.pop("seed", None)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
-    out = pipe(Image.open(lr_file), generator=gen, **knobs).images[0]
+    out = pipe(Image.open(lr_file), generator=gen, tile=4, overlap=2, **knobs).images[0]
     assert out.size == (80, 96)  # 4x of 20 x 24
     np.testing.assert_array_equal(np.asarray(out), expected)
     if seed is not None:  # the seed is the source noise's: another one, another image
-        other = pipe(Image.open(lr_file), generator=torch.Generator().manual_seed(seed + 1), **knobs).images[0]
+        other = pipe(Image.open(lr_file), generator=torch.Generator().manual_seed(seed + 1), tile=4, overlap=2,
+                     **knobs).images[0]
         assert not np.array_equal(np.asarray(other), expected)
 
 

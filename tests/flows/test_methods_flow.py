@@ -1,5 +1,5 @@
 """The training methods through the real CLI: one pipeline run trains FTD, the SR teacher and its OFTSR and MeanFlow
-students and scores them in one table with each row's cost; the distillation SIGKILLed mid-run resumes to the same
+students and scores them in one table with each row's cost; the run SIGKILLed in each stage resumes to the same
 bytes; `upscale` with each student's knobs; training under torchrun with two processes, its artifacts, and a cache
 hit when finished.
 (Every method's resume to the same weights, and DDP/FSDP parity: tests/core/test_train.py.)"""
@@ -10,7 +10,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 
@@ -50,34 +49,43 @@ def test_one_table_scores_every_method_with_its_network_evaluations_and_time(tra
     assert "| NFE | s/image |" in table and "| sr-teacher steps=8 |" in table
 
 
-def test_distillation_killed_mid_run_resumes_to_the_same_bytes(prefect_env, trained, tmp_path):
-    done, s = trained
-    ref = Path(s["train"]["oftsr"]["directory"])
+# where each kill of the sweep lands: the first moment each of these exists in the killed run's folder
+KILLS = {"generate-pairs, one of two shards written": "pairs/*/pairs-000000-*.tar",
+         "encode-latents, two of four records done": "latents/*/store.zarr/done/c/1/0",
+         "the OFTSR distillation (third training), at its step-2 checkpoint": "train/*/checkpoints/step-000002",
+         "the benchmark, its second image written": "bench/*/sr/*/00000001.png"}
+
+
+def test_run_killed_in_every_stage_resumes_to_the_uninterrupted_bytes(prefect_env, trained, tmp_path):
+    """#18 §4: SIGKILL the whole ``fluxsr run`` process group once in each stage, then let it finish: every output
+    file is byte-identical to the uninterrupted run's (bench/kill_sweep.py does the same at random moments)."""
+    import os
+    import signal
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
+    from kill_sweep import digests, metric_values
+
+    done, _ = trained
     root = tmp_path / "killed"
-    shutil.copytree(done, root)
-    run = root / ref.relative_to(done)
-    shutil.rmtree(run)  # the distillation not run yet (its cached entry no longer matches: it runs again)
-    proc = subprocess.Popen([str(BIN / "fluxsr"), "train", "--method", "oftsr", "--out", str(root), *CFG],
-                            env=prefect_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not (run / "checkpoints" / "step-000002").is_dir():
-        time.sleep(0.02)
-    assert proc.poll() is None, "the distillation finished before it could be killed"
-    parent = psutil.Process(proc.pid)
-    for p in [*parent.children(recursive=True), parent]:  # the CLI, torchrun and the trainer
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    proc.wait()
-    assert not (run / "final").exists()
-    again = summary_of(run_cli_here(prefect_env, "train", "--method", "oftsr", "--out", str(root), *CFG))
-    assert again["directory"] == str(run) and again["steps"] == 4
-    for name in ("pytorch_lora_weights.safetensors", "fluxsr_model.json", "summary.json", "README.md"):
-        assert (run / "final" / name).read_bytes() == (ref / "final" / name).read_bytes(), name
-    for f in sorted((ref / "checkpoints").rglob("*")):  # the checkpoints too, the one written after the resume
-        if f.is_file():
-            assert f.read_bytes() == (run / f.relative_to(ref)).read_bytes(), f.relative_to(ref)
+    args = [str(BIN / "fluxsr"), "run", "--method", "ftd", "--method", "oftsr", "--method", "meanflow",
+            "--out", str(root), *CFG]
+    for stage, pattern in KILLS.items():
+        proc = subprocess.Popen(args, env=prefect_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        need = 3 if "third training" in stage else 1
+        deadline = time.time() + 400
+        while time.time() < deadline and proc.poll() is None and len(list(root.glob(pattern))) < need:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it could be killed in {stage}"
+        os.killpg(proc.pid, signal.SIGKILL)  # the CLI, the Prefect task runners, torchrun and the trainer
+        proc.wait()
+    assert not (root / "pipeline-summary.json").exists()
+    run_cli_here(prefect_env, *args[1:])
+    ref, got = digests(done), digests(root)
+    assert len(ref) > 60 and sorted(ref) == sorted(got)
+    assert [p for p in ref if ref[p] != got[p]] == []  # shards, manifests, Zarr chunks, checkpoints, LoRA files, PNGs
+    assert metric_values(root) == metric_values(done) != {}
 
 
 def test_upscale_knobs_give_different_images_each_reproducible(prefect_env, trained, tmp_path):
