@@ -1,7 +1,7 @@
 """A tiled upscale written straight to a PNG, holding full-resolution data only a tile or a band at a time.
 
 ``infer.upscale`` holds float copies of the whole output: the bicubic image, its padded
-copy, the decoded image, the colour-corrected one, ~80 bytes an output pixel. Here
+copy, the decoded image, the colour-corrected one: 83-95 bytes an output pixel measured. Here
 the same computation runs in three passes that only ever hold a tile or a band of
 rows at output resolution:
 
@@ -21,10 +21,9 @@ rows at output resolution:
    pypng's row writer.
 
 The pixels equal ``infer.upscale``'s (``tests/core/test_streaming.py``): bit for bit at
-power-of-two scales with ``color_fix`` none or wavelet (the wavelet's blurs reach 31
-rows, so a band is corrected with 32 rows of context either side); AdaIN's
-statistics are summed per band in float64, as ``colorfix.adain_stats`` computes them
-whole. At other scales each bicubic crop computes its source coordinates from its own
+power-of-two scales with every ``color_fix`` (the wavelet's blurs reach 31 rows, so a
+band is corrected with 32 rows of context either side; AdaIN's statistics are
+``colorfix.channel_sums`` added up over bands, float64 sums as the whole-image AdaIN takes). At other scales each bicubic crop computes its source coordinates from its own
 origin, which rounds differently in float32 from the whole image's by about 1e-4 of a
 pixel; the test bounds the difference.
 """
@@ -36,7 +35,6 @@ import math
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -142,15 +140,22 @@ def _tile_rows(vae, tiles, extent: int, keep: int):
         yield current, row
 
 
+def _raster(h: int, w: int, stride: int, tile_at):
+    """(i, j, tile_at(y, x)) over the tile starts diffusers' tiled encode/decode use, row-major."""
+    for i, y in enumerate(range(0, h, stride)):
+        for j, x in enumerate(range(0, w, stride)):
+            yield i, j, tile_at(y, x)
+
+
 def encode_streamed(components, bicubic: BicubicImage, tile: int) -> torch.Tensor:
     """The normalised latent ``codec.encode_images`` gives for the padded bicubic image under ``vae_tiling(tile)``."""
     vae, factor = components.vae, components.vae_factor
     g = _kl_tiling(vae, tile, factor)
     Hp, Wp = bicubic.Hp, bicubic.Wp
 
-    def encode(x: torch.Tensor) -> torch.Tensor:
-        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
+    def encode(x: torch.Tensor) -> torch.Tensor:
         x = x.to(device=components.device, dtype=components.dtype) * 2.0 - 1.0
         moments = vae.encoder(x)
         if vae.config.use_quant_conv:
@@ -162,15 +167,11 @@ def encode_streamed(components, bicubic: BicubicImage, tile: int) -> torch.Tenso
 
     if Hp <= g["sample"] and Wp <= g["sample"]:  # diffusers encodes such an image whole
         return finish(encode(bicubic.crop(0, Hp, 0, Wp)))
-    starts_y, starts_x = range(0, Hp, g["enc_stride"]), range(0, Wp, g["enc_stride"])
-
-    def tiles():
-        for i, y in enumerate(starts_y):
-            for j, x in enumerate(starts_x):
-                yield i, j, encode(bicubic.crop(y, min(y + g["sample"], Hp), x, min(x + g["sample"], Wp)))
-
+    S = g["sample"]
+    tiles = _raster(Hp, Wp, g["enc_stride"],
+                    lambda y, x: encode(bicubic.crop(y, min(y + S, Hp), x, min(x + S, Wp))))
     out = None
-    for i, row in _tile_rows(vae, tiles(), g["enc_blend"], g["enc_keep"]):
+    for i, row in _tile_rows(vae, tiles, g["enc_blend"], g["enc_keep"]):
         band = finish(torch.cat(row, dim=3))
         if out is None:
             out = band.new_empty(1, band.shape[1], Hp // factor, Wp // factor)
@@ -182,7 +183,7 @@ def encode_streamed(components, bicubic: BicubicImage, tile: int) -> torch.Tenso
 def decode_streamed(components, z: torch.Tensor, tile: int, H: int, W: int):
     """``codec.decode_latents`` under ``vae_tiling(tile)``, clamped to [0, 1] and cropped to H x W, as bands of rows.
 
-    Yields (first row, (1, 3, rows, W) float32) in order, diffusers' tiles blended as ``tiled_decode`` does."""
+    Yields (1, 3, rows, W) float32 bands top to bottom, diffusers' tiles blended as ``tiled_decode`` does."""
     vae = components.vae
     g = _kl_tiling(vae, tile, components.vae_factor)
 
@@ -197,20 +198,14 @@ def decode_streamed(components, z: torch.Tensor, tile: int, H: int, W: int):
 
     h, w = z.shape[-2:]
     if h <= g["latent"] and w <= g["latent"]:  # diffusers decodes such a latent whole
-        yield 0, finish(decode(z), 0)
+        yield finish(decode(z), 0)
         return
-    starts_y, starts_x = range(0, h, g["dec_stride"]), range(0, w, g["dec_stride"])
-
-    def tiles():
-        for i, y in enumerate(starts_y):
-            for j, x in enumerate(starts_x):
-                yield i, j, decode(z[:, :, y:y + g["latent"], x:x + g["latent"]])
-
-    for i, row in _tile_rows(vae, tiles(), g["dec_blend"], g["dec_keep"]):
-        y = i * g["dec_keep"]
-        band = finish(torch.cat(row, dim=3), y)
+    L = g["latent"]
+    tiles = _raster(h, w, g["dec_stride"], lambda y, x: decode(z[:, :, y:y + L, x:x + L]))
+    for i, row in _tile_rows(vae, tiles, g["dec_blend"], g["dec_keep"]):
+        band = finish(torch.cat(row, dim=3), i * g["dec_keep"])
         if band.shape[2]:
-            yield y, band
+            yield band
 
 
 class Spill:
@@ -220,18 +215,16 @@ class Spill:
 
     def __init__(self, W: int, folder: Path | None):
         self.W, self.file = W, tempfile.TemporaryFile(dir=folder, prefix=".fluxsr-spill-")
-        self.rows = 0
 
     def append(self, band: torch.Tensor) -> None:
-        self.file.seek(0, 2)
+        """Called for consecutive bands only, before any ``read``."""
         self.file.write(band[0].permute(1, 0, 2).contiguous().numpy().tobytes())
-        self.rows += band.shape[2]
 
     def read(self, y0: int, y1: int) -> torch.Tensor:
-        row_bytes = 3 * self.W * 4
-        self.file.seek(y0 * row_bytes)
-        data = np.frombuffer(self.file.read((y1 - y0) * row_bytes), dtype=np.float32)
-        return torch.from_numpy(data.copy()).view(y1 - y0, 3, self.W).permute(1, 0, 2).unsqueeze(0)
+        rows = torch.empty(y1 - y0, 3, self.W, dtype=torch.float32)
+        self.file.seek(y0 * 3 * self.W * 4)
+        self.file.readinto(rows.numpy())  # straight into the tensor's memory
+        return rows.permute(1, 0, 2).unsqueeze(0)
 
     def close(self) -> None:
         self.file.close()
@@ -308,9 +301,10 @@ def upscale_to_png(model, method, image: torch.Tensor, path: str | Path, *, scal
         spill = Spill(W, Path(spill_dir) if spill_dir else None)
         try:
             content_moments = ChannelMoments()
-            for _, band in decode_streamed(components, z_hat, tile, H, W):
+            for band in decode_streamed(components, z_hat, tile, H, W):
                 spill.append(band)
-                content_moments.add(band)
+                if color_fix == "adain":
+                    content_moments.add(band)
             del z_hat
             stats = None
             if color_fix == "adain":

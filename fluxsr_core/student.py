@@ -46,10 +46,8 @@ class Student:
 
         The input is made contiguous first: a channels-last view (an array permuted to (1, 3, h, w)) would pick
         other convolution kernels and move the output by float rounding, so every caller gets the same pixels."""
-        image = image.to(self.model.device).contiguous()
-        out = upscale(self.model, self.method, image, scale=cfg.scale, tile=cfg.tile,
-                      overlap=cfg.overlap, color_fix=cfg.color_fix, knobs={**self.knob_defaults, **knobs})
-        return out.cpu()
+        image, settings = self._call(image, cfg, knobs)
+        return upscale(self.model, self.method, image, **settings).cpu()
 
     def upscale_to_png(self, image: torch.Tensor, cfg: InferConfig, path: Path, **knobs: Any) -> None:
         """The same pixels as ``upscale``, written as a PNG at ``path``; with ``cfg.tile`` set, streamed through
@@ -57,9 +55,14 @@ class Student:
         if cfg.tile is None or not can_stream(self.model.components):
             write_image(path, self.upscale(image, cfg, **knobs))
             return
-        upscale_to_png(self.model, self.method, image.to(self.model.device).contiguous(), path, scale=cfg.scale,
-                       tile=cfg.tile, overlap=cfg.overlap, color_fix=cfg.color_fix,
-                       knobs={**self.knob_defaults, **knobs}, spill_dir=path.parent)
+        image, settings = self._call(image, cfg, knobs)
+        upscale_to_png(self.model, self.method, image, path, spill_dir=path.parent, **settings)
+
+    def _call(self, image: torch.Tensor, cfg: InferConfig, knobs: dict[str, Any]) -> tuple[torch.Tensor, dict]:
+        """The input on the model's device, contiguous, and the ``infer`` settings with the knobs merged."""
+        return image.to(self.model.device).contiguous(), {
+            "scale": cfg.scale, "tile": cfg.tile, "overlap": cfg.overlap, "color_fix": cfg.color_fix,
+            "knobs": {**self.knob_defaults, **knobs}}
 
     def describe(self) -> str:
         if self.info is None:

@@ -52,7 +52,7 @@ def _both(model, image, tmp_path, **kw):
         assert upscale_to_png(model, method, image, tmp_path / "out.png", spill_dir=tmp_path, **kw) == expected.shape[:2]
     got = np.asarray(Image.open(tmp_path / "out.png"))
     assert got.shape == expected.shape and got.dtype == np.uint8
-    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # the spill file is gone
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # nothing else (the spill is an unlinked temp file)
     return got.astype(int), expected.astype(int)
 
 
