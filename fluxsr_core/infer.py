@@ -78,7 +78,7 @@ def tiled_velocity(velocity: Velocity, z: torch.Tensor, t: torch.Tensor, tile: i
         wt = wy[:, None] * wx[None, :]
         acc[:, :, y:y + th, x:x + tw] += v * wt
         wsum[:, :, y:y + th, x:x + tw] += wt
-    return acc / wsum
+    return acc.div_(wsum)  # in place: one latent-sized copy fewer
 
 
 @contextmanager

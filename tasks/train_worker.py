@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", default=None, help="the frozen teacher's model folder, for a distilled method")
     ap.add_argument("--run-dir", required=True)
     args = ap.parse_args(argv)
+    from fluxsr_core.model_stack import import_model_stack
+
+    import_model_stack()  # before anything imports torch: the GC paused over the whole stack
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return _distributed(args)
     return train(args)

@@ -79,18 +79,18 @@ def deployed(prefect_env, tmp_path_factory):
 # pytest-xdist's loadscope hands modules out in collection order as workers free up (with --no-loadscope-reorder,
 # set in pyproject.toml; its default orders modules by how many tests they have, which put the 1-test, 3-minute
 # nightly retraining last, alone, while the other worker idled). Modules not listed keep their order, after these.
-LONGEST_FIRST = ("tests/flows/test_methods_flow.py",  # 465 (with the kill sweep)
-                 "tests/flows/test_retrain.py",  # 235
-                 "tests/flows/test_runners.py",  # 160
-                 "tests/flows/test_postgres_scaleout.py",  # 145 (serial)
-                 "tests/core/test_train.py",  # 100
-                 "tests/flows/test_deployments.py",  # 70
-                 "tests/core/test_plan.py",  # 65
-                 "tests/flows/test_generate_pairs.py",  # 50
-                 "tests/flows/test_degrade_encode.py",  # 40
-                 "tests/storage/test_reproducible_bytes.py",  # 30
-                 "tests/flows/test_webui.py",  # 30
-                 "tests/core/test_quiet_startup.py")  # 27
+LONGEST_FIRST = ("tests/flows/test_methods_flow.py",  # 372 (with the kill sweep)
+                 "tests/flows/test_retrain.py",  # 215
+                 "tests/flows/test_runners.py",  # 170
+                 "tests/flows/test_postgres_scaleout.py",  # 135 (serial)
+                 "tests/core/test_train.py",  # 96
+                 "tests/core/test_plan.py",  # 77
+                 "tests/flows/test_deployments.py",  # 57
+                 "tests/flows/test_webui.py",  # 42
+                 "tests/flows/test_generate_pairs.py",  # 30
+                 "tests/flows/test_degrade_encode.py",  # 26
+                 "tests/storage/test_reproducible_bytes.py",  # 26
+                 "tests/core/test_quiet_startup.py")  # 29
 
 
 def pytest_collection_modifyitems(items):

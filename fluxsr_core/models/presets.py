@@ -71,8 +71,10 @@ def load_components(cfg: ModelConfig, *, offload: bool = False) -> FluxComponent
     ``model.weights`` nf4/fp8: the blocks' weights are quantised on their way to the device (``low_vram``).
     ``offload``: the transformer stays in CPU memory (``low_vram.offload_blocks`` then moves each block to the
     device as it runs)."""
+    from fluxsr_core.model_stack import import_model_stack
     from fluxsr_core.models import low_vram
 
+    import_model_stack()  # diffusers and peft, with the GC paused: a fifth faster
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     load_to = torch.device("cpu") if cfg.weights != "full" or offload else device

@@ -50,7 +50,7 @@ def test_one_table_scores_every_method_with_its_network_evaluations_and_time(tra
 
 
 # where each kill of the sweep lands: the first moment each of these exists in the killed run's folder
-KILLS = {"generate-pairs, one of two shards written": "pairs/*/pairs-000000-*.tar",
+KILLS = {"generate-pairs, one of two shards written": "pairs/*/pairs-000000-*.tar.json",
          "encode-latents, two of four records done": "latents/*/store.zarr/done/c/1/0",
          "the OFTSR distillation (third training), at its step-2 checkpoint": "train/*/checkpoints/step-000002",
          "the benchmark, its second image written": "bench/*/sr/*/00000001.png"}
@@ -58,18 +58,20 @@ KILLS = {"generate-pairs, one of two shards written": "pairs/*/pairs-000000-*.ta
 
 def test_run_killed_in_every_stage_resumes_to_the_uninterrupted_bytes(prefect_env, trained, tmp_path):
     """#18 §4: SIGKILL the whole ``fluxsr run`` process group once in each stage, then let it finish: every output
-    file is byte-identical to the uninterrupted run's (bench/kill_sweep.py does the same at random moments)."""
+    file is byte-identical to the uninterrupted run's, and no unit finished before a kill (a shard, a record's
+    latents, a checkpoint) is written again: it comes from cache (bench/kill_sweep.py: the same at random moments)."""
     import os
     import signal
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
-    from kill_sweep import digests, metric_values
+    from kill_sweep import digests, finished_units, metric_values, rewritten
 
     done, _ = trained
     root = tmp_path / "killed"
     args = [str(BIN / "fluxsr"), "run", "--method", "ftd", "--method", "oftsr", "--method", "meanflow",
             "--out", str(root), *CFG]
+    finished: dict[str, int] = {}
     for stage, pattern in KILLS.items():
         proc = subprocess.Popen(args, env=prefect_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -80,12 +82,16 @@ def test_run_killed_in_every_stage_resumes_to_the_uninterrupted_bytes(prefect_en
         assert proc.poll() is None, f"the run ended before it could be killed in {stage}"
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI, the Prefect task runners, torchrun and the trainer
         proc.wait()
+        finished.update(finished_units(root))
     assert not (root / "pipeline-summary.json").exists()
+    stages = {Path(p).parts[0] for p in finished}
+    assert stages == {"pairs", "lr", "latents", "train"} and any("step-000002" in p for p in finished), stages
     run_cli_here(prefect_env, *args[1:])
     ref, got = digests(done), digests(root)
     assert len(ref) > 60 and sorted(ref) == sorted(got)
     assert [p for p in ref if ref[p] != got[p]] == []  # shards, manifests, Zarr chunks, checkpoints, LoRA files, PNGs
     assert metric_values(root) == metric_values(done) != {}
+    assert rewritten(finished, root) == []
 
 
 def test_upscale_knobs_give_different_images_each_reproducible(prefect_env, trained, tmp_path):
