@@ -195,8 +195,9 @@ def upscale(inputs: list[str] = typer.Argument(..., help="Image files and/or fol
             color_fix: Optional[str] = typer.Option(None, "--color-fix", help="none | wavelet | adain (default infer.color_fix)."),
             tile: Optional[int] = typer.Option(
                 None, "--tile", help="Latent tile size (8 px each; default infer.tile). A tiled run streams the image "
-                                     "at full resolution tile by tile (only the latent, 1/64 of the pixels, is held "
-                                     "whole; a spill file of 12 B an output pixel goes beside the output)."),
+                                     "at full resolution tile by tile, FTD's latent too (other methods hold their latent, 1/64 "
+                                     "of the pixels, whole; a spill file of 12 B an output pixel goes beside the "
+                                     "output)."),
             on_error: str = typer.Option("skip", "--on-error", help="A bad input (not an image, truncated, too many "
                                                                     "pixels): skip = report it and go on, stop = stop "
                                                                     "there."),

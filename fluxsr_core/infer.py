@@ -81,6 +81,42 @@ def tiled_velocity(velocity: Velocity, z: torch.Tensor, t: torch.Tensor, tile: i
     return acc.div_(wsum)  # in place: one latent-sized copy fewer
 
 
+def tiled_velocity_rows(velocity: Velocity, rows: Callable[[int, int], torch.Tensor], h: int, w: int,
+                        t: torch.Tensor, tile: int, overlap: int):
+    """``tiled_velocity`` of an h x w input read as rows: yields (first row, v of the rows no later tile touches).
+
+    ``rows(a, b)`` gives input rows [a, b). The tiles and their order are ``tiled_velocity``'s (tile rows top to
+    bottom, each left to right), so every pixel's weighted sum adds up in the same order and the bits are the
+    same; only one tile row's input and the blend of the rows the next tile row overlaps are held."""
+    check_tiles(tile, overlap)
+    th, tw = min(tile, h), min(tile, w)
+    ys, xs = _starts(h, th, overlap), _starts(w, tw, overlap)
+    if len(ys) * len(xs) == 1:
+        yield 0, velocity(rows(0, h), t)
+        return
+    acc = wsum = None  # the blend of rows [base, base + acc.shape[2])
+    base = 0
+    for k, y in enumerate(ys):
+        z = rows(y, y + th)
+        wy = _ramp(th, overlap if y > 0 else 0, overlap if y + th < h else 0, z.device, z.dtype)
+        need = y + th - base
+        for x in xs:
+            v = velocity(z[:, :, :, x:x + tw], t)
+            if acc is None:
+                acc = v.new_zeros(v.shape[0], v.shape[1], need, w)
+                wsum = torch.zeros(1, 1, need, w, device=z.device, dtype=z.dtype)
+            elif acc.shape[2] < need:  # the carried rows, grown down to this tile row's bottom
+                acc = torch.cat([acc, acc.new_zeros(*acc.shape[:2], need - acc.shape[2], w)], dim=2)
+                wsum = torch.cat([wsum, wsum.new_zeros(1, 1, need - wsum.shape[2], w)], dim=2)
+            wx = _ramp(tw, overlap if x > 0 else 0, overlap if x + tw < w else 0, z.device, z.dtype)
+            wt = wy[:, None] * wx[None, :]
+            acc[:, :, y - base:y - base + th, x:x + tw] += v * wt
+            wsum[:, :, y - base:y - base + th, x:x + tw] += wt
+        done = (ys[k + 1] if k + 1 < len(ys) else h) - base  # rows no later tile row touches
+        yield base, acc[:, :, :done].div_(wsum[:, :, :done])
+        acc, wsum, base = acc[:, :, done:].clone(), wsum[:, :, done:].clone(), base + done
+
+
 @contextmanager
 def vae_tiling(vae, tile: int | None, factor: int):
     """diffusers' tiled VAE encode/decode with ``tile`` latent px tiles (``factor`` px each) while inside; restored after."""

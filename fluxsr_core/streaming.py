@@ -6,19 +6,22 @@ the same computation runs in three passes that only ever hold a tile or a band o
 rows at output resolution:
 
 1. encode: each VAE tile of the padded bicubic image is computed from the input rows
-   and columns it needs (``BicubicImage``), encoded, and blended into the latent
+   and columns it needs (``BicubicImage``), encoded, and blended into latent rows
    exactly as diffusers' ``AutoencoderKL._tiled_encode`` does (same tiles, the VAE's
    own ``blend_v``/``blend_h``, in the same order; only the blend strips of the
-   previous tile row and tile are kept);
-2. the method's sampler on the whole latent (tiled transformer, as before): the
-   latent is 1/64 of the pixels and multi-step samplers (MeanFlow, the SR teacher)
-   need all of it between steps, so it stays in memory (16 float32 channels: 1 byte an
-   output pixel a copy);
+   previous tile row and tile are kept), yielded a tile row at a time;
+2. the sampler: a method whose sample is one velocity evaluation of z_L and a
+   pixel-wise step (``Method.pointwise_one_step``: FTD) runs on those rows as they
+   come, the transformer's tiles visited row by row in ``tiled_velocity``'s order
+   (``infer.tiled_velocity_rows``: the same bits), so no stage holds the whole latent.
+   The others need all of it (several steps, or source noise drawn for the whole
+   latent from the seed): their latent is assembled and sampled whole (16 float32
+   channels at 1/64 of the pixels: 1 byte an output pixel a copy);
 3. decode: the latent tiles of diffusers' ``tiled_decode``, blended the same way,
-   each finished band of rows appended to a float32 spill file (a temporary file, not
-   memory); then the spill is read back band by band, colour-corrected against the
-   same band of the bicubic image, rounded to 8 bits and streamed into the PNG by
-   pypng's row writer.
+   reading latent rows as they come (``Rows``), each finished band of rows appended
+   to a float32 spill file (a temporary file, not memory); then the spill is read
+   back band by band, colour-corrected against the same band of the bicubic image,
+   rounded to 8 bits and streamed into the PNG by pypng's row writer.
 
 The pixels equal ``infer.upscale``'s (``tests/core/test_streaming.py``): bit for bit at
 power-of-two scales with every ``color_fix`` (the wavelet's blurs reach 31 rows, so a
@@ -147,8 +150,9 @@ def _raster(h: int, w: int, stride: int, tile_at):
             yield i, j, tile_at(y, x)
 
 
-def encode_streamed(components, bicubic: BicubicImage, tile: int) -> torch.Tensor:
-    """The normalised latent ``codec.encode_images`` gives for the padded bicubic image under ``vae_tiling(tile)``."""
+def encode_bands(components, bicubic: BicubicImage, tile: int):
+    """The normalised latent ``codec.encode_images`` gives for the padded bicubic image under ``vae_tiling(tile)``,
+    as (1, 16, rows, w) bands top to bottom."""
     vae, factor = components.vae, components.vae_factor
     g = _kl_tiling(vae, tile, factor)
     Hp, Wp = bicubic.Hp, bicubic.Wp
@@ -166,24 +170,51 @@ def encode_streamed(components, bicubic: BicubicImage, tile: int) -> torch.Tenso
         return normalize(z, components.latent_scale, components.latent_shift).float()
 
     if Hp <= g["sample"] and Wp <= g["sample"]:  # diffusers encodes such an image whole
-        return finish(encode(bicubic.crop(0, Hp, 0, Wp)))
+        yield finish(encode(bicubic.crop(0, Hp, 0, Wp)))
+        return
     S = g["sample"]
     tiles = _raster(Hp, Wp, g["enc_stride"],
                     lambda y, x: encode(bicubic.crop(y, min(y + S, Hp), x, min(x + S, Wp))))
-    out = None
-    for i, row in _tile_rows(vae, tiles, g["enc_blend"], g["enc_keep"]):
-        band = finish(torch.cat(row, dim=3))
-        if out is None:
-            out = band.new_empty(1, band.shape[1], Hp // factor, Wp // factor)
-        y = i * g["enc_keep"]
-        out[:, :, y:y + band.shape[2]] = band
-    return out
+    for _, row in _tile_rows(vae, tiles, g["enc_blend"], g["enc_keep"]):
+        yield finish(torch.cat(row, dim=3))
 
 
-def decode_streamed(components, z: torch.Tensor, tile: int, H: int, W: int):
-    """``codec.decode_latents`` under ``vae_tiling(tile)``, clamped to [0, 1] and cropped to H x W, as bands of rows.
+class Rows:
+    """Rows of a tensor that arrives as bands top to bottom, read by range; rows before ``drop`` are let go."""
 
-    Yields (1, 3, rows, W) float32 bands top to bottom, diffusers' tiles blended as ``tiled_decode`` does."""
+    def __init__(self, bands):
+        self.bands, self.buf, self.base = iter(bands), None, 0
+
+    def __call__(self, a: int, b: int) -> torch.Tensor:
+        while self.buf is None or self.base + self.buf.shape[2] < b:
+            band = next(self.bands)
+            self.buf = band if self.buf is None else torch.cat([self.buf, band], dim=2)
+        return self.buf[:, :, a - self.base:b - self.base]
+
+    def drop(self, a: int) -> None:
+        if self.buf is not None and a > self.base:  # a view: the next band's cat copies only the rows kept
+            self.buf, self.base = self.buf[:, :, a - self.base:], a
+
+
+def sample_bands(model, form, z_L: Rows, h: int, w: int, tile: int, overlap: int):
+    """``method.sample`` of a pointwise one-step method (``form`` = its ``pointwise_one_step``) as bands of rows:
+    the tiled velocity row by row (``infer.tiled_velocity_rows``), each finished band combined with its z_L."""
+    from fluxsr_core.infer import tiled_velocity_rows
+
+    t_value, combine = form
+    t = torch.full((1,), t_value, dtype=torch.float32, device=model.device)
+    velocity = lambda z, tt: model.whole_velocity(z, tt, model.guidance)  # noqa: E731  (SRModel.velocity's tiles)
+    for y, v in tiled_velocity_rows(velocity, z_L, h, w, t, tile, overlap):
+        yield combine(z_L(y, y + v.shape[2]), v)
+        z_L.drop(y + v.shape[2])
+
+
+def decode_streamed(components, z: Rows, h: int, w: int, tile: int, H: int, W: int):
+    """``codec.decode_latents`` of the h x w latent ``z`` under ``vae_tiling(tile)``, clamped to [0, 1] and cropped
+    to H x W, as bands of rows.
+
+    Yields (1, 3, rows, W) float32 bands top to bottom, diffusers' tiles blended as ``tiled_decode`` does; latent
+    rows above the tile row being decoded are let go."""
     vae = components.vae
     g = _kl_tiling(vae, tile, components.vae_factor)
 
@@ -196,12 +227,16 @@ def decode_streamed(components, z: torch.Tensor, tile: int, H: int, W: int):
     def finish(x: torch.Tensor, y: int) -> torch.Tensor:
         return ((x + 1.0) / 2.0).float().clamp(0.0, 1.0)[:, :, :max(0, H - y), :W]
 
-    h, w = z.shape[-2:]
     if h <= g["latent"] and w <= g["latent"]:  # diffusers decodes such a latent whole
-        yield finish(decode(z), 0)
+        yield finish(decode(z(0, h)), 0)
         return
     L = g["latent"]
-    tiles = _raster(h, w, g["dec_stride"], lambda y, x: decode(z[:, :, y:y + L, x:x + L]))
+
+    def tile_at(y: int, x: int) -> torch.Tensor:
+        z.drop(y)
+        return decode(z(y, min(y + L, h))[:, :, :, x:x + L])
+
+    tiles = _raster(h, w, g["dec_stride"], tile_at)
     for i, row in _tile_rows(vae, tiles, g["dec_blend"], g["dec_keep"]):
         band = finish(torch.cat(row, dim=3), i * g["dec_keep"])
         if band.shape[2]:
@@ -295,13 +330,17 @@ def upscale_to_png(model, method, image: torch.Tensor, path: str | Path, *, scal
     m = components.vae_factor * components.patch_size
     bicubic = BicubicImage(image, H, W, H + (-H) % m, W + (-W) % m)
     with torch.no_grad(), vae_tiling(components.vae, tile, components.vae_factor), model.tiled(tile, overlap):
-        z_L = encode_streamed(components, bicubic, tile)
-        z_hat = method.sample(model, z_L, **knobs)
-        del z_L
+        h, w = bicubic.Hp // components.vae_factor, bicubic.Wp // components.vae_factor
+        form = method.pointwise_one_step(**knobs)
+        if form is None:  # the sampler needs the whole latent (several steps, or noise drawn for all of it)
+            z_hat = method.sample(model, torch.cat(list(encode_bands(components, bicubic, tile)), dim=2), **knobs)
+            z_hat = Rows([z_hat])
+        else:
+            z_hat = Rows(sample_bands(model, form, Rows(encode_bands(components, bicubic, tile)), h, w, tile, overlap))
         spill = Spill(W, Path(spill_dir) if spill_dir else None)
         try:
             content_moments = ChannelMoments()
-            for band in decode_streamed(components, z_hat, tile, H, W):
+            for band in decode_streamed(components, z_hat, h, w, tile, H, W):
                 spill.append(band)
                 if color_fix == "adain":
                     content_moments.add(band)

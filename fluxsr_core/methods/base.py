@@ -24,7 +24,7 @@ The trainer (``fluxsr_core.train.loop``) takes a method and an ``SRModel`` and n
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -85,6 +85,12 @@ class Method(ABC):
     @abstractmethod
     def sample(self, model: SRModel, z_L: torch.Tensor, **knobs: Any) -> torch.Tensor:
         """The HR latent for the LR latent ``z_L`` (B, 16, h, w); ``knobs`` as in ``self.knobs``."""
+
+    def pointwise_one_step(self, **knobs: Any) -> tuple[float, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None:
+        """(t, combine) when ``sample`` is one velocity evaluation of z_L itself at time t, then
+        ``combine(z_L, v)`` pixel by pixel: the streamed upscale then runs it band by band
+        (``streaming``). None (the default): ``sample`` needs the whole latent."""
+        return None
 
     @abstractmethod
     def metadata(self) -> dict[str, Any]:

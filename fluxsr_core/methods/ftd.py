@@ -156,6 +156,10 @@ class FTD(Method):
         """Eq. 18, or ``step_fraction`` of it (a fidelity knob that needs no training)."""
         return partial_step(z_L, one_step(model.velocity, z_L, self.T_L), step_fraction)
 
+    def pointwise_one_step(self, step_fraction: float = 1.0):
+        """``sample`` as v = v_θ(z_L, T_L), then ``partial_step(z_L, z_L - T_L·v, step_fraction)`` (eq. 18)."""
+        return self.T_L, lambda z_L, v: partial_step(z_L, z_L - self.T_L * v, step_fraction)
+
     def metadata(self) -> dict[str, Any]:
         skip = {"lpips_model", "lpips_backbone_path"}  # a local path says nothing about the model
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}

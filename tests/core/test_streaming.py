@@ -1,6 +1,7 @@
 """The streamed tiled upscale (``fluxsr_core.streaming``) writes the pixels ``infer.upscale`` computes in memory:
 bit for bit at scale 4 for every colour fix, within one 8-bit level on a few pixels at other scales (the bicubic
-crops' float32 coordinates); its bicubic crops equal the whole padded image's. Per method (multi-step samplers
+crops' float32 coordinates); its bicubic crops equal the whole padded image's; FTD's latent passes through in
+bands, its row-wise tiled velocity the whole-latent one bit for bit. Per method (multi-step samplers
 included) through ``upscale_files``: tests/core/test_pipeline.py. Peak memory: ``bench/upscale.py --megapixels``."""
 
 import numpy as np
@@ -75,3 +76,39 @@ def test_one_tile_image_streams_without_vae_tiling(model, tmp_path):
     # smaller than one VAE tile: diffusers encodes and decodes it whole, and so does the streamed path
     got, expected = _both(model, _photo(20, 14), tmp_path, scale=4.0, tile=16, overlap=4, color_fix="adain")
     np.testing.assert_array_equal(got, expected)
+
+
+def test_a_pointwise_one_step_method_never_holds_its_whole_latent(model, tmp_path, monkeypatch):
+    """FTD is one velocity evaluation of z_L and a pixel-wise step: encode, the tiled transformer and decode pass
+    it on in bands, so the most latent rows any stage holds is a small part of the image's (and the PNG is the
+    same). Counted on the real buffers (``streaming.Rows``)."""
+    import fluxsr_core.streaming as streaming
+
+    held: list[int] = []
+    read = streaming.Rows.__call__
+
+    def counted(self, a, b):
+        rows = read(self, a, b)
+        held.append(self.buf.shape[2])
+        return rows
+
+    monkeypatch.setattr(streaming.Rows, "__call__", counted)
+    got, expected = _both(model, _photo(160, 40), tmp_path, scale=4.0, tile=8, overlap=2, color_fix="none",
+                          knobs={"step_fraction": 0.5})
+    np.testing.assert_array_equal(got, expected)
+    latent_rows = 160 * 4 // 8
+    assert held and max(held) <= latent_rows // 3, (max(held), latent_rows)
+
+
+@pytest.mark.parametrize("h,w,tile,overlap", [(40, 26, 8, 2), (74, 18, 16, 4), (64, 64, 16, 8), (10, 10, 16, 4)])
+def test_tiled_velocity_rows_is_tiled_velocity_bit_for_bit(model, h, w, tile, overlap):
+    from fluxsr_core.infer import tiled_velocity, tiled_velocity_rows
+
+    z = torch.randn(1, 16, h, w, generator=torch.Generator().manual_seed(h))
+    t = torch.full((1,), 0.5)
+    velocity = lambda zz, tt: model.whole_velocity(zz, tt, model.guidance)  # noqa: E731
+    with torch.inference_mode():
+        whole = tiled_velocity(velocity, z, t, tile, overlap)
+        bands = list(tiled_velocity_rows(velocity, lambda a, b: z[:, :, a:b], h, w, t, tile, overlap))
+    assert [y for y, _ in bands] == [0] + list(np.cumsum([b.shape[2] for _, b in bands])[:-1])
+    assert torch.equal(torch.cat([b for _, b in bands], dim=2), whole)
