@@ -60,44 +60,39 @@ def tile_windows(h: int, w: int, tile: int, overlap: int) -> list[tuple[int, int
 
 
 def tiled_velocity(velocity: Velocity, z: torch.Tensor, t: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-    """``velocity(z, t)`` evaluated tile by tile (``tile``/``overlap`` in latent pixels, even) and blended."""
-    check_tiles(tile, overlap)
+    """``velocity(z, t)`` evaluated tile by tile (``tile``/``overlap`` in latent pixels, even) and blended:
+    ``tiled_velocity_rows``'s bands of rows, assembled."""
     _, _, h, w = z.shape
-    wins = tile_windows(h, w, tile, overlap)
-    if len(wins) == 1:
-        return velocity(z, t)
-    acc = None  # shaped like the velocity, which may have fewer channels than z (z + a condition)
-    wsum = torch.zeros(1, 1, h, w, device=z.device, dtype=z.dtype)
-    for y, x, th, tw in wins:
-        v = velocity(z[:, :, y:y + th, x:x + tw], t)
-        if acc is None:
-            acc = v.new_zeros(v.shape[0], v.shape[1], h, w)
-        # ramp only on sides that overlap a neighbour (i.e. not on the image border)
-        wy = _ramp(th, overlap if y > 0 else 0, overlap if y + th < h else 0, z.device, z.dtype)
-        wx = _ramp(tw, overlap if x > 0 else 0, overlap if x + tw < w else 0, z.device, z.dtype)
-        wt = wy[:, None] * wx[None, :]
-        acc[:, :, y:y + th, x:x + tw] += v * wt
-        wsum[:, :, y:y + th, x:x + tw] += wt
-    return acc.div_(wsum)  # in place: one latent-sized copy fewer
+    out = None
+    for y, v in tiled_velocity_rows(velocity, lambda a, b: z[:, :, a:b], h, w, t, tile, overlap):
+        if v.shape[2] == h:  # one band: a single tile, or a single tile row
+            return v
+        if out is None:  # shaped like the velocity, which may have fewer channels than z (z + a condition)
+            out = v.new_empty(v.shape[0], v.shape[1], h, w)
+        out[:, :, y:y + v.shape[2]] = v
+    return out
 
 
 def tiled_velocity_rows(velocity: Velocity, rows: Callable[[int, int], torch.Tensor], h: int, w: int,
                         t: torch.Tensor, tile: int, overlap: int):
-    """``tiled_velocity`` of an h x w input read as rows: yields (first row, v of the rows no later tile touches).
+    """The tiled velocity of an h x w input read as rows: yields (first row, v of the rows no later tile touches).
 
-    ``rows(a, b)`` gives input rows [a, b). The tiles and their order are ``tiled_velocity``'s (tile rows top to
-    bottom, each left to right), so every pixel's weighted sum adds up in the same order and the bits are the
-    same; only one tile row's input and the blend of the rows the next tile row overlaps are held."""
+    ``rows(a, b)`` gives input rows [a, b). The tiles (``tile_windows``) are visited tile row by tile row, each
+    left to right; every tile's velocity is weighted by cosine ramps on the sides it overlaps a neighbour and the
+    weighted sum divided by the summed weights. Only one tile row's input and the blend of the rows the next tile
+    row overlaps are held, so a streamed upscale (``streaming``) never holds the whole latent."""
     check_tiles(tile, overlap)
-    th, tw = min(tile, h), min(tile, w)
-    ys, xs = _starts(h, th, overlap), _starts(w, tw, overlap)
-    if len(ys) * len(xs) == 1:
+    wins = tile_windows(h, w, tile, overlap)
+    th, tw = wins[0][2:]
+    ys, xs = sorted({y for y, _, _, _ in wins}), sorted({x for _, x, _, _ in wins})
+    if len(wins) == 1:
         yield 0, velocity(rows(0, h), t)
         return
     acc = wsum = None  # the blend of rows [base, base + acc.shape[2])
     base = 0
     for k, y in enumerate(ys):
         z = rows(y, y + th)
+        # ramp only on sides that overlap a neighbour (i.e. not on the image border)
         wy = _ramp(th, overlap if y > 0 else 0, overlap if y + th < h else 0, z.device, z.dtype)
         need = y + th - base
         for x in xs:

@@ -100,15 +100,35 @@ def test_a_pointwise_one_step_method_never_holds_its_whole_latent(model, tmp_pat
     assert held and max(held) <= latent_rows // 3, (max(held), latent_rows)
 
 
-@pytest.mark.parametrize("h,w,tile,overlap", [(40, 26, 8, 2), (74, 18, 16, 4), (64, 64, 16, 8), (10, 10, 16, 4)])
-def test_tiled_velocity_rows_is_tiled_velocity_bit_for_bit(model, h, w, tile, overlap):
+def _blend_whole(velocity, z, t, tile, overlap):
+    """The tiled velocity as first written, on the whole latent at once: every tile's ramp-weighted velocity added
+    into one image-sized sum in tile order, divided by the summed weights (the reference for the row-wise one)."""
+    from fluxsr_core.infer import _ramp, tile_windows
+
+    _, _, h, w = z.shape
+    wins = tile_windows(h, w, tile, overlap)
+    acc, wsum = None, torch.zeros(1, 1, h, w)
+    for y, x, th, tw in wins:
+        v = velocity(z[:, :, y:y + th, x:x + tw], t)
+        acc = v.new_zeros(v.shape[0], v.shape[1], h, w) if acc is None else acc
+        wt = (_ramp(th, overlap if y > 0 else 0, overlap if y + th < h else 0, z.device, z.dtype)[:, None]
+              * _ramp(tw, overlap if x > 0 else 0, overlap if x + tw < w else 0, z.device, z.dtype)[None, :])
+        acc[:, :, y:y + th, x:x + tw] += v * wt
+        wsum[:, :, y:y + th, x:x + tw] += wt
+    return acc / wsum
+
+
+@pytest.mark.parametrize("h,w,tile,overlap", [(40, 26, 8, 2), (74, 18, 16, 4), (64, 64, 16, 8), (10, 40, 16, 4)])
+def test_tiled_velocity_rows_is_the_whole_latent_blend_bit_for_bit(model, h, w, tile, overlap):
     from fluxsr_core.infer import tiled_velocity, tiled_velocity_rows
 
     z = torch.randn(1, 16, h, w, generator=torch.Generator().manual_seed(h))
     t = torch.full((1,), 0.5)
     velocity = lambda zz, tt: model.whole_velocity(zz, tt, model.guidance)  # noqa: E731
     with torch.inference_mode():
-        whole = tiled_velocity(velocity, z, t, tile, overlap)
+        whole = _blend_whole(velocity, z, t, tile, overlap)
         bands = list(tiled_velocity_rows(velocity, lambda a, b: z[:, :, a:b], h, w, t, tile, overlap))
+        assembled = tiled_velocity(velocity, z, t, tile, overlap)
     assert [y for y, _ in bands] == [0] + list(np.cumsum([b.shape[2] for _, b in bands])[:-1])
     assert torch.equal(torch.cat([b for _, b in bands], dim=2), whole)
+    assert torch.equal(assembled, whole)
