@@ -9,9 +9,11 @@ How: basicsr's own functions, composed in the order of ``RealESRGANDataset`` (ke
 and ``RealESRGANModel.feed_data`` (two stages, then [resize back + sinc] and JPEG in
 random order, clamp and round to /255); given the same generator states the LR is
 bitwise theirs (the tests check it against the real classes). basicsr draws from
-Python's ``random`` and numpy's and torch's global generators, so each variant runs
-with all three seeded from ``variant_seed`` and restored afterwards, under a lock.
-Images go one at a time: basicsr's noise draws depend on the batch. basicsr does not
+Python's ``random`` and numpy's and torch's global generators; each variant instead
+has its own three, seeded from ``variant_seed``, which basicsr's module is given for
+that variant (``_basicsr_drawing_from``), so no draw made by another thread (Prefect's
+retry jitter uses ``random``) can change an LR, and the caller's streams are never
+touched. Images go one at a time: basicsr's noise draws depend on the batch. basicsr does not
 return what it drew, so its deterministic builders (``bivariate_*``,
 ``generate_*_noise_pt``) are wrapped with call-through recorders while a variant
 runs, and every parameter lands in a JSON-serialisable dict. Python/numpy draws
@@ -28,6 +30,7 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
@@ -80,26 +83,73 @@ def _stream_seed(seed: int, stream: str, bits: int) -> int:
     return int.from_bytes(digest[:8], "big") >> (64 - bits)
 
 
+@dataclass(frozen=True)
+class _Streams:
+    """One variant's own generators: Python's, numpy's and torch's (on the variant's device).
+
+    ``Random(x)``, ``RandomState(x)`` and a ``Generator`` seeded with ``x`` give the streams that
+    ``random.seed(x)``, ``np.random.seed(x)`` and ``torch.manual_seed(x)`` give the globals, so the
+    LR is Real-ESRGAN's under those seeds, and no other thread's draw (Prefect's retry jitter draws
+    from ``random``) can move them."""
+
+    py: random.Random
+    np: np.random.RandomState
+    torch: torch.Generator
+
+    @classmethod
+    def for_variant(cls, seed: int, device: torch.device) -> _Streams:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(_stream_seed(seed, "torch", 63))
+        return cls(random.Random(_stream_seed(seed, "python", 63)),
+                   np.random.RandomState(_stream_seed(seed, "numpy", 32)), generator)
+
+
+class _NumpyWith:
+    """numpy, but ``.random`` is one variant's RandomState: what basicsr's ``np.random.*`` calls see."""
+
+    def __init__(self, state: np.random.RandomState):
+        self.random = state
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+
+class _TorchWith:
+    """torch, but its three draws that basicsr makes (``randn``, ``rand``, ``poisson``) use one generator."""
+
+    def __init__(self, generator: torch.Generator):
+        self._generator = generator
+
+    def randn(self, *size: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.randn(*size, generator=self._generator, **kwargs)
+
+    def rand(self, *size: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.rand(*size, generator=self._generator, **kwargs)
+
+    def poisson(self, rates: torch.Tensor) -> torch.Tensor:
+        return torch.poisson(rates, generator=self._generator)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+
 @contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed Python ``random``, numpy's and torch's (CPU + ``device``) generators; restore them on exit."""
-    cuda_index = None
-    if device.type == "cuda":
-        cuda_index = device.index if device.index is not None else torch.cuda.current_device()
+def _basicsr_drawing_from(streams: _Streams) -> Iterator[None]:
+    """basicsr's degradations module draws from ``streams`` instead of the process-wide generators.
+
+    basicsr calls ``random.*``, ``np.random.*`` and ``torch.randn/rand/poisson`` on its module's
+    names; rebinding those three names for one variant (under the lock, which orders variants of
+    concurrent units) leaves every global generator untouched."""
+    names = {"random": streams.py, "np": _NumpyWith(streams.np), "torch": _TorchWith(streams.torch)}
     with _LOCK:
-        py_state, np_state = random.getstate(), np.random.get_state()
-        with torch.random.fork_rng(devices=[] if cuda_index is None else [cuda_index]):
-            random.seed(_stream_seed(seed, "python", 63))
-            np.random.seed(_stream_seed(seed, "numpy", 32))
-            torch_seed = _stream_seed(seed, "torch", 63)
-            torch.default_generator.manual_seed(torch_seed)
-            if cuda_index is not None:
-                torch.cuda.default_generators[cuda_index].manual_seed(torch_seed)
-            try:
-                yield
-            finally:
-                random.setstate(py_state)
-                np.random.set_state(np_state)
+        saved = {name: getattr(bc.degradations, name) for name in names}
+        for name, value in names.items():
+            setattr(bc.degradations, name, value)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(bc.degradations, name, value)
 
 
 # ---------------------------------------------------------------------- recording
@@ -170,12 +220,12 @@ def _sinc_cutoff_range(cfg: DegradeConfig, kernel_size: int) -> list[float]:
     return cfg.sinc_cutoff_small if kernel_size < _SINC_SMALL_BELOW else cfg.sinc_cutoff_large
 
 
-def _draw_blur_kernel(cfg: DegradeConfig, stage: int, log: list) -> tuple[np.ndarray, dict[str, Any]]:
+def _draw_blur_kernel(cfg: DegradeConfig, stage: int, log: list, rng: _Streams) -> tuple[np.ndarray, dict[str, Any]]:
     """One blur kernel as RealESRGANDataset draws it: sinc or a mixed kernel, zero-padded."""
     sfx = "" if stage == 1 else "2"
-    kernel_size = random.choice(cfg.kernel_sizes)
-    if np.random.uniform() < getattr(cfg, f"sinc_prob{sfx}"):
-        omega_c = float(np.random.uniform(*_sinc_cutoff_range(cfg, kernel_size)))
+    kernel_size = rng.py.choice(cfg.kernel_sizes)
+    if rng.np.uniform() < getattr(cfg, f"sinc_prob{sfx}"):
+        omega_c = float(rng.np.uniform(*_sinc_cutoff_range(cfg, kernel_size)))
         kernel = bc.degradations.circular_lowpass_kernel(omega_c, kernel_size, pad_to=False)
         info: dict[str, Any] = {"type": "sinc", "cutoff": omega_c}
     else:
@@ -190,10 +240,10 @@ def _draw_blur_kernel(cfg: DegradeConfig, stage: int, log: list) -> tuple[np.nda
     return np.pad(kernel, ((pad, pad), (pad, pad))), {"size": kernel_size, **info}
 
 
-def _draw_final_sinc(cfg: DegradeConfig) -> tuple[np.ndarray, dict[str, Any]]:
-    if np.random.uniform() < cfg.final_sinc_prob:
-        kernel_size = random.choice(cfg.kernel_sizes)
-        omega_c = float(np.random.uniform(*cfg.final_sinc_cutoff))
+def _draw_final_sinc(cfg: DegradeConfig, rng: _Streams) -> tuple[np.ndarray, dict[str, Any]]:
+    if rng.np.uniform() < cfg.final_sinc_prob:
+        kernel_size = rng.py.choice(cfg.kernel_sizes)
+        omega_c = float(rng.np.uniform(*cfg.final_sinc_cutoff))
         kernel = bc.degradations.circular_lowpass_kernel(omega_c, kernel_size, pad_to=cfg.blur_kernel_size)
         return kernel, {"applied": True, "size": kernel_size, "cutoff": omega_c}
     pulse = np.zeros((cfg.blur_kernel_size, cfg.blur_kernel_size))
@@ -208,20 +258,21 @@ def _as_kernel(kernel: np.ndarray, device: torch.device) -> torch.Tensor:
 # ------------------------------------------------------------------ stage pieces
 
 
-def _draw_updown(probs: list[float], rng: list[float]) -> tuple[str, float]:
-    updown = random.choices(["up", "down", "keep"], probs)[0]
+def _draw_updown(probs: list[float], limits: list[float], rng: _Streams) -> tuple[str, float]:
+    updown = rng.py.choices(["up", "down", "keep"], probs)[0]
     if updown == "up":
-        return updown, float(np.random.uniform(1, rng[1]))
+        return updown, float(rng.np.uniform(1, limits[1]))
     if updown == "down":
-        return updown, float(np.random.uniform(rng[0], 1))
+        return updown, float(rng.np.uniform(limits[0], 1))
     return updown, 1.0
 
 
-def _add_noise(out: torch.Tensor, cfg: DegradeConfig, stage: int, log: list) -> tuple[torch.Tensor, dict[str, Any]]:
+def _add_noise(out: torch.Tensor, cfg: DegradeConfig, stage: int, log: list, rng: _Streams,
+               ) -> tuple[torch.Tensor, dict[str, Any]]:
     sfx = "" if stage == 1 else "2"
     gray_prob = getattr(cfg, f"gray_noise_prob{sfx}")
     log.clear()
-    if np.random.uniform() < getattr(cfg, f"gaussian_noise_prob{sfx}"):
+    if rng.np.uniform() < getattr(cfg, f"gaussian_noise_prob{sfx}"):
         out = bc.degradations.random_add_gaussian_noise_pt(
             out, sigma_range=getattr(cfg, f"noise_range{sfx}"), clip=True, rounds=False, gray_prob=gray_prob)
         return out, _noise_params(log, "gaussian")
@@ -230,15 +281,17 @@ def _add_noise(out: torch.Tensor, cfg: DegradeConfig, stage: int, log: list) -> 
     return out, _noise_params(log, "poisson")
 
 
-def _jpeg(out: torch.Tensor, quality_range: list[float], jpeger: torch.nn.Module) -> tuple[torch.Tensor, float]:
-    quality = out.new_zeros(out.size(0)).uniform_(*quality_range)  # as feed_data draws it (torch, on the device)
+def _jpeg(out: torch.Tensor, quality_range: list[float], jpeger: torch.nn.Module, rng: _Streams,
+          ) -> tuple[torch.Tensor, float]:
+    quality = out.new_zeros(out.size(0)).uniform_(*quality_range, generator=rng.torch)  # as feed_data draws it
     drawn = float(quality[0])  # DiffJPEG overwrites the tensor with its factor
     out = torch.clamp(out, 0, 1)  # Real-ESRGAN: clamp first, else JPEG gives unpleasant artifacts
     return jpeger(out, quality=quality), drawn
 
 
-def _resize_back_and_sinc(out: torch.Tensor, size: tuple[int, int], sinc: torch.Tensor) -> tuple[torch.Tensor, str]:
-    mode = random.choice(_RESIZE_MODES)
+def _resize_back_and_sinc(out: torch.Tensor, size: tuple[int, int], sinc: torch.Tensor, rng: _Streams,
+                          ) -> tuple[torch.Tensor, str]:
+    mode = rng.py.choice(_RESIZE_MODES)
     out = F.interpolate(out, size=size, mode=mode)
     return bc.filter2D(out, sinc), mode
 
@@ -322,42 +375,43 @@ def _degrade_one(gt: torch.Tensor, cfg: DegradeConfig, seed: int, record: int, v
         "variant_seed": s, "device": device.type, "versions": dict(_VERSIONS), "scale": cfg.scale,
         "hr_size": [ori_h, ori_w], "lr_size": list(lr_size), "usm_sharpen": cfg.usm_sharpen,
     }
-    with _seeded(s, device), _recording(log):
+    rng = _Streams.for_variant(s, device)
+    with _basicsr_drawing_from(rng), _recording(log):
         # kernels, as RealESRGANDataset.__getitem__ draws them
-        k1, p["kernel1"] = _draw_blur_kernel(cfg, 1, log)
-        k2, p["kernel2"] = _draw_blur_kernel(cfg, 2, log)
-        sinc, p["final_sinc"] = _draw_final_sinc(cfg)
+        k1, p["kernel1"] = _draw_blur_kernel(cfg, 1, log, rng)
+        k2, p["kernel2"] = _draw_blur_kernel(cfg, 2, log, rng)
+        sinc, p["final_sinc"] = _draw_final_sinc(cfg, rng)
         k1, k2, sinc = _as_kernel(k1, device), _as_kernel(k2, device), _as_kernel(sinc, device)
 
         # first degradation
         out = bc.filter2D(gt, k1)
-        updown, factor = _draw_updown(cfg.resize_prob, cfg.resize_range)
-        mode = random.choice(_RESIZE_MODES)
+        updown, factor = _draw_updown(cfg.resize_prob, cfg.resize_range, rng)
+        mode = rng.py.choice(_RESIZE_MODES)
         out = F.interpolate(out, scale_factor=factor, mode=mode)
         stage1: dict[str, Any] = {"blur": True, "resize": {"updown": updown, "scale": factor, "mode": mode,
                                                           "size": list(out.shape[-2:])}}
-        out, stage1["noise"] = _add_noise(out, cfg, 1, log)
-        out, stage1["jpeg_quality"] = _jpeg(out, cfg.jpeg_range, jpeger)
+        out, stage1["noise"] = _add_noise(out, cfg, 1, log, rng)
+        out, stage1["jpeg_quality"] = _jpeg(out, cfg.jpeg_range, jpeger, rng)
 
         # second degradation
-        stage2: dict[str, Any] = {"blur": bool(np.random.uniform() < cfg.second_blur_prob)}
+        stage2: dict[str, Any] = {"blur": bool(rng.np.uniform() < cfg.second_blur_prob)}
         if stage2["blur"]:
             out = bc.filter2D(out, k2)
-        updown, factor = _draw_updown(cfg.resize_prob2, cfg.resize_range2)
-        mode = random.choice(_RESIZE_MODES)
+        updown, factor = _draw_updown(cfg.resize_prob2, cfg.resize_range2, rng)
+        mode = rng.py.choice(_RESIZE_MODES)
         size = (int(ori_h / cfg.scale * factor), int(ori_w / cfg.scale * factor))
         out = F.interpolate(out, size=size, mode=mode)
         stage2["resize"] = {"updown": updown, "scale": factor, "mode": mode, "size": list(size)}
-        out, stage2["noise"] = _add_noise(out, cfg, 2, log)
+        out, stage2["noise"] = _add_noise(out, cfg, 2, log, rng)
 
         # [resize back + final sinc] and JPEG, in random order
-        if np.random.uniform() < cfg.final_order_prob:
-            out, mode = _resize_back_and_sinc(out, lr_size, sinc)
-            out, quality = _jpeg(out, cfg.jpeg_range2, jpeger)
+        if rng.np.uniform() < cfg.final_order_prob:
+            out, mode = _resize_back_and_sinc(out, lr_size, sinc, rng)
+            out, quality = _jpeg(out, cfg.jpeg_range2, jpeger, rng)
             order = "resize_sinc_then_jpeg"
         else:
-            out, quality = _jpeg(out, cfg.jpeg_range2, jpeger)
-            out, mode = _resize_back_and_sinc(out, lr_size, sinc)
+            out, quality = _jpeg(out, cfg.jpeg_range2, jpeger, rng)
+            out, mode = _resize_back_and_sinc(out, lr_size, sinc, rng)
             order = "jpeg_then_resize_sinc"
         p["stage1"], p["stage2"] = stage1, stage2
         p["final"] = {"order": order, "resize_mode": mode, "jpeg_quality": quality}

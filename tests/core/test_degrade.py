@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import types
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 import fluxsr_core.basicsr_compat as bc
 from fluxsr_core.config import DegradeConfig
 from fluxsr_core.degrade import (
-    _seeded,
+    _stream_seed,
     degrade_batch,
     degrade_image,
     degrade_variants,
@@ -233,8 +235,29 @@ def test_caller_rng_state_is_untouched(small):
     assert torch.equal(torch.get_rng_state(), tch)
 
 
+def test_other_threads_drawing_from_the_global_generators_change_no_lr(small):
+    """Prefect's retry jitter (and any library) draws from ``random`` in other threads while a unit degrades."""
+    quiet = [degrade_image(small, CFG, record=3, variant=v, seed=5) for v in range(4)]
+    stop = threading.Event()
+
+    def draw_from_every_global_generator():
+        while not stop.is_set():
+            random.random(), np.random.uniform(), torch.rand(1)
+
+    noisy = threading.Thread(target=draw_from_every_global_generator, daemon=True)
+    noisy.start()
+    try:
+        busy = [degrade_image(small, CFG, record=3, variant=v, seed=5) for v in range(4)]
+    finally:
+        stop.set()
+        noisy.join()
+    for (want_lr, want_p), (got_lr, got_p) in zip(quiet, busy):
+        assert torch.equal(got_lr, want_lr) and got_p == want_p
+
+
 def test_a_failure_inside_restores_rng_and_basicsr(small, monkeypatch):
-    originals = {n: getattr(bc.degradations, n) for n in ("bivariate_Gaussian", "generate_gaussian_noise_pt")}
+    names = ("bivariate_Gaussian", "generate_gaussian_noise_pt", "random", "np", "torch")
+    originals = {n: getattr(bc.degradations, n) for n in names}
 
     def broken(img, kernel):
         raise RuntimeError("boom")
@@ -291,6 +314,21 @@ def test_output_comes_from_basicsr_functions(small, monkeypatch):
     assert calls["random_mixed_kernels"] + calls["circular_lowpass_kernel"] >= 12
 
 
+@contextmanager
+def _globals_seeded(seed: int):
+    """The process-wide generators seeded as a variant's own streams are: what Real-ESRGAN's classes draw from."""
+    with torch.random.fork_rng(devices=[]):
+        py, npy = random.getstate(), np.random.get_state()
+        random.seed(_stream_seed(seed, "python", 63))
+        np.random.seed(_stream_seed(seed, "numpy", 32))
+        torch.manual_seed(_stream_seed(seed, "torch", 63))
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
 def test_bitwise_equal_to_realesrgan_dataset_and_feed_data(photo, tmp_path):
     """Same generator states -> the same LR as basicsr's RealESRGANDataset + RealESRGANModel.feed_data."""
     # the reference implementation, imported after fluxsr_core.basicsr_compat made basicsr importable
@@ -309,7 +347,7 @@ def test_bitwise_equal_to_realesrgan_dataset_and_feed_data(photo, tmp_path):
                                   jpeger=bc.DiffJPEG(differentiable=False), _dequeue_and_enqueue=lambda: None)
     for variant in (0, 2):  # seed 7: both final orders, both noise types
         lr, p = degrade_image(photo, CFG, record=0, variant=variant, seed=7)
-        with _seeded(variant_seed(7, 0, variant), torch.device("cpu")):
+        with _globals_seeded(variant_seed(7, 0, variant)):
             item = dataset[0]
             batch = {k: v[None] if torch.is_tensor(v) else [v] for k, v in item.items()}
             assert torch.equal(batch["gt"][0], photo)
