@@ -18,26 +18,36 @@ rows at output resolution:
    latent from the seed): their latent is assembled and sampled whole (16 float32
    channels at 1/64 of the pixels: 1 byte an output pixel a copy);
 3. decode: the latent tiles of diffusers' ``tiled_decode``, blended the same way,
-   reading latent rows as they come (``Rows``), each finished band of rows appended
-   to a float32 spill file (a temporary file, not memory); then the spill is read
-   back band by band, colour-corrected against the same band of the bicubic image,
-   rounded to 8 bits and streamed into the PNG by pypng's row writer.
+   reading latent rows as they come (``Rows``), each finished tile written at its place
+   in a float32 spill file (a temporary file, not memory); then the spill is read back
+   in blocks of rows and columns, each colour-corrected against the same block of the
+   bicubic image, rounded to 8 bits, and a band of rows at a time streamed into the PNG
+   by pypng's row writer.
+
+What grows with the image is then a few rows of it: the blend strips of the tile row
+above (diffusers' overlap: a quarter of a VAE tile, in float32, across the width), a
+latent tile row, and one band of 8-bit output rows for the PNG writer; no buffer holds
+a whole row of tiles or of float32 output (``bench/upscale.py --megapixels``).
 
 The pixels equal ``infer.upscale``'s (``tests/core/test_streaming.py``): bit for bit at
-power-of-two scales with every ``color_fix`` (the wavelet's blurs reach 31 rows, so a
-band is corrected with 32 rows of context either side; AdaIN's statistics are
-``colorfix.channel_sums`` added up over bands, float64 sums as the whole-image AdaIN takes). At other scales each bicubic crop computes its source coordinates from its own
-origin, which rounds differently in float32 from the whole image's by about 1e-4 of a
-pixel; the test bounds the difference.
+power-of-two scales with every ``color_fix`` (the wavelet's blurs reach 31 pixels, so a
+block is corrected with 32 pixels of context on each side; AdaIN's statistics are
+``colorfix.channel_sums`` added up over tiles and blocks, float64 sums as the whole-image
+AdaIN takes). At other scales each bicubic crop computes its source coordinates from its
+own origin, which rounds differently in float32 from the whole image's by about 1e-4 of
+a pixel; the test bounds the difference.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -50,8 +60,8 @@ from fluxsr_core.latents import denormalize, normalize
 log = logging.getLogger(__name__)
 
 WAVELET_REACH = 32  # rows/columns of context a wavelet-corrected band needs: dilations 1+2+4+8+16 = 31
-BAND_ROWS = 128  # output rows colour-corrected and written at a time
-BLOCK_COLS = 512  # columns of a wavelet block (its temporaries are ~10 float copies of the block)
+BAND_ROWS = 128  # output rows colour-corrected and handed to the PNG writer at a time
+BLOCK_COLS = 512  # columns of a colour-correction block (a wavelet's temporaries are ~10 float copies of it)
 
 
 def can_stream(components) -> bool:
@@ -123,24 +133,21 @@ def _blend(vae, tile: torch.Tensor, above: torch.Tensor | None, left: torch.Tens
     return tile
 
 
-def _tile_rows(vae, tiles, extent: int, keep: int):
-    """Blend a raster of tiles as ``_tiled_encode``/``tiled_decode`` do, one tile row at a time.
+def _blended_tiles(vae, tiles, extent: int, keep: int):
+    """Blend a raster of tiles as ``_tiled_encode``/``tiled_decode`` do, one tile at a time.
 
-    ``tiles`` yields (i, j, tile) in row-major order; yields (i, [kept crops of row i]). Only the bottom
-    ``extent`` rows of the previous row's tiles and the right ``extent`` columns of the previous tile are kept."""
+    ``tiles`` yields (i, j, tile) in row-major order; yields (i, j, kept crop), the crop that lands at
+    (i·keep, j·keep) of diffusers' result. Only the bottom ``extent`` rows of the previous row's tiles and
+    the right ``extent`` columns of the previous tile are kept."""
     above: dict[int, torch.Tensor] = {}
-    row, left, current = [], None, None
+    left, current = None, None
     for i, j, tile in tiles:
-        if current is not None and i != current:
-            yield current, row
-            row, left = [], None
-        current = i
+        if i != current:
+            left, current = None, i
         tile = _blend(vae, tile, above.get(j) if i > 0 else None, left, extent)
         above[j] = tile[:, :, -extent:, :].clone()
         left = tile[:, :, :, -extent:].clone()
-        row.append(tile[:, :, :keep, :keep])
-    if current is not None:
-        yield current, row
+        yield i, j, tile[:, :, :keep, :keep]
 
 
 def _raster(h: int, w: int, stride: int, tile_at):
@@ -175,8 +182,8 @@ def encode_bands(components, bicubic: BicubicImage, tile: int):
     S = g["sample"]
     tiles = _raster(Hp, Wp, g["enc_stride"],
                     lambda y, x: encode(bicubic.crop(y, min(y + S, Hp), x, min(x + S, Wp))))
-    for _, row in _tile_rows(vae, tiles, g["enc_blend"], g["enc_keep"]):
-        yield finish(torch.cat(row, dim=3))
+    for _, row in itertools.groupby(_blended_tiles(vae, tiles, g["enc_blend"], g["enc_keep"]), key=lambda t: t[0]):
+        yield finish(torch.cat([crop for _, _, crop in row], dim=3))
 
 
 class Rows:
@@ -211,10 +218,10 @@ def sample_bands(model, form, z_L: Rows, h: int, w: int, tile: int, overlap: int
 
 def decode_streamed(components, z: Rows, h: int, w: int, tile: int, H: int, W: int):
     """``codec.decode_latents`` of the h x w latent ``z`` under ``vae_tiling(tile)``, clamped to [0, 1] and cropped
-    to H x W, as bands of rows.
+    to H x W, a tile at a time.
 
-    Yields (1, 3, rows, W) float32 bands top to bottom, diffusers' tiles blended as ``tiled_decode`` does; latent
-    rows above the tile row being decoded are let go."""
+    Yields (y, x, block): (1, 3, rows, cols) float32 blocks that tile the output, row-major, diffusers' tiles
+    blended as ``tiled_decode`` does; latent rows above the tile row being decoded are let go."""
     vae = components.vae
     g = _kl_tiling(vae, tile, components.vae_factor)
 
@@ -224,11 +231,11 @@ def decode_streamed(components, z: Rows, h: int, w: int, tile: int, H: int, W: i
             raw = vae.post_quant_conv(raw)
         return vae.decoder(raw)
 
-    def finish(x: torch.Tensor, y: int) -> torch.Tensor:
-        return ((x + 1.0) / 2.0).float().clamp(0.0, 1.0)[:, :, :max(0, H - y), :W]
+    def finish(x: torch.Tensor, y: int, x0: int) -> torch.Tensor:
+        return ((x + 1.0) / 2.0).float().clamp(0.0, 1.0)[:, :, :max(0, H - y), :max(0, W - x0)]
 
     if h <= g["latent"] and w <= g["latent"]:  # diffusers decodes such a latent whole
-        yield finish(decode(z(0, h)), 0)
+        yield 0, 0, finish(decode(z(0, h)), 0, 0)
         return
     L = g["latent"]
 
@@ -236,30 +243,44 @@ def decode_streamed(components, z: Rows, h: int, w: int, tile: int, H: int, W: i
         z.drop(y)
         return decode(z(y, min(y + L, h))[:, :, :, x:x + L])
 
+    keep = g["dec_keep"]
     tiles = _raster(h, w, g["dec_stride"], tile_at)
-    for i, row in _tile_rows(vae, tiles, g["dec_blend"], g["dec_keep"]):
-        band = finish(torch.cat(row, dim=3), i * g["dec_keep"])
-        if band.shape[2]:
-            yield band
+    for i, j, crop in _blended_tiles(vae, tiles, g["dec_blend"], keep):
+        block = finish(crop, i * keep, j * keep)
+        if block.shape[2] and block.shape[3]:
+            yield i * keep, j * keep, block
 
 
 class Spill:
-    """The decoded image as float32 rows (H, 3, W) in a temporary file: written in order, read back by row range.
+    """The decoded image as float32 (H, W, 3) in a temporary file: blocks written anywhere, read back by block.
 
     A file, not a mapping: its pages live in the page cache, outside the process's resident memory."""
+
+    PIXEL = 3 * 4  # bytes: three float32 channels
 
     def __init__(self, W: int, folder: Path | None):
         self.W, self.file = W, tempfile.TemporaryFile(dir=folder, prefix=".fluxsr-spill-")
 
-    def append(self, band: torch.Tensor) -> None:
-        """Called for consecutive bands only, before any ``read``."""
-        self.file.write(band[0].permute(1, 0, 2).contiguous().numpy().tobytes())
+    def _offset(self, y: int, x: int) -> int:
+        return (y * self.W + x) * self.PIXEL
 
-    def read(self, y0: int, y1: int) -> torch.Tensor:
-        rows = torch.empty(y1 - y0, 3, self.W, dtype=torch.float32)
-        self.file.seek(y0 * 3 * self.W * 4)
-        self.file.readinto(rows.numpy())  # straight into the tensor's memory
-        return rows.permute(1, 0, 2).unsqueeze(0)
+    def write(self, y: int, x: int, block: torch.Tensor) -> None:
+        """The (1, 3, rows, cols) ``block`` at rows y.., columns x.. (each row of it one write)."""
+        fd = self.file.fileno()
+        for i, row in enumerate(block[0].permute(1, 2, 0).contiguous().numpy()):
+            data, at = memoryview(row).cast("B"), self._offset(y + i, x)
+            while data:  # a short write is retried: a full disk then raises its own errno (ENOSPC, EFBIG)
+                n = os.pwrite(fd, data, at)
+                data, at = data[n:], at + n
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> torch.Tensor:
+        """Rows [y0, y1) and columns [x0, x1) as (1, 3, rows, cols), read straight into the tensor's memory."""
+        out = torch.empty(y1 - y0, x1 - x0, 3, dtype=torch.float32)
+        fd = self.file.fileno()
+        for i, row in enumerate(out.numpy()):
+            if os.preadv(fd, [row], self._offset(y0 + i, x0)) != row.nbytes:
+                raise OSError(f"the spill file ends before row {y0 + i}: a block was never written")
+        return out.permute(2, 0, 1).unsqueeze(0)
 
     def close(self) -> None:
         self.file.close()
@@ -280,32 +301,41 @@ class ChannelMoments:
         return adain_stats(self.s1, self.s2, self.n)
 
 
-def _wavelet_band(content: torch.Tensor, reference: torch.Tensor, top: int, rows: int) -> torch.Tensor:
-    """``colorfix.wavelet`` of rows [top, top + rows) of the given context rows, block by block across the width."""
-    W = content.shape[3]
-    out = content.new_empty(1, 3, rows, W)
-    for x0 in range(0, W, BLOCK_COLS):
-        c0, c1 = max(0, x0 - WAVELET_REACH), min(W, x0 + BLOCK_COLS + WAVELET_REACH)
-        fixed = wavelet(content[:, :, :, c0:c1], reference[:, :, :, c0:c1])
-        x1 = min(W, x0 + BLOCK_COLS)
-        out[:, :, :, x0:x1] = fixed[:, :, top:top + rows, x0 - c0:x1 - c0]
-    return out
-
-
-def corrected_rows(spill: Spill, bicubic: BicubicImage, color_fix: str, adain_stats):
-    """The output, colour-corrected against the bicubic image, as (1, 3, rows, W) bands in [0, 1] (unquantised)."""
-    H, W = bicubic.H, bicubic.W
-    reach = WAVELET_REACH if color_fix == "wavelet" else 0
+def _blocks(H: int, W: int):
+    """(y0, y1, x0, x1) of the colour-correction blocks, row-major: bands of BAND_ROWS rows, BLOCK_COLS columns."""
     for y0 in range(0, H, BAND_ROWS):
-        y1 = min(H, y0 + BAND_ROWS)
-        c0, c1 = max(0, y0 - reach), min(H, y1 + reach)
-        content = spill.read(c0, c1)
-        if color_fix == "none":
-            yield content
-        elif color_fix == "adain":
-            yield adain_apply(content, *adain_stats)
-        else:
-            yield _wavelet_band(content, bicubic.crop(c0, c1, 0, W), y0 - c0, y1 - y0)
+        for x0 in range(0, W, BLOCK_COLS):
+            yield y0, min(H, y0 + BAND_ROWS), x0, min(W, x0 + BLOCK_COLS)
+
+
+def _corrected_block(spill: Spill, bicubic: BicubicImage, color_fix: str, stats, y0: int, y1: int, x0: int,
+                     x1: int) -> torch.Tensor:
+    """Block [y0, y1) x [x0, x1) of the output, colour-corrected against the bicubic image, in [0, 1].
+
+    The wavelet's blurs reach 31 pixels: it runs on the block with WAVELET_REACH pixels of context on every
+    side (where the image has them), so the block equals the same block of the whole-image wavelet."""
+    if color_fix == "none":
+        return spill.read(y0, y1, x0, x1)
+    if color_fix == "adain":
+        return adain_apply(spill.read(y0, y1, x0, x1), *stats)
+    H, W = bicubic.H, bicubic.W
+    r0, r1 = max(0, y0 - WAVELET_REACH), min(H, y1 + WAVELET_REACH)
+    c0, c1 = max(0, x0 - WAVELET_REACH), min(W, x1 + WAVELET_REACH)
+    fixed = wavelet(spill.read(r0, r1, c0, c1), bicubic.crop(r0, r1, c0, c1))
+    return fixed[:, :, y0 - r0:y1 - r0, x0 - c0:x1 - c0]
+
+
+def png_rows(spill: Spill, bicubic: BicubicImage, color_fix: str, stats):
+    """The output's 8-bit RGB rows as bytes, top to bottom: each band of rows assembled from corrected blocks."""
+    from fluxsr_core.imageio import to_uint8
+
+    W, band = bicubic.W, None
+    for y0, y1, x0, x1 in _blocks(bicubic.H, W):
+        if x0 == 0:
+            band = np.empty((y1 - y0, W, 3), dtype=np.uint8)
+        band[:, x0:x1] = to_uint8(_corrected_block(spill, bicubic, color_fix, stats, y0, y1, x0, x1))
+        if x1 == W:
+            yield from (row.tobytes() for row in band)
 
 
 def upscale_to_png(model, method, image: torch.Tensor, path: str | Path, *, scale: float = 4.0, tile: int = 128,
@@ -316,8 +346,6 @@ def upscale_to_png(model, method, image: torch.Tensor, path: str | Path, *, scal
     Returns the output (height, width). The spill file lives in ``spill_dir`` (default: the system's temporary
     folder) and is removed on return or failure; ``path`` is written in place (callers write to a temporary name)."""
     import png  # pypng: a PNG written row by row
-
-    from fluxsr_core.imageio import to_uint8
 
     if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
         raise ValueError(f"image must be (1, 3, h, w), got {tuple(image.shape)}")
@@ -340,21 +368,20 @@ def upscale_to_png(model, method, image: torch.Tensor, path: str | Path, *, scal
         spill = Spill(W, Path(spill_dir) if spill_dir else None)
         try:
             content_moments = ChannelMoments()
-            for band in decode_streamed(components, z_hat, h, w, tile, H, W):
-                spill.append(band)
+            for y, x, block in decode_streamed(components, z_hat, h, w, tile, H, W):
+                spill.write(y, x, block)
                 if color_fix == "adain":
-                    content_moments.add(band)
+                    content_moments.add(block)
             del z_hat
             stats = None
             if color_fix == "adain":
                 reference_moments = ChannelMoments()
-                for y0 in range(0, H, BAND_ROWS):
-                    reference_moments.add(bicubic.crop(y0, min(H, y0 + BAND_ROWS), 0, W))
+                for y0, y1, x0, x1 in _blocks(H, W):
+                    reference_moments.add(bicubic.crop(y0, y1, x0, x1))
                 stats = (*content_moments.stats(), *reference_moments.stats())
-            rows = (bytes(row) for band in corrected_rows(spill, bicubic, color_fix, stats)
-                    for row in to_uint8(band).reshape(band.shape[2], W * 3))
             with open(path, "wb") as f:
-                png.Writer(width=W, height=H, greyscale=False, bitdepth=8).write(f, rows)
+                png.Writer(width=W, height=H, greyscale=False, bitdepth=8).write(f, png_rows(spill, bicubic,
+                                                                                             color_fix, stats))
         finally:
             spill.close()
     return H, W

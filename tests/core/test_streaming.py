@@ -58,9 +58,15 @@ def _both(model, image, tmp_path, **kw):
 
 
 @pytest.mark.parametrize("color_fix", ["none", "wavelet", "adain"])
-def test_streamed_png_is_the_in_memory_tiled_upscale(model, tmp_path, color_fix):
+@pytest.mark.parametrize("band_rows,block_cols", [(128, 512), (48, 40)])
+def test_streamed_png_is_the_in_memory_tiled_upscale(model, tmp_path, monkeypatch, color_fix, band_rows, block_cols):
     # 76 x 53 -> 304 x 212: VAE tiles of 64 px (3 x 5 of them, blended), transformer tiles of 8 latent px, and
-    # a band height (128 rows) that does not divide the image
+    # colour-correction blocks that do not divide the image (one column of them, or 6 x 7 with wavelet context
+    # crossing block edges)
+    import fluxsr_core.streaming as streaming
+
+    monkeypatch.setattr(streaming, "BAND_ROWS", band_rows)
+    monkeypatch.setattr(streaming, "BLOCK_COLS", block_cols)
     got, expected = _both(model, _photo(76, 53), tmp_path, scale=4.0, tile=8, overlap=2, color_fix=color_fix,
                           knobs={"step_fraction": 0.8})
     np.testing.assert_array_equal(got, expected)
