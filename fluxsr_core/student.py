@@ -51,7 +51,7 @@ class Student:
 
     def upscale_to_png(self, image: torch.Tensor, cfg: InferConfig, path: Path, **knobs: Any) -> None:
         """The same pixels as ``upscale``, written as a PNG at ``path``; with ``cfg.tile`` set, streamed through
-        ``fluxsr_core.streaming``: full-resolution data a tile or band at a time (its spill file beside ``path``)."""
+        ``fluxsr_core.streaming``: full-resolution data a tile or block at a time (its spill file beside ``path``)."""
         if cfg.tile is None or not can_stream(self.model.components):
             write_image(path, self.upscale(image, cfg, **knobs))
             return
