@@ -59,7 +59,7 @@ from fluxsr_core.latents import denormalize, normalize
 
 log = logging.getLogger(__name__)
 
-WAVELET_REACH = 32  # rows/columns of context a wavelet-corrected band needs: dilations 1+2+4+8+16 = 31
+WAVELET_REACH = 32  # pixels of context a wavelet-corrected block needs on each side: dilations 1+2+4+8+16 = 31
 BAND_ROWS = 128  # output rows colour-corrected and handed to the PNG writer at a time
 BLOCK_COLS = 512  # columns of a colour-correction block (a wavelet's temporaries are ~10 float copies of it)
 
