@@ -96,12 +96,17 @@ class _Streams:
     np: np.random.RandomState
     torch: torch.Generator
 
+    @staticmethod
+    def seeds(seed: int) -> tuple[int, int, int]:
+        """The (Python, numpy, torch) seeds of variant seed ``seed``: numpy's legacy seeds are 32-bit."""
+        return _stream_seed(seed, "python", 63), _stream_seed(seed, "numpy", 32), _stream_seed(seed, "torch", 63)
+
     @classmethod
     def for_variant(cls, seed: int, device: torch.device) -> _Streams:
+        py_seed, np_seed, torch_seed = cls.seeds(seed)
         generator = torch.Generator(device=device)
-        generator.manual_seed(_stream_seed(seed, "torch", 63))
-        return cls(random.Random(_stream_seed(seed, "python", 63)),
-                   np.random.RandomState(_stream_seed(seed, "numpy", 32)), generator)
+        generator.manual_seed(torch_seed)
+        return cls(random.Random(py_seed), np.random.RandomState(np_seed), generator)
 
 
 class _NumpyWith:

@@ -16,7 +16,7 @@ import torch
 import fluxsr_core.basicsr_compat as bc
 from fluxsr_core.config import DegradeConfig
 from fluxsr_core.degrade import (
-    _stream_seed,
+    _Streams,
     degrade_batch,
     degrade_image,
     degrade_variants,
@@ -319,9 +319,10 @@ def _globals_seeded(seed: int):
     """The process-wide generators seeded as a variant's own streams are: what Real-ESRGAN's classes draw from."""
     with torch.random.fork_rng(devices=[]):
         py, npy = random.getstate(), np.random.get_state()
-        random.seed(_stream_seed(seed, "python", 63))
-        np.random.seed(_stream_seed(seed, "numpy", 32))
-        torch.manual_seed(_stream_seed(seed, "torch", 63))
+        py_seed, np_seed, torch_seed = _Streams.seeds(seed)
+        random.seed(py_seed)
+        np.random.seed(np_seed)
+        torch.manual_seed(torch_seed)
         try:
             yield
         finally:
