@@ -61,8 +61,19 @@ def _writable(folder: str, option: str = "--out") -> None:
                          "write to"))
 
 
+ImagesOpt = typer.Option(None, "--images", help="Folder of real HR photos to train on (recursive; PNG/JPEG/WebP): "
+                                                "records are pairs.crops_per_image crops of each (sets pairs.images, "
+                                                "and pairs.source=images unless the config says both).")
+
+
+def _with_images(set_: Optional[list[str]], images: Optional[str], source: str) -> list[str]:
+    """``--images DIR`` as the overrides it stands for."""
+    extra = [f"pairs.images={images}"] + ([] if source == "both" else ["pairs.source=images"])
+    return [*(set_ or []), *extra] if images else list(set_ or [])
+
+
 def _preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *, prompts: bool = False,
-               out: Optional[str] = None):
+               out: Optional[str] = None, images: Optional[str] = None):
     """Resolve the config once (and read the prompt file) before Prefect starts or a model loads.
 
     A wrong key, a resolution not divisible by 16, an empty prompt file or an output folder that cannot be
@@ -75,7 +86,9 @@ def _preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *,
 
     try:
         cfg = resolve_config(preset, config, set_)
-        if prompts:
+        if images:
+            cfg = resolve_config(preset, config, _with_images(set_, images, cfg.pairs.source))
+        if prompts and cfg.pairs.source != "images":
             load_prompts(cfg.pairs.prompts)
     except FluxSRError as err:
         _fail(err)
@@ -110,9 +123,12 @@ def config_show(preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_
 @app.command()
 def pairs(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = ConfigOpt,
           set_: Optional[list[str]] = SetOpt,
-          shards: Optional[str] = typer.Option(None, help="Only shards START:STOP (split a stage across workers).")):
-    """Stage 1: sample the teacher into (ε, z_0, x_0) WebDataset shards (flow generate-pairs)."""
-    cfg = _preflight(preset, config, set_, prompts=True, out=out)
+          shards: Optional[str] = typer.Option(None, help="Only shards START:STOP (split a stage across workers)."),
+          images: Optional[str] = ImagesOpt):
+    """Stage 1: the training records into WebDataset shards (flow generate-pairs): the teacher's (ε, z_0, x_0)
+    samples, or with --images crops of your own HR photos (x_0 only: a bad file is a line naming it, the others go
+    on; adding photos adds records and reuses every finished shard)."""
+    cfg = _preflight(preset, config, set_, prompts=True, out=out, images=images)
     from flows.generate_pairs import generate_pairs
 
     _print_summary("generate-pairs", _run(generate_pairs, out=out, config=cfg, shards=shards))
@@ -333,12 +349,13 @@ def run(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = Conf
                                                  "--bench-* option: the first teacher images (seen in training)."),
         until: str = typer.Option("benchmark", "--until", help="Last stage to run: pairs, degrade, encode-latents, "
                                                                  "train or benchmark (e.g. encode-latents prepares "
-                                                                 "training data only).")):
+                                                                 "training data only)."),
+        images: Optional[str] = ImagesOpt):
     """The whole pipeline (flow fluxsr-pipeline); `make run` runs it on tiny.
 
     pairs -> degrade -> encode-latents -> train (each --method) -> benchmark.
     """
-    cfg = _preflight(preset, config, set_, prompts=True, out=out)
+    cfg = _preflight(preset, config, set_, prompts=True, out=out, images=images)
     methods = _check_methods(method or ["ftd"])
     from flows.pipeline import STAGES, pipeline
 

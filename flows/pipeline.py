@@ -16,7 +16,7 @@ from prefect import flow
 
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import UsageError
-from fluxsr_core.methods import check_methods, method_class
+from fluxsr_core.methods import check_data_source, check_methods, method_class
 from storage.atomic import write_json
 from storage.layout import stage_dir
 from flows.benchmark import benchmark
@@ -45,6 +45,7 @@ def pipeline(out: str = "runs/demo", config: FluxSRConfig | None = None, methods
         raise UsageError(f"until={until!r} is not a stage; choose one of {', '.join(STAGES)}")
     cfg = config or FluxSRConfig()
     methods = with_teachers(check_methods(methods or ["ftd"]))
+    check_data_source(methods, cfg.pairs.source)
     summary: dict = {}
     for name, stage in zip(STAGES, (generate_pairs, degrade, encode_latents)):
         summary[name] = stage(out=out, config=cfg)

@@ -67,12 +67,21 @@ class ModelConfig(_Section):
 
 
 class PairsConfig(_Section):
-    """Stage 1, generate-pairs: the teacher's multi-step sampling into shards."""
+    """Stage 1, generate-pairs: the records training learns from, the teacher's samples or crops of real photos."""
 
+    source: Literal["teacher", "images", "both"] = Field(
+        "teacher", description="'teacher': (ε, z_0, x_0) sampled from the base model (what FTD needs); 'images': "
+                               "crops of the real HR photos in pairs.images (x_0 only; the SR teacher, OFTSR and "
+                               "MeanFlow train on them); 'both': the teacher records, then the photo records.")
+    images: str | None = Field(None, description="Folder of HR photos (recursive; PNG, JPEG, WebP) for source "
+                                                 "images/both: records numbered by sorted relative path.")
+    crops_per_image: int = Field(1, ge=1, description="Records cut from each photo: pairs.resolution squares at "
+                                                      "seeded positions, each maybe flipped.")
     prompts: str | None = Field(None, description="Text (one prompt a line) or JSONL ({'prompt': ...}) file; None = bundled list.")
     num_records: int | None = Field(
-        8, ge=1, description="Records to generate (the dataset's first N: growing it reuses every finished shard); "
-                             "null = one record per prompt, growing as lines are appended to the prompt file.")
+        8, ge=1, description="Teacher records to generate (the dataset's first N: growing it reuses every finished "
+                             "shard); null = one record per prompt, growing as lines are appended to the prompt "
+                             "file. Photo records are every photo's crops_per_image crops.")
     records_per_shard: int = Field(4, ge=1, description="Records per WebDataset shard.")
     resolution: int = Field(128, ge=16, description="HR image side in pixels, a multiple of 16.")
     steps: int = Field(4, ge=1, description="Teacher sampling steps (FLUX.1-dev: 28).")
@@ -86,6 +95,13 @@ class PairsConfig(_Section):
         if v % 16:
             raise ValueError(f"resolution must be a multiple of 16 (VAE factor 8 x patch 2), got {v}; try {v - v % 16 or 16}")
         return v
+
+    @model_validator(mode="after")
+    def _photo_folder(self) -> "PairsConfig":
+        if self.source != "teacher" and not self.images:
+            raise ValueError(f"pairs.source is {self.source!r} but pairs.images is not set: name the folder of HR "
+                             "photos (--images DIR, or --set pairs.images=DIR)")
+        return self
 
 
 class DegradeConfig(_Section):
@@ -361,11 +377,13 @@ class OftsrConfig(_Section):
     dtau: float = Field(0.05, gt=0.0, lt=1.0, description="dτ of L_distill: the teacher step from the student's "
                                                           "state at τ to σ = τ + dτ.")
     solver: Literal["euler", "midpoint"] = Field("midpoint", description="The teacher step (midpoint: RK2, r = 0.5).")
-    lambda_align: float = Field(0.1, ge=0.0, description="Weight of L_align.")
-    lambda_bc: float = Field(0.01, ge=0.0, description="Weight of L_BC (the student equals the teacher at τ = 0).")
+    lambda_align: float = Field(0.01, ge=0.0, description="Weight of L_align (OFTSR's dis_fm configs: "
+                                                          "lambda_align 0.01).")
+    lambda_bc: float = Field(0.1, ge=0.0, description="Weight of L_BC, the student equals the teacher at τ = 0 "
+                                                      "(OFTSR's dis_fm configs: lambda_boundary 0.1).")
     tau_min: float = Field(0.01, ge=0.0, lt=1.0, description="Training τ ~ U[tau_min, tau_max].")
-    tau_max: float = Field(0.99, gt=0.0, lt=1.0, description="Training τ ~ U[tau_min, tau_max] (σ = τ + dτ must "
-                                                           "stay below 1 + dτ).")
+    tau_max: float = Field(0.99, gt=0.0, lt=1.0, description="Training τ ~ U[tau_min, tau_max]; the step to σ is "
+                                                           "min(dτ, 1 - τ), so no network runs past τ = 1.")
 
 
 class MeanflowConfig(_Section):
@@ -375,8 +393,9 @@ class MeanflowConfig(_Section):
     time_std: float = Field(1.0, gt=0.0, description="Std of the logit-normal times.")
     equal_fraction: float = Field(0.75, ge=0.0, le=1.0, description="Fraction of samples with r = t (plain flow "
                                                                     "matching on the teacher's velocity).")
-    power: float = Field(1.0, ge=0.0, description="Adaptive loss weight 1/(||Δ||² + c)^p (p = 0: plain squared error).")
-    c: float = Field(1e-3, gt=0.0, description="c of the adaptive weight.")
+    power: float = Field(1.0, ge=0.0, description="Adaptive loss weight 1/(||Δ||² + c)^p, ||Δ||² summed over a "
+                                                   "sample's elements (p = 0: plain squared error; MeanFlow: 1).")
+    c: float = Field(1e-2, gt=0.0, description="c of the adaptive weight (MeanFlow's official code: 1e-2).")
     guidance_min: float = Field(1.0, ge=0.0, description="The teacher's CFG scale w ~ U[guidance_min, guidance_max] "
                                                          "per sample, given to the student (inference picks w).")
     guidance_max: float = Field(3.0, ge=0.0, description="Upper end of the w range.")

@@ -42,7 +42,7 @@ LOCKS_DIR = ".prefect-locks"  # under the output root: one lock file per unit be
 # What a unit reads is identified by the upstream entries (sha256) passed beside them.
 LOCATION_ARGS = ("directory", "store_path", "pairs_shard", "lr_shard", "lr_dir", "hr_dir", "method_dirs",
                  "node_rank", "rdzv_endpoint", "model_dirs", "init_dir",
-                 "teacher_dir")
+                 "teacher_dir", "photo_folder")
 
 
 # The project's own top-level packages: the only modules a code version follows and hashes

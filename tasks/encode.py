@@ -106,8 +106,21 @@ def _encode_records(store: LatentStore, components, pairs_shard: str, lr_shard: 
             raise ShardError(f"{lr_shard}: LR variant {err} of record {r} missing; re-run degrade") from None
         with fixed_cpu_threads(components.device):
             z_L = torch.cat([encode_lr(components, lrs[i:i + batch_size], size) for i in range(0, K, batch_size)])
-        store.write_record(r, z0=np.load(io.BytesIO(s["latent.npy"])), noise=np.load(io.BytesIO(s["noise.npy"])),
-                           hr=(hr * 255).round().to(torch.uint8).numpy(), z_L=z_L.numpy(), source=source)
+            z0, noise = record_latents(components, s, hr)
+        store.write_record(r, z0=z0, noise=noise, hr=(hr * 255).round().to(torch.uint8).numpy(), z_L=z_L.numpy(),
+                           source=source)
+
+
+@torch.no_grad()
+def record_latents(components, sample: dict, hr: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(z_0, ε) of a record: the teacher's (latent.npy, noise.npy), or for a photo record z_0 = E(x_0) and ε all
+    NaN (it has none: a method needing the teacher's coupling is refused before it trains on it)."""
+    from fluxsr_core.models.codec import encode_images
+
+    if "latent.npy" in sample:
+        return np.load(io.BytesIO(sample["latent.npy"])), np.load(io.BytesIO(sample["noise.npy"]))
+    z0 = encode_images(components, hr[None]).float().cpu().numpy()[0]
+    return z0, np.full_like(z0, np.nan)
 
 
 @task(name="encode-range", task_run_name="encode-records-{first_record}")

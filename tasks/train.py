@@ -14,7 +14,7 @@ from prefect import get_run_logger, task
 
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import InputNotFoundError, UsageError
-from fluxsr_core.methods import method_class
+from fluxsr_core.methods import check_data_source, method_class
 from fluxsr_core.model_folder import model_digest, model_dir, read_info
 from storage.atomic import sha256_file, write_bytes
 from storage.layout import stage_dir, stage_key
@@ -49,6 +49,7 @@ class TrainPlan:
 def plan_train(cfg: FluxSRConfig, root: str | Path, method: str = "ftd") -> TrainPlan:
     """Where the training of ``method`` on this config's latents lives: ``<root>/train/<key>/``."""
     cls = method_class(method)  # an unknown method fails here, naming the available ones
+    check_data_source([method], cfg.pairs.source)
     enc = plan_encode(cfg, root)
     finished_stage(enc.directory, "encode-latents", enc.manifest_name)
     digest = manifest_digest(enc.directory, enc.manifest_name)

@@ -5,7 +5,7 @@ runs each of JOBS (comma-separated ``strategy:method``, e.g. ``ddp:ftd,fsdp:ftd`
 same processes: one launch, one set of imports) with BATCH samples per process (with RUN_DIR, the fsdp jobs
 checkpoint every 2 steps there and resume from it) and writes each rank's LoRA tensors and logged records to
 ``OUT/rank<r>-<strategy>-<method>.safetensors`` / ``.json``. A distilled method (oftsr) distils an untrained
-teacher (its zero-initialised condition: the base transformer), enough for parity.
+teacher whose condition columns are made non-zero (``helpers.as_if_trained``), so its students' losses are not zero.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from fluxsr_core.models import load_components
 from fluxsr_core.models.sr_model import SRModel
 from fluxsr_core.train import lora
 from fluxsr_core.train.loop import Trainer
-from helpers import latent_samples
+from helpers import as_if_trained, latent_samples
 
 N_SAMPLES = 8
 
@@ -37,7 +37,7 @@ def _method(name: str):
     if method.distils:
         teacher = SRModel(load_components(ModelConfig()))
         build_method(method.distils, FluxSRConfig()).extend(teacher)
-        method.set_teacher(teacher)
+        method.set_teacher(as_if_trained(teacher))
     return method
 
 

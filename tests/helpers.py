@@ -150,6 +150,18 @@ def method_model(components, method_name: str, *, lora_rank: int | None = 4, see
     return model, method
 
 
+def as_if_trained(teacher, seed: int = 12):
+    """Make an untrained SR teacher's zero-initialised condition columns non-zero, as training makes them: its
+    guided velocity then differs from its conditional one, so a student distilled from it (which starts as it)
+    has a loss that is not zero and gradients that are not float noise."""
+    import torch
+
+    with torch.no_grad():
+        weight = teacher.transformer.x_embedder.weight
+        weight[:, weight.shape[1] // 2:].normal_(0, 0.05, generator=torch.Generator().manual_seed(seed))
+    return teacher
+
+
 TRAINED_METHODS = ("ftd", "sr-teacher", "oftsr", "meanflow")
 
 

@@ -40,6 +40,16 @@ def method_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
+def check_data_source(methods: list[str], source: str) -> None:
+    """A method that needs the teacher's (ε, z_0) coupling (``Method.needs_teacher_pairs``: FTD) trains on teacher
+    records only: with photo records in the dataset (``pairs.source`` images or both) it is refused, naming why."""
+    for name in methods:
+        if source != "teacher" and method_class(name).needs_teacher_pairs:
+            raise UsageError(f"method {name!r} needs the teacher's (noise, latent) pairs, which photo records do not "
+                             f"have (pairs.source={source}): train it on pairs.source=teacher (the base model's "
+                             "samples), and the SR teacher, OFTSR or MeanFlow on photos")
+
+
 def build_method(name: str, cfg, **kwargs: Any):
     """The method ``name`` with its parameters from a ``FluxSRConfig``."""
     return method_class(name).from_config(cfg, **kwargs)

@@ -16,6 +16,7 @@ A method (FTD, later the SR teacher, OFTSR, MeanFlow) is one object that says
 - ``sample(model, z_L, **knobs)``: inference in latent space (one step, k steps, or a knob), with
   ``knobs`` (name -> default) saying which knobs exist;
 - ``needs``: what it asks of the runtime (e.g. ``{"forward_ad"}``), checked before a run starts;
+- ``needs_teacher_pairs``: whether it needs the teacher's (ε, z_0) of each record (FTD), so no photo records;
 - ``metadata()``: what is saved with a trained model and read back at inference (``from_metadata``).
 
 The trainer (``fluxsr_core.train.loop``) takes a method and an ``SRModel`` and never names a method.
@@ -53,6 +54,7 @@ class Method(ABC):
     inference_params: ClassVar[tuple[str, ...]] = ()  # parameters that change what ``sample`` computes
     init_methods: ClassVar[tuple[str, ...]] = ()  # methods whose models it may start from (besides its own)
     distils: ClassVar[str | None] = None  # the method of the frozen teacher it is distilled from (``set_teacher``)
+    needs_teacher_pairs: ClassVar[bool] = False  # trains on the teacher's (ε, z_0) coupling: no photo records
 
     guidance: float = 3.5  # the guidance-embedding value the network is run with
 

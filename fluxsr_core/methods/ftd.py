@@ -100,6 +100,7 @@ class FTD(Method):
     term_names: ClassVar[tuple[str, ...]] = ("total", "ftd", "mse", "tv_lpips", "adl")
     knobs: ClassVar[dict[str, float]] = {"step_fraction": 1.0}
     inference_params: ClassVar[tuple[str, ...]] = ("T_L", "guidance")
+    needs_teacher_pairs: ClassVar[bool] = True  # eq. 16 mixes in the record's own ε, of which z_0 is the sample
     config_keys: ClassVar[dict[str, str]] = {  # parameter -> the config key it comes from
         "T_L": "loss.T_L", "guidance": "train.guidance", "lambda_tv_lpips": "loss.lambda_tv_lpips",
         "gamma_tv": "loss.gamma_tv", "mu_adl": "loss.mu_adl", "adl_source": "train.adl_source",

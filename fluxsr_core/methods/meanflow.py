@@ -9,10 +9,11 @@ student u_θ(z_t, r, t | z_L) is the average velocity over [r, t]:
     v_ψ  = v(·|∅) + w_g·(v(·|z_L) - v(·|∅))                   the teacher's guided velocity, w_g drawn per sample
     k steps: t_i = 1 - i/k,  z_{t_{i+1}} = z_{t_i} - (t_i - t_{i+1})·u(z_{t_i}, t_{i+1}, t_i);  k = 1: ẑ_0 = x_src - u(x_src, 0, 1)
 
-The student is the teacher's architecture (widened ``x_embedder``, LoRA) plus a second time input:
-an embedding of the interval t - r (``IntervalEmbedding``, FLUX's sinusoid + MLP) summed into FLUX's
-time embedding, its last layer zero-initialised so the untrained student is the teacher (u(z, r, t) =
-v(z, t)). It receives the guidance scale w_g through FLUX's guidance embedding, so inference picks it.
+The student is the teacher's architecture (widened ``x_embedder``, LoRA) plus two scalar inputs of its own,
+each FLUX's sinusoid + MLP summed into FLUX's time embedding with its last layer zero-initialised
+(``ScalarEmbedding``): the interval t - r, and the CFG scale w_g. So the untrained student is its teacher
+for every interval and every w (u(z, r, t; w) = v_ψ(z, t | z_L)), inference picks w, and the backbone's own
+guidance embedding (when it has one) stays at the value the teacher was trained and runs with.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from fluxsr_core.methods.base import Batch, Method, Terms, Times, per_sample
 from fluxsr_core.methods.sr_teacher import (ConditionedOnLR, cfg_velocity, noise_from_seed, noisy_source, seeded_noise,
                                             sr_path)
 
-INTERVAL_MODULE = "interval_embedder"  # its name in the transformer (a module trained in full, saved with the model)
-INTERVAL_INIT_SEED = 0
+INTERVAL_MODULE = "interval_embedder"  # names in the transformer (modules trained in full, saved with the model)
+GUIDANCE_MODULE = "cfg_scale_embedder"
+EMBEDDING_SEEDS = {INTERVAL_MODULE: 0, GUIDANCE_MODULE: 1}  # their first layers' init, the same in every process
 AverageVelocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z, r, t) -> u
 
 
@@ -72,12 +74,15 @@ def meanflow_target(u: AverageVelocity, z: torch.Tensor, r: torch.Tensor, t: tor
 
 
 def adaptive_loss(u_value: torch.Tensor, target: torch.Tensor, power: float = 1.0,
-                  c: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean_i SG[1/(Δ_i + c)^p]·Δ_i, mean_i Δ_i) with Δ_i = mean (u - target)² of sample i: MeanFlow's adaptive
-    weighting (p = 0 is the plain squared error), and the unweighted error to log."""
-    delta = ((u_value.float() - target.float()) ** 2).flatten(1).mean(1)
+                  c: float = 1e-2) -> tuple[torch.Tensor, torch.Tensor]:
+    """MeanFlow's adaptively weighted loss (its eq. for w = 1/(||Δ||²₂ + c)^p): (mean_i SG[w_i]·||Δ_i||², and the
+    per-element mean squared error to log), with ||Δ_i||² = Σ (u - target)² SUMMED over sample i's elements, as
+    MeanFlow's official code does (c = 1e-2, p = 1 there). A per-element mean would multiply c by the element
+    count and give the samples of small error plain L2. p = 0 is the plain summed squared error."""
+    err = ((u_value.float() - target.float()) ** 2).flatten(1)
+    delta = err.sum(1)
     weight = (1.0 / (delta + c) ** power).detach()
-    return (weight * delta).mean(), delta.mean()
+    return (weight * delta).mean(), err.mean()
 
 
 def mean_flow_step(u: AverageVelocity, z: torch.Tensor, r: float, t: float) -> torch.Tensor:
@@ -95,10 +100,10 @@ def sample_mean_flow(u: AverageVelocity, x_src: torch.Tensor, steps: int) -> tor
     return z
 
 
-class IntervalEmbedding(torch.nn.Module):
-    """The student's second time input: FLUX's timestep sinusoid and MLP applied to t - r (×1000, as diffusers
-    scales t), output zero-initialised, added to FLUX's time embedding by a forward hook on ``time_text_embed``
-    while ``width`` is set (``interval``)."""
+class ScalarEmbedding(torch.nn.Module):
+    """One extra scalar input of the student (the interval t - r, or the CFG scale w): FLUX's timestep sinusoid
+    and MLP applied to it (×1000, as diffusers scales t and guidance), output zero-initialised, added to FLUX's
+    time embedding by a forward hook on ``time_text_embed`` while ``value`` is set (``scalar_input``)."""
 
     def __init__(self, dim: int, channels: int = 256):
         super().__init__()  # the first layer keeps nn.Linear's init: the last one, zero, makes the output 0
@@ -108,46 +113,58 @@ class IntervalEmbedding(torch.nn.Module):
         self.mlp = TimestepEmbedding(in_channels=channels, time_embed_dim=dim)
         torch.nn.init.zeros_(self.mlp.linear_2.weight)
         torch.nn.init.zeros_(self.mlp.linear_2.bias)
-        self.width: torch.Tensor | None = None
+        self.value: torch.Tensor | None = None
 
-    def forward(self, width: torch.Tensor) -> torch.Tensor:
+    def forward(self, value: torch.Tensor) -> torch.Tensor:
         weight = self.mlp.linear_1.weight
-        return self.mlp(self.sinusoid(width * 1000).to(weight.dtype))
+        return self.mlp(self.sinusoid(value * 1000).to(weight.dtype))
 
     def add_to(self, _module, _args, temb: torch.Tensor) -> torch.Tensor:
-        return temb if self.width is None else temb + self(self.width).to(temb.dtype)
+        return temb if self.value is None else temb + self(self.value).to(temb.dtype)
 
 
-def add_interval_embedding(transformer) -> IntervalEmbedding:
-    """Give the transformer its interval input (a new module, every existing name unchanged), once."""
-    existing = getattr(transformer, INTERVAL_MODULE, None)
+def add_scalar_embedding(transformer, name: str) -> ScalarEmbedding:
+    """Give the transformer the scalar input ``name`` (a new module, every existing name unchanged), once."""
+    existing = getattr(transformer, name, None)
     if existing is not None:
         return existing
     weight = transformer.x_embedder.weight
     with torch.random.fork_rng(devices=[]):  # its first layer's init: the same in every process (DDP, re-runs)
-        torch.manual_seed(INTERVAL_INIT_SEED)
-        module = IntervalEmbedding(transformer.config.num_attention_heads * transformer.config.attention_head_dim)
+        torch.manual_seed(EMBEDDING_SEEDS[name])
+        module = ScalarEmbedding(transformer.config.num_attention_heads * transformer.config.attention_head_dim)
     module.to(device=weight.device, dtype=weight.dtype).requires_grad_(False)
-    transformer.add_module(INTERVAL_MODULE, module)
+    transformer.add_module(name, module)
     transformer.time_text_embed.register_forward_hook(module.add_to)
     return module
 
 
 @contextmanager
-def interval(transformer, width: torch.Tensor):
-    """Within this block the transformer is u(·, r, t) with t - r = ``width`` (B,)."""
-    module = getattr(transformer, INTERVAL_MODULE)
-    previous, module.width = module.width, width
+def scalar_input(transformer, name: str, value: torch.Tensor):
+    """Within this block the transformer's scalar input ``name`` is ``value`` (B,)."""
+    module = getattr(transformer, name)
+    previous, module.value = module.value, value
     try:
         yield
     finally:
-        module.width = previous
+        module.value = previous
+
+
+@contextmanager
+def interval(transformer, width: torch.Tensor, cfg_scale: torch.Tensor | None = None):
+    """Within this block the transformer is u(·, r, t; w) with t - r = ``width`` (B,) and w = ``cfg_scale``."""
+    with scalar_input(transformer, INTERVAL_MODULE, width):
+        if cfg_scale is None:
+            yield
+            return
+        with scalar_input(transformer, GUIDANCE_MODULE, cfg_scale):
+            yield
 
 
 @dataclass
 class MeanFlow(ConditionedOnLR, Method):
     """The average-velocity student u_θ(z_t, r, t | z_L; w), initialised from the SR teacher and distilled from
-    it (frozen): one step, or 2 and 4 with the same network."""
+    it (frozen): one step, or 2 and 4 with the same network. ``teacher_guidance`` is the backbone's guidance
+    input, fixed at the teacher's; w enters through the student's own embedding."""
 
     name: ClassVar[str] = "meanflow"
     term_names: ClassVar[tuple[str, ...]] = ("total", "mf_mse")
@@ -167,7 +184,7 @@ class MeanFlow(ConditionedOnLR, Method):
     time_std: float = 1.0
     equal_fraction: float = 0.75
     power: float = 1.0
-    c: float = 1e-3
+    c: float = 1e-2
     guidance_min: float = 1.0
     guidance_max: float = 3.0
     teacher_guidance: float = 3.5  # the guidance-embedding value the teacher was trained and is run with
@@ -182,10 +199,11 @@ class MeanFlow(ConditionedOnLR, Method):
 
     def extend(self, model) -> None:
         super().extend(model)
-        add_interval_embedding(model.transformer)
+        for name in (INTERVAL_MODULE, GUIDANCE_MODULE):
+            add_scalar_embedding(model.transformer, name)
 
     def trainable_modules(self, model) -> dict[str, torch.nn.Module]:
-        return {INTERVAL_MODULE: getattr(model.transformer, INTERVAL_MODULE)}
+        return {name: getattr(model.transformer, name) for name in (INTERVAL_MODULE, GUIDANCE_MODULE)}
 
     def set_teacher(self, teacher) -> None:
         teacher.transformer.requires_grad_(False)
@@ -198,10 +216,11 @@ class MeanFlow(ConditionedOnLR, Method):
         return {"r": r, "t": t, "w": w, "noise_seed": torch.randint(0, 2 ** 62, (n,), generator=generator)}
 
     def average_velocity(self, model, z_L: torch.Tensor, w: torch.Tensor) -> AverageVelocity:
-        """u_θ(z, r, t | z_L; w) in fluxsr's convention: the student network with the interval t - r."""
+        """u_θ(z, r, t | z_L; w) in fluxsr's convention: the student network with the interval t - r and the CFG
+        scale w through their own embeddings, the backbone's guidance input at the teacher's value."""
         def u(z, r, t):
-            with interval(model.transformer, t - r):
-                return model.velocity(z, t, guidance=w, control=z_L)
+            with interval(model.transformer, t - r, w):
+                return model.velocity(z, t, guidance=self.teacher_guidance, control=z_L)
 
         return u
 

@@ -6,7 +6,8 @@ fluxsr's SR flow (``sr_teacher``) runs s = 0 HR to s = 1 source with the velocit
 this module goes through ``oftsr_velocity``. In OFTSR's convention (x_0 = the source):
 
     implicit state  x_τ = x_0 + τ·v_φ(x_0, τ)                       the student's point on the teacher's path
-    L_distill = || v_φ(x_0, σ) - SG[ v_φ(x_0, τ) + (dτ/σ)·(v_θ(x_τ, τ) - v_φ(x_0, τ)) ] ||²,   σ = τ + dτ
+    L_distill = || v_φ(x_0, σ) - SG[ v_φ(x_0, τ) + (dτ/σ)·(v_θ(x_τ, τ) - v_φ(x_0, τ)) ] ||²,   σ = τ + dτ,
+                dτ = min(dτ_config, 1 - τ) per sample, so σ ≤ 1 and no network runs outside [0, 1]
     L_align   = || (1 - τ)·(v_φ(x_0, τ) - v_θ(x_τ, τ)) ||²
     L_BC      = || v_φ(x_0, 0) - v_θ(x_0, 0) ||²
     L = L_distill + λ_align·L_align + λ_BC·L_BC
@@ -53,20 +54,26 @@ def implicit_state(x0: torch.Tensor, v_student: torch.Tensor, tau: torch.Tensor)
     return x0 + per_sample(tau, x0) * v_student
 
 
+def step_size(tau: torch.Tensor, dtau: float) -> torch.Tensor:
+    """dτ_eff = min(dτ, 1 - τ) per sample (B,): the step to σ = τ + dτ_eff ≤ 1, so neither the student at σ nor
+    the midpoint teacher at τ + dτ_eff/2 runs past OFTSR's τ = 1 (fluxsr's s = 0)."""
+    return torch.minimum(torch.full_like(tau, float(dtau)), 1.0 - tau)
+
+
 def teacher_step_velocity(teacher: Velocity, x_tau: torch.Tensor, v_at_tau: torch.Tensor, tau: torch.Tensor,
-                          dtau: float, solver: str = "midpoint") -> torch.Tensor:
-    """The teacher's velocity over [τ, τ + dτ] from x_τ, given ``v_at_tau`` = v_θ(x_τ, τ): that (Euler), or the
-    midpoint (RK2, r = 0.5) v_θ(x_τ + dτ/2·v_θ(x_τ, τ), τ + dτ/2), one more teacher evaluation."""
+                          dtau: torch.Tensor, solver: str = "midpoint") -> torch.Tensor:
+    """The teacher's velocity over [τ, τ + dτ] from x_τ (dτ per sample, (B,)), given ``v_at_tau`` = v_θ(x_τ, τ):
+    that (Euler), or the midpoint (RK2, r = 0.5) v_θ(x_τ + dτ/2·v_θ(x_τ, τ), τ + dτ/2), one more evaluation."""
     if solver == "midpoint":
-        return teacher(x_tau + 0.5 * dtau * v_at_tau, tau + 0.5 * dtau)
+        return teacher(x_tau + per_sample(0.5 * dtau, x_tau) * v_at_tau, tau + 0.5 * dtau)
     return v_at_tau
 
 
-def distill_target(v_tau: torch.Tensor, v_teacher: torch.Tensor, tau: torch.Tensor, dtau: float) -> torch.Tensor:
-    """SG[v_φ(x_0, τ) + (dτ/σ)·(v_θ - v_φ(x_0, τ))], σ = τ + dτ: the student's velocity at σ implied by one
-    teacher step from its own state at τ (detached: the target passes no gradient)."""
+def distill_target(v_tau: torch.Tensor, v_teacher: torch.Tensor, tau: torch.Tensor, dtau: torch.Tensor) -> torch.Tensor:
+    """SG[v_φ(x_0, τ) + (dτ/σ)·(v_θ - v_φ(x_0, τ))], σ = τ + dτ (dτ per sample): the student's velocity at σ
+    implied by one teacher step from its own state at τ (detached: the target passes no gradient)."""
     sigma = per_sample(tau + dtau, v_tau)
-    return (v_tau + (dtau / sigma) * (v_teacher - v_tau)).detach()
+    return (v_tau + (per_sample(dtau, v_tau) / sigma) * (v_teacher - v_tau)).detach()
 
 
 def distill_loss(v_sigma: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -93,15 +100,16 @@ def oftsr_total(l_distill, l_align, l_bc, lambda_align: float, lambda_bc: float)
 def oftsr_terms(student: Velocity, teacher: Velocity, x0: torch.Tensor, tau: torch.Tensor, *, dtau: float,
                 solver: str, lambda_align: float, lambda_bc: float) -> dict[str, torch.Tensor]:
     """Every term of one OFTSR step for source x_0 at times τ (OFTSR's convention); ``student`` carries the gradient,
-    ``teacher`` is frozen (called without grad)."""
+    ``teacher`` is frozen (called without grad). The step is ``dtau`` or what is left to τ = 1 (``step_size``)."""
+    step = step_size(tau, dtau)
     v_tau = student(x0, tau)
     x_tau = implicit_state(x0, v_tau.detach(), tau)
     with torch.no_grad():
         v_teach = teacher(x_tau, tau)
-        v_step = teacher_step_velocity(teacher, x_tau, v_teach, tau, dtau, solver)
+        v_step = teacher_step_velocity(teacher, x_tau, v_teach, tau, step, solver)
         v_teach_zero = teacher(x0, torch.zeros_like(tau))
-    target = distill_target(v_tau, v_step, tau, dtau)
-    v_sigma = student(x0, tau + dtau)
+    target = distill_target(v_tau, v_step, tau, step)
+    v_sigma = student(x0, tau + step)
     v_zero = student(x0, torch.zeros_like(tau))
     return oftsr_total(distill_loss(v_sigma, target), align_loss(v_tau, v_teach, tau),
                        boundary_loss(v_zero, v_teach_zero), lambda_align, lambda_bc)
@@ -135,8 +143,8 @@ class OFTSR(ConditionedOnLR, Method):
     sigma_p: float = 0.1
     dtau: float = 0.05
     solver: str = "midpoint"
-    lambda_align: float = 0.1
-    lambda_bc: float = 0.01
+    lambda_align: float = 0.01  # OFTSR's dis_fm configs: lambda_align 0.01, lambda_boundary 0.1
+    lambda_bc: float = 0.1
     tau_min: float = 0.01
     tau_max: float = 0.99
     guidance: float = 3.5

@@ -47,6 +47,8 @@ def quantize_nf4(transformer, device: torch.device, compute_dtype: torch.dtype) 
                                    blocksize=NF4_BLOCKSIZE, compress_statistics=False, quant_storage=torch.uint8,
                                    module=q)
         q.weight = weight._quantize(device)  # also on meta: bitsandbytes registers fake kernels
+        if layer.in_features % NF4_BLOCKSIZE:  # bitsandbytes' AVX512-BF16 repacking (CPU inference) needs whole
+            q.support_avx512bf16_for_cpu = False  # blocks along the input and fails on narrower layers (tiny preset)
         if layer.bias is not None:
             q.bias = torch.nn.Parameter(layer.bias.data.to(device=device, dtype=compute_dtype), requires_grad=False)
         setattr(parent, name, q)

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from fluxsr_core.methods.meanflow import (INTERVAL_MODULE, adaptive_loss, interval, meanflow_target, sample_interval,
-                                         sample_mean_flow)
-from helpers import method_model
+from fluxsr_core.methods.meanflow import (GUIDANCE_MODULE, INTERVAL_MODULE, adaptive_loss, interval, meanflow_target,
+                                         sample_interval, sample_mean_flow)
+from helpers import as_if_trained, method_model
 
 A = -0.7  # the analytic flow dz/dt = A·z
 
@@ -36,16 +36,36 @@ def test_k_steps_of_the_exact_average_velocity_land_on_the_exact_solution(steps)
     torch.testing.assert_close(sample_mean_flow(_exact_u, z1, steps), z1 * math.exp(-A), rtol=1e-12, atol=1e-12)
 
 
-def test_adaptive_weight_is_detached_and_power_zero_is_the_squared_error():
+def test_adaptive_weight_is_detached_and_power_zero_is_the_summed_squared_error():
     u = torch.randn(2, 4, requires_grad=True)
     target = torch.zeros(2, 4)
     plain, mse = adaptive_loss(u, target, power=0.0)
-    torch.testing.assert_close(plain, (u ** 2).mean())
-    torch.testing.assert_close(mse, plain)
-    weighted, _ = adaptive_loss(u, target, power=1.0, c=1e-3)
+    torch.testing.assert_close(plain, (u ** 2).sum(1).mean())
+    torch.testing.assert_close(mse, (u ** 2).mean())  # logged per element, whatever the weighting
+    weighted, _ = adaptive_loss(u, target, power=1.0, c=1e-2)
     weighted.backward()
-    delta = (u.detach() ** 2).mean(1, keepdim=True)  # the gradient of SG[w]·Δ is w·dΔ: no term from w
-    torch.testing.assert_close(u.grad, (1 / (delta + 1e-3)) * 2 * u.detach() / 4 / 2)
+    delta = (u.detach() ** 2).sum(1, keepdim=True)  # the gradient of SG[w]·Δ is w·dΔ: no term from w
+    torch.testing.assert_close(u.grad, (1 / (delta + 1e-2)) * 2 * u.detach() / 2)
+
+
+def test_two_samples_gradient_norms_are_in_meanflows_closed_form_ratio():
+    """MeanFlow's weight 1/(||Δ||² + c)^p with ||Δ||² SUMMED over a sample's elements (official code, c = 1e-2,
+    p = 1): the gradient of sample i is 2·Δ_i/(||Δ_i||² + c)^p, so the ratio of two samples' gradient norms is
+    ||Δ_1||·(||Δ_2||² + c)^p / (||Δ_2||·(||Δ_1||² + c)^p). With 4096 elements of error 0.01 and 0.1 (||Δ||² =
+    0.41 and 41) the ratio is 0.41^½·40.97/(41^½·0.42) ≈ 9.76; the old per-element mean with c = 1e-3 gave 1.0."""
+    from fluxsr_core.config import MeanflowConfig
+
+    c, p = MeanflowConfig().c, MeanflowConfig().power
+    assert (c, p) == (1e-2, 1.0)  # the official code's constants
+    target = torch.zeros(2, 16, 16, 16)
+    u = torch.stack([torch.full((16, 16, 16), 0.01), torch.full((16, 16, 16), 0.1)]).requires_grad_(True)
+    loss, _ = adaptive_loss(u, target, power=p, c=c)
+    loss.backward()
+    norms = u.grad.flatten(1).norm(dim=1)
+    sq = (u.detach() ** 2).flatten(1).sum(1)
+    want = (sq[0].sqrt() * (sq[1] + c) ** p) / (sq[1].sqrt() * (sq[0] + c) ** p)
+    torch.testing.assert_close(norms[0] / norms[1], want, rtol=1e-5, atol=0)
+    assert abs(want.item() - 9.76) < 0.01
 
 
 def test_interval_draws_are_ordered_and_a_fraction_equal():
@@ -62,9 +82,12 @@ def _student(components, teacher=None):
     return model, method
 
 
-def _teacher(components):
-    """An untrained SR teacher (its zero-initialised condition: the base transformer), frozen."""
-    return method_model(components, "sr-teacher", lora_rank=None)[0]
+def _teacher(components, conditioned: bool = False):
+    """An untrained SR teacher (its zero-initialised condition: the base transformer), frozen; ``conditioned``: its
+    condition columns made non-zero, as training makes them, so its guided velocity differs from its conditional
+    one (and the untrained student's loss is not zero)."""
+    teacher = method_model(components, "sr-teacher", lora_rank=None)[0]
+    return as_if_trained(teacher) if conditioned else teacher
 
 
 def _sinusoid_float64(timesteps, embedding_dim, flip_sin_to_cos=False, downscale_freq_shift=1, scale=1,
@@ -109,25 +132,44 @@ def test_untrained_student_is_its_teacher_for_every_interval(tiny_components):
     g = torch.Generator().manual_seed(5)
     z, z_L = torch.randn(2, 16, 8, 8, generator=g), torch.randn(2, 16, 8, 8, generator=g)
     t = torch.tensor([0.8, 0.4])
-    w = torch.full((2,), teacher.guidance)  # the student takes w through the guidance embedding the teacher ran at
-    u = method.average_velocity(model, z_L, w)
+    u = method.average_velocity(model, z_L, torch.full((2,), 2.0))
     with torch.no_grad():
         v = teacher.velocity(z, t, control=z_L)
         for r in (t, torch.tensor([0.1, 0.0])):
             torch.testing.assert_close(u(z, r, t), v, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("w", [1.0, 2.0, 3.0])
+def test_untrained_student_is_its_teacher_for_every_cfg_scale(tiny_components, w):
+    """u(z, t, t; w) = v_teacher(z, t) for every w MeanFlow trains with: w enters through the student's own
+    zero-initialised embedding, and the backbone's guidance input stays at the value the teacher ran with (fed w
+    there, the untrained student differs from its teacher by ~8 % at w = 1..3)."""
+    teacher = _teacher(tiny_components)
+    model, method = _student(tiny_components)
+    assert method.teacher_guidance == teacher.guidance == 3.5
+    g = torch.Generator().manual_seed(11)
+    z, z_L = torch.randn(2, 16, 8, 8, generator=g), torch.randn(2, 16, 8, 8, generator=g)
+    t = torch.tensor([0.7, 0.2])
+    with torch.no_grad():
+        u = method.average_velocity(model, z_L, torch.full((2,), w))(z, t, t)
+        torch.testing.assert_close(u, teacher.velocity(z, t, control=z_L), atol=1e-6, rtol=0)
+        getattr(model.transformer, GUIDANCE_MODULE).mlp.linear_2.weight.normal_(0, 0.1)  # a trained w embedding
+        u1, u3 = (method.average_velocity(model, z_L, torch.full((2,), x))(z, t, t) for x in (1.0, 3.0))
+    assert not torch.allclose(u1, u3, atol=1e-4)  # and then w reaches the network
+
+
 def test_training_lowers_the_loss_and_changes_only_the_trainable_modules(tiny_components):
     """With r = t the target is the teacher's velocity, fixed: the loss falls step after step. On intervals the
     target moves with the student (its JVP; on the random tiny network |(t - r)·du/dt| is ~8x |u|), so there a
-    step is checked against the target it was taken for: the error to that target falls."""
-    teacher = _teacher(tiny_components)
+    step is checked against the target it was taken for: the error to that target falls. The teacher's condition
+    columns are made non-zero (a trained teacher), so its guided velocity differs from the student's start."""
+    teacher = _teacher(tiny_components, conditioned=True)
     model, method = _student(tiny_components, teacher)
     g = torch.Generator().manual_seed(6)
     batch = {"z_L": torch.randn(2, 16, 8, 8, generator=g), "z0": torch.randn(2, 16, 8, 8, generator=g)}
     times = method.sample_times(2, torch.Generator().manual_seed(7))
     trainable = {n for n, p in model.transformer.named_parameters() if p.requires_grad}
-    assert trainable and all("lora" in n or n.startswith(INTERVAL_MODULE) for n in trainable)
+    assert trainable and all("lora" in n or n.startswith((INTERVAL_MODULE, GUIDANCE_MODULE)) for n in trainable)
     before = {n: p.detach().clone() for n, p in model.transformer.named_parameters()}
     teacher_before = {n: p.detach().clone() for n, p in teacher.transformer.named_parameters()}
     params = [p for p in model.transformer.parameters() if p.requires_grad]
@@ -156,6 +198,7 @@ def test_training_lowers_the_loss_and_changes_only_the_trainable_modules(tiny_co
     changed = {n for n in before if not torch.equal(before[n], after[n].detach())}
     assert changed and changed <= trainable
     assert any(n.startswith(INTERVAL_MODULE) for n in changed)  # the interval embedding trained
+    assert any(n.startswith(GUIDANCE_MODULE) for n in changed)  # and the CFG scale's
     assert all(torch.equal(p, teacher_before[n]) for n, p in teacher.transformer.named_parameters())
 
 
@@ -163,7 +206,7 @@ def test_under_gradient_checkpointing_the_loss_and_its_gradients_are_the_same(ti
     """A checkpointed block recomputes its forward in backward, outside the JVP (torch refuses the mismatch:
     'a different number of tensors was saved'); the prediction is then a separate pass. Same loss, same
     gradients as the one-pass JVP."""
-    teacher = _teacher(tiny_components)
+    teacher = _teacher(tiny_components, conditioned=True)
     model, method = _student(tiny_components, teacher)
     g = torch.Generator().manual_seed(8)
     batch = {"z_L": torch.randn(2, 16, 8, 8, generator=g), "z0": torch.randn(2, 16, 8, 8, generator=g)}
@@ -199,6 +242,6 @@ def test_one_and_four_steps_differ_and_each_reproduces_from_its_seed(tiny_compon
         assert torch.equal(four, method.sample(model, z_L, steps=4, seed=3))
         assert not torch.allclose(one, four, atol=1e-4)
         assert not torch.allclose(one, method.sample(model, z_L, steps=1, seed=4), atol=1e-4)
-    with interval(model.transformer, torch.zeros(1)):  # the context restores the plain network after it
+    with interval(model.transformer, torch.zeros(1), torch.ones(1)):  # the context restores the plain network after it
         pass
-    assert getattr(model.transformer, INTERVAL_MODULE).width is None
+    assert all(getattr(model.transformer, n).value is None for n in (INTERVAL_MODULE, GUIDANCE_MODULE))

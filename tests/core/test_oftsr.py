@@ -33,8 +33,8 @@ def test_every_term_is_zero_for_a_student_equal_to_a_straight_teacher():
     student = lambda x, tau: _straight_teacher(x, torch.zeros_like(tau))  # one step lands on Z0 for every τ
     tau = torch.tensor([0.2, 0.7])
     for solver in ("euler", "midpoint"):
-        terms = oftsr_terms(student, _straight_teacher, X0, tau, dtau=0.05, solver=solver, lambda_align=0.1,
-                            lambda_bc=0.01)
+        terms = oftsr_terms(student, _straight_teacher, X0, tau, dtau=0.05, solver=solver, lambda_align=0.01,
+                            lambda_bc=0.1)
         for name, value in terms.items():
             assert value.item() < 1e-10, (solver, name, value)
     torch.testing.assert_close(one_step(student, X0, 0.5), Z0)
@@ -45,7 +45,7 @@ def test_the_target_passes_no_gradient():
     p_tau, p_sigma = torch.tensor(0.5, requires_grad=True), torch.tensor(0.5, requires_grad=True)
     student = lambda x, t: x * torch.where(t.reshape(-1, 1, 1, 1) < 0.32, p_tau, p_sigma)
     tau = torch.full((2,), 0.3)
-    target = distill_target(student(X0, tau), _straight_teacher(X0, tau), tau, 0.05)
+    target = distill_target(student(X0, tau), _straight_teacher(X0, tau), tau, torch.full((2,), 0.05))
     distill_loss(student(X0, tau + 0.05), target).backward()
     assert (p_tau.grad is None or p_tau.grad == 0) and p_sigma.grad.abs() > 0
     # the same target without the stop-gradient would move p_tau: the check above can fail
@@ -54,6 +54,45 @@ def test_the_target_passes_no_gradient():
     undetached = v_tau + (0.05 / 0.35) * (_straight_teacher(X0, tau) - v_tau)
     distill_loss(student(X0, tau + 0.05), undetached).backward()
     assert p_tau.grad.abs() > 0
+
+
+def test_the_loss_weights_are_oftsrs_released_ones():
+    """OFTSR's distillation configs (dis_fm_*.yml): lambda_boundary 0.1, lambda_align 0.01 (run names
+    w_bound_0.1-w_align_0.01); the config, the method and the total all use them, not the swapped pair."""
+    from fluxsr_core.config import FluxSRConfig, OftsrConfig
+    from fluxsr_core.methods.oftsr import OFTSR, oftsr_total
+
+    assert (OftsrConfig().lambda_align, OftsrConfig().lambda_bc) == (0.01, 0.1)
+    method = OFTSR.from_config(FluxSRConfig())
+    assert (method.lambda_align, method.lambda_bc) == (OFTSR().lambda_align, OFTSR().lambda_bc) == (0.01, 0.1)
+    one = torch.tensor(1.0)
+    total = oftsr_total(one, 2 * one, 3 * one, method.lambda_align, method.lambda_bc)["total"]
+    torch.testing.assert_close(total, torch.tensor(1.0 + 0.01 * 2 + 0.1 * 3))
+
+
+def test_no_network_call_of_a_training_step_sees_a_time_outside_zero_one(tiny_components):
+    """τ ~ U[0.01, 0.99] with dτ = 0.05 put σ = τ + dτ up to 1.04 (the student at s = -0.04, the midpoint teacher
+    at -0.015); the step is min(dτ, 1 - τ). Every call of the student and of the teacher, in a real training step
+    of the method at the largest τ it draws, is recorded."""
+    from helpers import method_model
+
+    teacher = method_model(tiny_components, "sr-teacher", lora_rank=None)[0]
+    model, method = method_model(tiny_components, "oftsr")
+    method.set_teacher(teacher)
+    seen = []
+    for m in (model, teacher):
+        def recording(z, s, *args, _inner=m.velocity, **kwargs):
+            seen.append(s.detach().clone())
+            return _inner(z, s, *args, **kwargs)
+        m.velocity = recording
+    g = torch.Generator().manual_seed(3)
+    batch = {"z_L": torch.randn(3, 16, 8, 8, generator=g), "z0": torch.randn(3, 16, 8, 8, generator=g)}
+    times = {"tau": torch.tensor([method.tau_max, 0.97, 0.5]), "noise_seed": torch.tensor([1, 2, 3])}
+    method.loss(model, batch, times)["total"].backward()
+    s = torch.cat(seen)
+    assert len(seen) == 6  # student at τ, σ, 0; teacher at τ, midpoint, 0
+    assert s.min() >= 0.0 and s.max() <= 1.0, s
+    assert s.min() == 0.0  # σ = 1 (fluxsr's s = 0) for τ = 0.99 and 0.97: the step shrank to what was left
 
 
 def test_align_at_tau_zero_is_the_boundary_loss():
