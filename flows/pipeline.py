@@ -58,7 +58,7 @@ def pipeline(out: str = "runs/demo", config: FluxSRConfig | None = None, methods
     bench_cfg = cfg
     if not (bench_lr_dir or bench_synthetic_from):
         testset, bench_cfg = teacher_testset(out, cfg, bench_images)
-    models = {m: summary["train"][m]["model"] for m in methods}
+    models = {m: summary["train"][m]["model"] for m in methods if method_class(m).super_resolves}
     result = benchmark(**testset, models=models, method_knobs=cfg.bench.knobs, out=out, config=bench_cfg)
     summary["benchmark"] = {k: v for k, v in result.items() if k != "unavailable"}
     return _finish(out, summary)

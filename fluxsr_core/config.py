@@ -39,11 +39,14 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     """Which teacher/student architecture to build or load."""
 
-    preset: Literal["tiny", "flux-dev"] = Field(
-        "tiny", description="'tiny': FLUX-architecture models built locally from a seed; 'flux-dev': FLUX.1-dev weights."
+    preset: Literal["tiny", "micro", "flux-dev"] = Field(
+        "tiny", description="'tiny': FLUX-architecture models built locally from a seed; 'micro': a FLUX.1 "
+                            "transformer small enough to train from scratch on CPU, with TAEF1 (FLUX.1's latent "
+                            "space); 'flux-dev': FLUX.1-dev weights."
     )
     path: str | None = Field(
-        None, description="flux-dev only: hub id or local directory (default black-forest-labs/FLUX.1-dev)."
+        None, description="flux-dev: hub id or local directory (default black-forest-labs/FLUX.1-dev); micro: the "
+                          "model folder of a pretrained base (`fluxsr train --method base`), null = seeded weights."
     )
     vae: Literal["native", "taef1"] = Field(
         "native", description="'native': the preset's AutoencoderKL; 'taef1': the TAEF1 tiny autoencoder from taef1_path."
@@ -293,6 +296,8 @@ class LossConfig(_Section):
     """Algorithm 1's loss: L_FTD + MSE + λ·TV-LPIPS + μ·ADL (method.md eqs. 17-23)."""
 
     T_L: float = Field(0.5, gt=0.0, lt=1.0, description="Time at which the LR latent sits on the flow (eq. 18).")
+    lambda_ftd: float = Field(1.0, ge=0.0, description="Weight of L_FTD (eq. 17); 0 = the paper's ablation without "
+                                                       "it (L_Rec + ADL only; the 'ftd' term then logs 0).")
     lambda_tv_lpips: float = Field(2.0, ge=0.0, description="λ, weight of TV-LPIPS in L_Rec (eq. 21).")
     gamma_tv: float = Field(1.0, ge=0.0, description="γ, weight of LPIPS on TV maps inside TV-LPIPS (eq. 19).")
     mu_adl: float = Field(0.01, ge=0.0, description="μ, weight of the attention diversification loss (eqs. 22-23).")
@@ -308,7 +313,8 @@ class LossConfig(_Section):
 class LoraConfig(_Section):
     """peft LoRA adapters on the transformer."""
 
-    rank: int = Field(8, ge=1, description="LoRA rank (full-size default 64).")
+    rank: int = Field(8, ge=0, description="LoRA rank (full-size default 64); 0 = no adapter, every transformer "
+                                           "weight trains (a full fine-tune: the micro preset's default).")
     alpha: float | None = Field(None, description="LoRA alpha; None = rank.")
     target_modules: list[str] = Field(
         default_factory=lambda: [
@@ -512,11 +518,24 @@ class InferConfig(_Section):
         return self
 
 
-PresetName = Literal["tiny", "flux-dev"]
+PresetName = Literal["tiny", "micro", "flux-dev"]
 # What each named preset sets over the section defaults; a config is always a preset plus overrides.
 PRESET_VALUES: dict[str, dict[str, Any]] = {
     # Tiny FLUX-architecture models on CPU; AlexNet LPIPS (VGG16 dominated the step), random backbone allowed.
     "tiny": {"loss": {"allow_random_lpips_backbone": True, "lpips_net": "alex"}},
+    # A FLUX.1 transformer trained from scratch on CPU in TAEF1's latent space (model.taef1_path to set): 128² crops
+    # of real photos, full fine-tunes (no LoRA: a small model trained from scratch has nothing to keep frozen),
+    # AlexNet LPIPS with a random backbone allowed (no ImageNet weights here).
+    "micro": {
+        "model": {"preset": "micro", "vae": "taef1"},
+        "pairs": {"resolution": 128, "records_per_shard": 16, "steps": 8, "batch_size": 8, "crops_per_image": 16},
+        "encode": {"batch_size": 16, "records_per_task": 64},
+        "loss": {"allow_random_lpips_backbone": True, "lpips_net": "alex"},
+        "lora": {"rank": 0},
+        "train": {"steps": 2000, "batch_size": 16, "learning_rate": 1e-3, "lr_warmup_steps": 100,
+                  "checkpoint_every": 500},
+        "bench": {"synthetic_crop": 128},
+    },
     # FLUX.1-dev teacher at 1024², 28 steps, guidance 3.5, LoRA rank 64, real LPIPS required.
     "flux-dev": {
         "model": {"preset": "flux-dev"},
@@ -566,8 +585,8 @@ class FluxSRConfig(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "FluxSRConfig":
-        if self.model.vae == "taef1" and not self.model.taef1_path:
-            raise ValueError("model.vae is 'taef1' but model.taef1_path is not set: name the directory holding taef1_*.safetensors")
+        if self.model.preset == "micro" and self.model.vae != "taef1":
+            raise ValueError("the micro preset runs in FLUX.1's latent space through TAEF1: keep model.vae=taef1")
         return self
 
     def section_hash(self, *names: str) -> str:

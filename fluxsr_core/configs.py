@@ -19,7 +19,12 @@ def flux_dev() -> FluxSRConfig:
     return build_config({"preset": "flux-dev"}, "configs.flux_dev")
 
 
-NAMED = {"tiny": tiny, "flux-dev": flux_dev}
+def micro() -> FluxSRConfig:
+    """A FLUX.1 transformer trained from scratch on CPU in TAEF1's latent space (set model.taef1_path)."""
+    return build_config({"preset": "micro"}, "configs.micro")
+
+
+NAMED = {"tiny": tiny, "micro": micro, "flux-dev": flux_dev}
 assert set(NAMED) == set(PRESET_VALUES)
 
 

@@ -33,7 +33,7 @@ SUMMARY_FILE = "summary.json"
 # what a model folder may hold, all of it needed to share the model (``fluxsr export``, ``save_pretrained``)
 MODEL_FILES = (lora.LORA_WEIGHT_NAME, MODULES_FILE, INFO_FILE, CARD_FILE, PLOT_FILE, SUMMARY_FILE)
 FORMAT = 1
-LICENSES = {"flux-dev": "flux-1-dev-non-commercial-license", "tiny": "apache-2.0"}
+LICENSES = {"flux-dev": "flux-1-dev-non-commercial-license", "tiny": "apache-2.0", "micro": "apache-2.0"}
 HUB_IDS = {"flux-dev": "black-forest-labs/FLUX.1-dev"}
 
 
@@ -65,7 +65,9 @@ def base_model_of(model) -> dict[str, Any]:
     model_cfg = model.components.config
     path = model_cfg.path or HUB_IDS.get(model_cfg.preset)
     transformer = model.transformer
-    return {"preset": model_cfg.preset, "path": path, "seed": model_cfg.seed if model_cfg.preset == "tiny" else None,
+    seeded = model_cfg.preset == "tiny" or (model_cfg.preset == "micro" and not model_cfg.path)
+    return {"preset": model_cfg.preset, "path": path, "seed": model_cfg.seed if seeded else None,
+            "identity": model.components.identity,
             "vae": model_cfg.vae, "weights": model_cfg.weights, "architecture_digest": architecture_digest(transformer)}
 
 
@@ -91,13 +93,19 @@ class ModelInfo:
 
     def check_base(self, other: dict[str, Any], where: str) -> None:
         """Refuse to run on a base of another architecture (or another tiny seed), naming both."""
-        mine = (self.base.get("architecture_digest"), self.base.get("seed"))
-        theirs = (other.get("architecture_digest"), other.get("seed"))
+        mine = (self.base.get("architecture_digest"), self.base.get("seed"), _pretrained(self.base))
+        theirs = (other.get("architecture_digest"), other.get("seed"), _pretrained(other))
         if mine != theirs:
             raise ModelMismatchError(
                 f"{where} was trained on base {_describe(self.base)} but the configured base is {_describe(other)}: "
                 f"load it with the preset it was trained on (--preset {self.base.get('preset')}"
                 + (f" --set model.seed={self.base['seed']}" if self.base.get("seed") is not None else "") + ")")
+
+
+def _pretrained(base: dict[str, Any]) -> str | None:
+    """A micro base's pretrained weights (their digest in the identity), which a model trained on it needs."""
+    identity = base.get("identity") or ""
+    return identity.split("+")[0] if identity.startswith("micro-base:") else None
 
 
 def _describe(base: dict[str, Any]) -> str:
@@ -107,6 +115,9 @@ def _describe(base: dict[str, Any]) -> str:
 
 
 def lora_settings(transformer) -> dict[str, Any]:
+    """The adapter's rank, alpha and targets; {} for a model trained in full (no adapter)."""
+    if not lora.has_adapter(transformer):
+        return {}
     cfg = lora.adapter_metadata(transformer)
     return {"rank": cfg["r"], "alpha": cfg["lora_alpha"], "target_modules": sorted(cfg["target_modules"])}
 
@@ -117,13 +128,14 @@ def module_state_dict(modules: dict[str, torch.nn.Module]) -> dict[str, torch.Te
             for name in sorted(modules) for k, v in modules[name].state_dict().items()}
 
 
-def load_module_state(modules: dict[str, torch.nn.Module], path: Path) -> None:
-    """Set the method's modules from ``path`` (FSDP-sharded modules get their shard); names must match."""
+def load_module_state(modules: dict[str, torch.nn.Module], path: Path, strict: bool = True) -> None:
+    """Set the method's modules from ``path`` (FSDP-sharded modules get their shard); names must match (with
+    ``strict=False`` the file may hold more modules than ``modules``: a warm start from a model trained in full)."""
     from safetensors.torch import load_file
 
     sd = load_file(str(path)) if path.is_file() else {}
     expected = {f"{name}.{k}" for name, m in modules.items() for k in m.state_dict()}
-    if set(sd) != expected:
+    if (set(sd) != expected) if strict else not expected <= set(sd):
         raise ModelMismatchError(f"{path}: holds modules {sorted(sd)[:4]}, the method trains {sorted(expected)[:4]}")
     for name in sorted(modules):
         current = modules[name].state_dict()
@@ -133,10 +145,15 @@ def load_module_state(modules: dict[str, torch.nn.Module], path: Path) -> None:
 
 def write_weights(directory: Path, transformer, lora_tensors: dict[str, torch.Tensor],
                   module_tensors: dict[str, torch.Tensor]) -> Path:
-    """The LoRA (diffusers format) and, when the method has any, its full modules; returns the LoRA file."""
+    """The LoRA (diffusers format; none for a model trained in full) and, when the method has any, its full
+    modules; returns the main weights file."""
     from safetensors.torch import save_file
 
-    weights = lora.save_lora(transformer, directory, tensors=lora_tensors)
+    weights = Path(directory) / MODULES_FILE
+    if lora.has_adapter(transformer):
+        weights = lora.save_lora(transformer, directory, tensors=lora_tensors)
+    else:
+        Path(directory).mkdir(parents=True, exist_ok=True)
     if module_tensors:
         save_file(dict(sorted(module_tensors.items())), str(Path(directory) / MODULES_FILE))
     return weights
@@ -152,9 +169,11 @@ def model_dir(path: str | Path) -> Path:
     """The folder of a model given as the folder or as its LoRA file; InputNotFoundError naming what is missing."""
     path = Path(path)
     folder = path.parent if path.suffix == ".safetensors" else path
-    if not (folder / lora.LORA_WEIGHT_NAME).is_file():
+    full = (folder / MODULES_FILE).is_file() and (folder / INFO_FILE).is_file()  # trained in full: no LoRA file
+    if not (folder / lora.LORA_WEIGHT_NAME).is_file() and not full:
         raise InputNotFoundError(f"no trained model at {path}: expected {folder / lora.LORA_WEIGHT_NAME} "
-                                 "(a training run's final/ folder, a checkpoint folder or its LoRA file)")
+                                 f"(or {MODULES_FILE} and {INFO_FILE} of a model trained in full: a training run's "
+                                 "final/ folder, a checkpoint folder or its weights file)")
     return folder
 
 
@@ -177,12 +196,21 @@ def _weights(base: dict[str, Any]) -> str:
     return "" if kind == "full" else f" (its block weights held in {kind} while training; the LoRA applies to the full base too)"
 
 
+def _trained_weights(info: ModelInfo) -> str:
+    """The card's line on what trained: the LoRA and any full modules, or every weight."""
+    if not info.lora:
+        return f"Trained in full (no LoRA): every weight of {', '.join(info.modules)}."
+    return (f"LoRA: rank {info.lora.get('rank')}, alpha {info.lora.get('alpha')}, on "
+            f"{len(info.lora.get('target_modules', []))} module\ntypes"
+            f"{', plus fully trained ' + ', '.join(info.modules) if info.modules else ''}.")
+
+
 def model_card(info: ModelInfo, last: dict[str, float] | None, plot: str | None, benchmark: str | None = None) -> str:
     """``README.md`` of an exported model: YAML header (base_model, library_name, tags, licence), training settings,
     last losses, the loss plot, the benchmark table (``fluxsr export`` adds it when the model was scored), use."""
     base_id = info.base.get("path") or info.base.get("preset")
     licence = LICENSES.get(info.base.get("preset"), "other")
-    tags = ["fluxsr", "super-resolution", "image-to-image", "lora", info.method]
+    tags = ["fluxsr", "super-resolution", "image-to-image", *(["lora"] if info.lora else []), info.method]
     hub_id = HUB_IDS.get(info.base.get("preset"), base_id)  # the hub's id even when trained from a local copy
     header = "\n".join(["---", f"base_model: {hub_id}", "library_name: diffusers", f"license: {licence}",
                         "pipeline_tag: image-to-image", "tags:", *[f"- {t}" for t in tags], "---"])
@@ -204,8 +232,7 @@ for {info.steps} steps ({info.trained_on.get('samples', '?')} training samples, 
 |---|---|
 {params}
 
-LoRA: rank {info.lora.get('rank')}, alpha {info.lora.get('alpha')}, on {len(info.lora.get('target_modules', []))} module
-types{', plus fully trained ' + ', '.join(info.modules) if info.modules else ''}.
+{_trained_weights(info)}
 Inference knobs: {', '.join(f'`{k}` (default {v})' for k, v in info.knobs.items()) or 'none'}.
 
 ## Training settings
@@ -257,6 +284,12 @@ def _start(init: dict[str, Any]) -> str:
         return "starting from a fresh LoRA"
     return (f"warm-started from {init.get('method')} model `{str(init.get('digest'))[:16]}` "
             f"({init.get('steps')} steps on {init.get('samples')} samples)")
+
+
+def main_weights(folder: str | Path) -> Path:
+    """A model folder's main weights file: its LoRA, or for a model trained in full its modules."""
+    lora_file = Path(folder) / lora.LORA_WEIGHT_NAME
+    return lora_file if lora_file.is_file() else Path(folder) / MODULES_FILE
 
 
 def model_digest(path: str | Path) -> str:

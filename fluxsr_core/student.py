@@ -117,8 +117,9 @@ def load_student(cfg: FluxSRConfig, model_path: str | Path | None) -> Student:
     if info is not None:
         info.check_base(model_folder.base_model_of(model), str(folder))
         method.extend(model)
-        lora.load_lora(model.transformer, folder)
-        modules = method.trainable_modules(model)
+        if info.lora:  # {}: trained in full, every weight in the modules file
+            lora.load_lora(model.transformer, folder)
+        modules = {name: model.transformer.get_submodule(name) for name in info.modules}
         if modules:
             model_folder.load_module_state(modules, folder / model_folder.MODULES_FILE)
     components.transformer.requires_grad_(False)

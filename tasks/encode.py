@@ -53,7 +53,7 @@ def plan_encode(cfg: FluxSRConfig, root: str | Path) -> EncodePlan:
     deg = plan_degrade(cfg, root)
     lr = finished_stage(deg.directory, "degrade", deg.manifest_name)
     inputs = {"pairs": deg.pairs_digest, "lr": manifest_digest(deg.directory, deg.manifest_name)}
-    stage_cfg = {"model": cfg.model.model_dump(mode="json"), "encode": cfg.encode.model_dump(mode="json")}
+    stage_cfg = {"model": encoder_settings(cfg.model), "encode": cfg.encode.model_dump(mode="json")}
     key = stage_key(stage_cfg, code_version(*CODE_MODULES), {"lr_stage": deg.key})
     directory = stage_dir(root, STAGE, key)
     res, K, f = cfg.pairs.resolution, cfg.degrade.variants, 8
@@ -65,10 +65,19 @@ def plan_encode(cfg: FluxSRConfig, root: str | Path) -> EncodePlan:
                           source=source_id(p_entry.sha256, l_entry.sha256)))
         start += p_entry.records
     shape = StoreShape(records=start, variants=K, latent_channels=16, latent_size=(res // f, res // f), image_size=(res, res))
-    attrs = {"stage_key": key, "model": cfg.model.model_dump(mode="json"),
+    attrs = {"stage_key": key, "model": encoder_settings(cfg.model),
              "normalisation": "z = (vae_latent - shift) * scale", "dtype": "float16 (zarr has no bfloat16)"}
     return EncodePlan(key=key, directory=directory, store_path=directory / STORE_NAME, units=units,
                       shape=shape, attrs=attrs, config=stage_cfg, inputs=inputs, manifest_name=deg.manifest_name)
+
+
+def encoder_settings(model: ModelConfig) -> dict:
+    """The model settings the latents depend on: all of them, except with TAEF1 as the VAE, whose latents do not
+    depend on the transformer (its weights, path or seed): bases of the micro preset share one store."""
+    settings = model.model_dump(mode="json")
+    if model.vae == "taef1":
+        settings = {k: v for k, v in settings.items() if k not in ("path", "seed", "weights", "local_files_only")}
+    return settings
 
 
 def _lr_tensor(png: bytes, source: str) -> torch.Tensor:

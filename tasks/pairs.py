@@ -106,7 +106,9 @@ def shard_settings(p: PairsConfig) -> PairsConfig:
 
 def plan_pairs(cfg: FluxSRConfig, root: str | Path) -> PairsPlan:
     p = cfg.pairs
-    stage_cfg = {"model": cfg.model.model_dump(mode="json"), "pairs": shard_settings(p).model_dump(mode="json")}
+    stage_cfg = {"pairs": shard_settings(p).model_dump(mode="json")}
+    if p.source != "images":  # photo crops do not depend on the model: every base shares them
+        stage_cfg["model"] = cfg.model.model_dump(mode="json")
     key = stage_key(stage_cfg, code_version(*CODE_MODULES))
     directory = stage_dir(root, STAGE, key)
     records: list[str] = []

@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import InputNotFoundError, UsageError
 from fluxsr_core.methods import check_data_source, method_class
-from fluxsr_core.model_folder import model_digest, model_dir, read_info
+from fluxsr_core.model_folder import main_weights, model_digest, model_dir, read_info
 from storage.atomic import sha256_file, write_bytes
 from storage.layout import stage_dir, stage_key
 from storage.manifest import manifest_digest
@@ -167,6 +167,6 @@ def train_model(directory: str, store_path: str, method: str, config: FluxSRConf
         code = proc.wait()
     if code != 0:
         raise RuntimeError(f"training exited with {code}; last output:\n" + "\n".join(tail))
-    weights = run_dir / "final" / "pytorch_lora_weights.safetensors"
+    weights = main_weights(run_dir / "final")
     return {"weights": str(weights.relative_to(run_dir)), "sha256": sha256_file(weights),
             "loss_plot": "loss.png", "losses": "losses.jsonl"}

@@ -18,6 +18,7 @@ METHODS: dict[str, str] = {  # --method name -> "module:Class"
     "sr-teacher": "fluxsr_core.methods.sr_teacher:SRTeacher",
     "oftsr": "fluxsr_core.methods.oftsr:OFTSR",
     "meanflow": "fluxsr_core.methods.meanflow:MeanFlow",
+    "base": "fluxsr_core.methods.pretrain:BaseFlow",  # the train-base stage: the base model itself, not an SR model
 }
 
 

@@ -55,6 +55,8 @@ class Method(ABC):
     init_methods: ClassVar[tuple[str, ...]] = ()  # methods whose models it may start from (besides its own)
     distils: ClassVar[str | None] = None  # the method of the frozen teacher it is distilled from (``set_teacher``)
     needs_teacher_pairs: ClassVar[bool] = False  # trains on the teacher's (ε, z_0) coupling: no photo records
+    trains_in_full: ClassVar[bool] = False  # every weight trains, no LoRA (base pretraining); else lora.rank decides
+    super_resolves: ClassVar[bool] = True  # False: not an SR model (the base), so no benchmark row
 
     guidance: float = 3.5  # the guidance-embedding value the network is run with
 

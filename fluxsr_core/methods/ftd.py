@@ -102,11 +102,12 @@ class FTD(Method):
     inference_params: ClassVar[tuple[str, ...]] = ("T_L", "guidance")
     needs_teacher_pairs: ClassVar[bool] = True  # eq. 16 mixes in the record's own ε, of which z_0 is the sample
     config_keys: ClassVar[dict[str, str]] = {  # parameter -> the config key it comes from
-        "T_L": "loss.T_L", "guidance": "train.guidance", "lambda_tv_lpips": "loss.lambda_tv_lpips",
+        "T_L": "loss.T_L", "lambda_ftd": "loss.lambda_ftd", "guidance": "train.guidance", "lambda_tv_lpips": "loss.lambda_tv_lpips",
         "gamma_tv": "loss.gamma_tv", "mu_adl": "loss.mu_adl", "adl_source": "train.adl_source",
         "lpips_net": "loss.lpips_net", "allow_random_lpips_backbone": "loss.allow_random_lpips_backbone"}
 
     T_L: float = 0.5
+    lambda_ftd: float = 1.0  # 0: the paper's "w/o FTD" ablation (L_Rec + ADL only)
     guidance: float = 3.5
     lambda_tv_lpips: float = 2.0
     gamma_tv: float = 1.0
@@ -121,7 +122,7 @@ class FTD(Method):
     def from_config(cls, cfg, lpips_model=None) -> "FTD":
         """From a FluxSRConfig: the ``loss`` section and ``train.guidance``/``train.adl_source``."""
         loss = cfg.loss
-        return cls(T_L=loss.T_L, guidance=cfg.train.guidance, lambda_tv_lpips=loss.lambda_tv_lpips,
+        return cls(T_L=loss.T_L, lambda_ftd=loss.lambda_ftd, guidance=cfg.train.guidance, lambda_tv_lpips=loss.lambda_tv_lpips,
                    gamma_tv=loss.gamma_tv, mu_adl=loss.mu_adl, adl_source=cfg.train.adl_source,
                    lpips_net=loss.lpips_net, lpips_backbone_path=loss.lpips_backbone_path,
                    allow_random_lpips_backbone=loss.allow_random_lpips_backbone, lpips_model=lpips_model)
@@ -140,13 +141,16 @@ class FTD(Method):
     def loss(self, model, batch: Batch, times: Times) -> Terms:
         z_L, z0, eps, hr, t = batch["z_L"], batch["z0"], batch["noise"], batch["hr"], times["t"]
         z_t = interpolate(z_L, eps, t, self.T_L)
-        tokens_on_ftd = self.mu_adl > 0 and self.adl_source == "ftd"
-        tokens_on_step = self.mu_adl > 0 and self.adl_source != "ftd"
+        with_ftd = self.lambda_ftd > 0  # without it (the ablation) the pass at t is not run at all
+        tokens_on_ftd = self.mu_adl > 0 and self.adl_source == "ftd" and with_ftd
+        tokens_on_step = self.mu_adl > 0 and not tokens_on_ftd
         capture = lambda on: capture_block_tokens(model.transformer) if on else contextlib.nullcontext([])
         with model.autocast():
-            with capture(tokens_on_ftd) as f1:
-                v = model.velocity(z_t, t)
-            l_ftd = ftd_loss(v.float(), eps, z0, z_L, self.T_L)
+            l_ftd = z_L.new_zeros(())
+            if with_ftd:
+                with capture(tokens_on_ftd) as f1:
+                    v = model.velocity(z_t, t)
+                l_ftd = self.lambda_ftd * ftd_loss(v.float(), eps, z0, z_L, self.T_L)
             with capture(tokens_on_step) as f2:
                 z_hat = one_step(model.velocity, z_L, self.T_L)
             x_hat = decode_latents(model.components, z_hat).float()

@@ -9,7 +9,7 @@ import torch
 
 from fluxsr_core.config import ModelConfig
 from fluxsr_core.errors import InputNotFoundError
-from fluxsr_core.models import flux_dev, tiny
+from fluxsr_core.models import flux_dev, micro, tiny
 from fluxsr_core.models.prompt import BytePromptEncoder, FluxTextEncoders, PromptEncoder
 
 
@@ -83,6 +83,14 @@ def load_components(cfg: ModelConfig, *, offload: bool = False) -> FluxComponent
         tc = tiny.TRANSFORMER_CONFIG
         prompt_encoder = BytePromptEncoder(tc["joint_attention_dim"], tc["pooled_projection_dim"], tiny.PROMPT_TOKENS, cfg.seed + 2)
         identity = f"tiny-seed{cfg.seed}"
+    elif cfg.preset == "micro":
+        transformer, scheduler = micro.build(cfg.seed)
+        vae = None  # TAEF1, below (the config requires it)
+        tc = micro.TRANSFORMER_CONFIG
+        prompt_encoder = BytePromptEncoder(tc["joint_attention_dim"], tc["pooled_projection_dim"], micro.PROMPT_TOKENS,
+                                           cfg.seed + 2)
+        identity = (f"micro-base:{micro.load_base(transformer, cfg.path)[:16]}" if cfg.path
+                    else f"micro-seed{cfg.seed}")
     else:
         path = cfg.path or flux_dev.FLUX_DEV_HUB_ID
         try:

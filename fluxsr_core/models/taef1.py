@@ -34,6 +34,10 @@ def load_taef1(directory: str | Path, dtype: torch.dtype = torch.float32):
     from diffusers import AutoencoderTiny
     from safetensors.torch import load_file
 
+    if not directory:
+        raise InputNotFoundError("model.vae is 'taef1' (the micro preset's VAE) but model.taef1_path is not set: "
+                                 f"name the directory holding {ENCODER_FILE} and {DECODER_FILE} "
+                                 "(--set model.taef1_path=DIR)")
     d = Path(directory).expanduser()
     missing = [f for f in (ENCODER_FILE, DECODER_FILE) if not (d / f).is_file()]
     if missing:

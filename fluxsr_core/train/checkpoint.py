@@ -170,7 +170,8 @@ def load_checkpoint(path: str | Path, *, transformer, optimizer: torch.optim.Opt
     if not (path / STATE_FILE).is_file():
         raise FileNotFoundError(f"{path} is not a complete checkpoint (no {STATE_FILE})")
     state = json.loads((path / STATE_FILE).read_text())
-    lora.set_lora_weights(transformer, path)
+    if lora.has_adapter(transformer):
+        lora.set_lora_weights(transformer, path)
     if modules:
         model_folder.load_module_state(modules, path / model_folder.MODULES_FILE)
     params = [p for g in optimizer.param_groups for p in g["params"]]

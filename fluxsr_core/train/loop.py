@@ -85,8 +85,12 @@ def trainable_parameters(transformer) -> list[torch.nn.Parameter]:
     return [p for _, p in transformer.named_parameters() if p.requires_grad]
 
 
-def check_runtime(method: Method, train_cfg: TrainConfig, weights: str = "full") -> None:
-    """What the method (and the base's ``model.weights``) needs from the runtime, checked before anything is built."""
+def check_runtime(method: Method, train_cfg: TrainConfig, weights: str = "full", full: bool = False) -> None:
+    """What the method (and the base's ``model.weights``) needs from the runtime, checked before anything is built;
+    ``full``: every weight trains (no adapter)."""
+    if full and weights != "full":
+        raise UsageError(f"method {method.name!r} trains every weight here (lora.rank: 0 or a base pretraining), "
+                         f"which model.weights={weights} freezes in quantised form: use model.weights=full")
     unknown = method.needs - RUNTIME_NEEDS
     if unknown:
         raise ValueError(f"method {method.name!r} needs {sorted(unknown)}, which the trainer does not provide")
@@ -129,7 +133,8 @@ class Trainer:
                  identity: dict[str, Any] | None = None, extra_state: dict[str, Any] | None = None):
         if len(dataset) == 0:
             raise ValueError("the training dataset is empty: no complete (record, variant) samples")
-        check_runtime(method, train_cfg, getattr(model.components.config, "weights", "full"))
+        check_runtime(method, train_cfg, getattr(model.components.config, "weights", "full"),
+                      full=method.trains_in_full or lora_cfg.rank == 0)
         self.method, self.model, self.dataset = method, model, dataset
         self.lora_cfg, self.train_cfg = lora_cfg, train_cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -144,9 +149,13 @@ class Trainer:
         self.transformer = transformer = model.transformer
         self.identity = {"base": model_folder.base_model_of(model), **(identity or {})}
         method.extend(model)
-        lora_cfg = lora_cfg.model_copy(update={"target_modules": method.lora_targets(lora_cfg.target_modules)})
-        lora.add_lora(transformer, lora_cfg, seed=train_cfg.seed)
-        self.modules = method.trainable_modules(model)
+        self.full = method.trains_in_full or lora_cfg.rank == 0  # every weight trains: no adapter
+        if self.full:
+            self.modules = {**lora.full_modules(transformer), **method.trainable_modules(model)}
+        else:
+            lora_cfg = lora_cfg.model_copy(update={"target_modules": method.lora_targets(lora_cfg.target_modules)})
+            lora.add_lora(transformer, lora_cfg, seed=train_cfg.seed)
+            self.modules = method.trainable_modules(model)
         for module in self.modules.values():
             module.requires_grad_(True)
         for p in trainable_parameters(transformer):  # master weights in float32 even when the model is bf16
@@ -273,10 +282,16 @@ class Trainer:
                                                   f"{self.method.name}: give a model of "
                                                   f"{', '.join((self.method.name, *self.method.init_methods))} or none")
         info.check_base(self.identity["base"], str(path))
-        lora.set_lora_weights(self.transformer, path)
+        if bool(info.lora) != lora.has_adapter(self.transformer):
+            how = {True: "with LoRA (lora.rank > 0)", False: "in full (lora.rank: 0)"}
+            raise model_folder.ModelMismatchError(f"train.init_from {path} was trained {how[bool(info.lora)]}, this "
+                                                  f"run trains {how[not self.full]}: train both the same way")
+        if info.lora:
+            lora.set_lora_weights(self.transformer, path)
         shared = {name: m for name, m in self.modules.items() if name in info.modules}  # a module the init model
         if shared:  # lacks (MeanFlow's interval embedding, from the teacher) keeps its initialisation
-            model_folder.load_module_state(shared, model_folder.model_dir(path) / model_folder.MODULES_FILE)
+            model_folder.load_module_state(shared, model_folder.model_dir(path) / model_folder.MODULES_FILE,
+                                           strict=False)
         log.info("warm start from %s (%s, %d steps)", path, info.method, info.steps)
 
     def save_checkpoint(self) -> Path:
@@ -294,7 +309,7 @@ class Trainer:
 
     def export(self, directory: str | Path) -> Path:
         """Write the trained model (weights + identity) into ``directory`` (every rank calls: FSDP gathers);
-        returns the LoRA file (rank 0) or the path it would have."""
+        returns the main weights file (rank 0) or the path it would have."""
         lora_tensors = lora.lora_state_dict(self.transformer)
         module_tensors = model_folder.module_state_dict(self.modules)
         directory = Path(directory)
@@ -302,7 +317,7 @@ class Trainer:
             directory.mkdir(parents=True, exist_ok=True)
             model_folder.write_weights(directory, self.transformer, lora_tensors, module_tensors)
             model_folder.write_info(directory, self.model_info())
-        return directory / lora.LORA_WEIGHT_NAME
+        return model_folder.main_weights(directory)
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Load ``path`` or the latest complete checkpoint in ``run_dir``; False when there is none.

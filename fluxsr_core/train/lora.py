@@ -65,15 +65,29 @@ def lift_float8_adapters(transformer) -> bool:
     return bool(lifted)
 
 
+def has_adapter(transformer) -> bool:
+    """Whether ``add_lora`` gave the transformer its adapter (a full fine-tune, ``lora.rank: 0``, has none)."""
+    return ADAPTER in (getattr(transformer, "peft_config", None) or {})
+
+
+def full_modules(transformer) -> dict[str, torch.nn.Module]:
+    """Every top-level child of the transformer that holds parameters, by name: what a full fine-tune (or base
+    pretraining) trains, checkpoints and exports as its modules."""
+    return {name: m for name, m in transformer.named_children() if any(True for _ in m.parameters())}
+
+
 def lora_parameters(transformer) -> list[torch.nn.Parameter]:
     """The LoRA parameters, in ``named_parameters`` order (stable across processes)."""
     return [p for n, p in transformer.named_parameters() if "lora_" in n]
 
 
 def lora_state_dict(transformer) -> dict[str, torch.Tensor]:
-    """peft state dict of the adapter: ``<module>.lora_A.weight`` ... (no adapter name, no prefix), detached on CPU."""
+    """peft state dict of the adapter: ``<module>.lora_A.weight`` ... (no adapter name, no prefix), detached on CPU;
+    empty without an adapter."""
     from peft.utils import get_peft_model_state_dict
 
+    if not has_adapter(transformer):
+        return {}
     sd = get_peft_model_state_dict(transformer, adapter_name=ADAPTER)
     return {k: full_tensor(v).detach().to("cpu").contiguous() for k, v in sd.items()}
 

@@ -67,9 +67,18 @@ def test_section_hash_tracks_only_named_sections():
     assert a.section_hash("loss") != b.section_hash("loss")
 
 
-def test_taef1_requires_path():
-    with pytest.raises(ConfigError, match="taef1_path"):
-        load_config(overrides=["model.vae=taef1"])
+def test_taef1_requires_path_when_it_loads_and_micro_requires_taef1():
+    """A config naming no TAEF1 folder is valid (a preset's defaults, a partial deployment parameter); loading the
+    VAE without one is an error naming the key. The micro preset runs only through TAEF1."""
+    from fluxsr_core.errors import InputNotFoundError
+    from fluxsr_core.models.taef1 import load_taef1
+
+    cfg = load_config(overrides=["model.vae=taef1"])
+    with pytest.raises(InputNotFoundError, match="model.taef1_path is not set"):
+        load_taef1(cfg.model.taef1_path)
+    assert load_config(preset="micro").model.vae == "taef1"
+    with pytest.raises(ConfigError, match="keep model.vae=taef1"):
+        load_config(preset="micro", overrides=["model.vae=native"])
 
 
 def test_a_config_is_a_preset_plus_overrides():

@@ -59,3 +59,32 @@ def test_sample_t_in_range_and_reproducible():
     assert torch.equal(t1, t2)
     assert t1.min() >= 0.3 and t1.max() <= 1.0
     assert abs(t1.mean().item() - 0.65) < 0.01
+
+
+def test_without_l_ftd_the_loss_is_l_rec_plus_adl_and_the_pass_at_t_is_not_run(tiny_components):
+    """The paper's ablation (loss.lambda_ftd = 0): one transformer pass (the one step on z_L), not two, and the
+    total is MSE + λ·TV-LPIPS + μ·ADL of that pass, equal to the full loss's reconstruction terms."""
+    from fluxsr_core.config import FluxSRConfig
+    from fluxsr_core.methods import build_method
+    from helpers import latent_samples, method_model
+
+    batch = {k: torch.stack([s[k] for s in latent_samples(2, seed=4)]) for k in ("z_L", "z0", "noise", "hr")}
+    times = {"t": torch.tensor([0.6, 0.9])}
+    results = {}
+    for weight in (1.0, 0.0):
+        model, _ = method_model(tiny_components, "ftd")
+        method = build_method("ftd", FluxSRConfig.model_validate({"loss": {"lambda_ftd": weight}}))
+        method.setup_training(model)
+        calls = []
+        hook = model.transformer.register_forward_hook(lambda *a: calls.append(1))
+        with torch.no_grad():
+            results[weight] = (method.loss(model, batch, times), len(calls))
+        hook.remove()
+    (full, full_calls), (ablated, ablated_calls) = results[1.0], results[0.0]
+    assert (full_calls, ablated_calls) == (2, 1)
+    assert ablated["ftd"] == 0 and full["ftd"] > 0
+    for term in ("mse", "tv_lpips", "adl"):
+        torch.testing.assert_close(ablated[term], full[term])
+    m = build_method("ftd", FluxSRConfig())
+    torch.testing.assert_close(ablated["total"],
+                               ablated["mse"] + m.lambda_tv_lpips * ablated["tv_lpips"] + m.mu_adl * ablated["adl"])
