@@ -8,7 +8,7 @@ OUT    ?= runs/demo
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install browser postgres run test bench clean
+.PHONY: install browser postgres run test bench clean micro
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,24 @@ postgres:
 
 test: install browser postgres
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope  # 2 workers; a module's tests (and fixtures) stay on one
+
+# The proof-of-learning study (flows/study.py) on the RealSR photos of ../shared, split by camera: train on the 50
+# Canon HR, hold out the first HOLDOUT Nikon (synthetic x4 from their HR, and their real LR/HR pairs) and the
+# ImageNet-val pairs. The product takes any folders: `fluxsr study --photos DIR --holdout-hr DIR ...`.
+SHARED    ?= ../shared
+MICRO_OUT ?= runs/micro
+HOLDOUT   ?= 25
+MICRO_DATA := $(MICRO_OUT)-data
+micro: install
+	rm -rf $(MICRO_DATA) && mkdir -p $(MICRO_DATA)/canon $(MICRO_DATA)/nikon_hr $(MICRO_DATA)/nikon_lr
+	ln -s $(abspath $(SHARED))/data/RealSR_x4/test_HR/Canon_*.png $(MICRO_DATA)/canon/
+	for f in $$(ls $(SHARED)/data/RealSR_x4/test_HR | grep Nikon | head -n $(HOLDOUT)); do \
+	  ln -s $(abspath $(SHARED))/data/RealSR_x4/test_HR/$$f $(MICRO_DATA)/nikon_hr/; \
+	  ln -s $(abspath $(SHARED))/data/RealSR_x4/test_LR/$$f $(MICRO_DATA)/nikon_lr/; done
+	OMP_NUM_THREADS=2 $(BIN)/fluxsr study --out $(MICRO_OUT) --photos $(MICRO_DATA)/canon \
+	  --holdout-hr $(MICRO_DATA)/nikon_hr --real-lr $(MICRO_DATA)/nikon_lr --real-hr $(MICRO_DATA)/nikon_hr \
+	  --extra-lr $(SHARED)/data/ResShift_ImageNetVal_x4/lq --extra-hr $(SHARED)/data/ResShift_ImageNetVal_x4/gt \
+	  --set model.taef1_path=$(SHARED)/weights/taef1 $(STUDY_ARGS)
 
 clean:
 	rm -rf $(OUT) .prefect .pytest_cache

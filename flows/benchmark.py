@@ -17,7 +17,7 @@ from tasks.caching import cache_options, code_version
 from flows.units import publish_summary, run_units
 
 
-def _synthetic(cfg, hr_source: str, out: str) -> tuple[str, str]:
+def synthetic_testset(cfg, hr_source: str, out: str) -> tuple[str, str]:
     """The synthetic (LR, HR) test set made from ``hr_source``, cached like any unit."""
     b = cfg.bench
     unit = dict(hr_dir=str(hr_source), hr_digest=folder_digest(hr_source), degrade=cfg.degrade,
@@ -60,7 +60,7 @@ def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[
     if synthetic_from:
         if lr_dir or hr_dir:
             raise UsageError("give either synthetic_from or lr_dir/hr_dir, not both")
-        lr_dir, hr_dir = _synthetic(cfg, synthetic_from, out)
+        lr_dir, hr_dir = synthetic_testset(cfg, synthetic_from, out)
         title = f"{Path(synthetic_from).name}, synthetic x4 (crop {cfg.bench.synthetic_crop}, seed {cfg.bench.synthetic_seed})"
     elif not lr_dir:
         raise UsageError("no test set: give lr_dir (and hr_dir), or synthetic_from=HR_FOLDER")

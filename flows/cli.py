@@ -366,6 +366,34 @@ def run(out: str = OutOpt, preset: str = PresetOpt, config: Optional[str] = Conf
     _print_summary("fluxsr-pipeline: what was written", summary)
 
 
+@app.command("study")
+def study_cmd(photos: str = typer.Option(..., "--photos", help="Folder of real HR photos to train every method on."),
+              holdout_hr: str = typer.Option(..., "--holdout-hr", help="Held-out HR photos, degraded into the "
+                                                                         "synthetic test set (bench.synthetic_*)."),
+              real_lr: Optional[str] = typer.Option(None, "--real-lr", help="Held-out real LR images (with --real-hr)."),
+              real_hr: Optional[str] = typer.Option(None, "--real-hr", help="Their HR images, matched by file stem."),
+              extra_lr: Optional[str] = typer.Option(None, "--extra-lr", help="A second paired test set: LR folder."),
+              extra_hr: Optional[str] = typer.Option(None, "--extra-hr", help="Its HR folder."),
+              teacher_records: int = typer.Option(256, "--teacher-records", help="Teacher pairs sampled from the "
+                                                                                  "pretrained base for FTD."),
+              student_steps: Optional[int] = typer.Option(None, "--student-steps", help="Training steps of OFTSR, "
+                                                                          "MeanFlow and FTD (default train.steps / 2)."),
+              out: str = typer.Option("runs/micro", "--out", "-o", help="Output root (every stage, the report)."),
+              preset: str = typer.Option("micro", "--preset", "-p", help="The study's preset (micro)."),
+              config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
+    """Does it learn? Pretrain the micro base on --photos, train the SR teacher, OFTSR, MeanFlow and FTD (and
+    FTD without L_FTD) from it, and score each beside its untrained start, bicubic and the VAE round trip on
+    held-out images: OUT/study/report.md, claims.json and plots. Needs --set model.taef1_path=DIR."""
+    cfg = _preflight(preset, config, set_, out=out)
+    from flows.study import micro_study
+
+    summary = _run(micro_study, photos=photos, holdout_hr=holdout_hr, out=out, real_lr=real_lr, real_hr=real_hr,
+                   extra_lr=extra_lr, extra_hr=extra_hr, config=cfg, teacher_records=teacher_records,
+                   student_steps=student_steps)
+    typer.echo(Path(summary["report"]).read_text())
+    _print_summary("micro-study", {"report": summary["report"], "claims": summary["claims"]})
+
+
 @app.command("retrain")
 def retrain_cmd(out: str = typer.Option("runs/nightly", "--out", "-o", help="Output root (dataset, runs, models/)."),
                 preset: str = PresetOpt, config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):

@@ -7,7 +7,7 @@ from prefect import flow
 from fluxsr_core.config import FluxSRConfig
 from storage.latent_store import LatentStore
 from tasks.caching import cache_options
-from tasks.encode import CODE_MODULES, STAGE, encode_range, plan_encode
+from tasks.encode import CODE_MODULES, STAGE, encode_range, encoder_model, plan_encode
 from tasks.stage import write_store_manifest
 from flows.units import parse_range, publish_summary, run_units, unit_counts
 
@@ -21,7 +21,7 @@ def encode_latents(out: str = "runs/demo", config: FluxSRConfig | None = None, s
     plan = plan_encode(cfg, out)
     store = LatentStore.create_or_open(plan.store_path, plan.shape, plan.attrs)
     selected = set(parse_range(shards, len(plan.units)))
-    units = [dict(store_path=str(plan.store_path), model=cfg.model, batch_size=cfg.encode.batch_size, **u)
+    units = [dict(store_path=str(plan.store_path), model=encoder_model(cfg.model), batch_size=cfg.encode.batch_size, **u)
              for i, u in enumerate(plan.units) if i in selected]
 
     source = {u["first_record"]: u["source"] for u in plan.units}

@@ -453,6 +453,7 @@ class BenchConfig(_Section):
     """Stage 5, benchmark."""
 
     metrics: list[str] = Field(default_factory=lambda: ["psnr", "ssim"], description="pyiqa metric names.")
+    crops: int = Field(3, ge=0, description="Test images that get a side-by-side crop panel (every row, and HR).")
     crop_border: int = Field(0, ge=0, description="Pixels cropped from each border before full-reference metrics.")
     weights_dir: str | None = Field(
         None, description="Folder with metric weight files (pyiqa/torchvision names); absent metrics are reported unavailable.")
@@ -534,7 +535,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "lora": {"rank": 0},
         "train": {"steps": 2000, "batch_size": 16, "learning_rate": 1e-3, "lr_warmup_steps": 100,
                   "checkpoint_every": 500},
-        "bench": {"synthetic_crop": 128},
+        "bench": {"synthetic_crop": 384, "metrics": ["psnr", "ssim", "niqe_basicsr"], "crops": 50},
     },
     # FLUX.1-dev teacher at 1024², 28 steps, guidance 3.5, LoRA rank 64, real LPIPS required.
     "flux-dev": {

@@ -112,10 +112,16 @@ def tiled_velocity_rows(velocity: Velocity, rows: Callable[[int, int], torch.Ten
         acc, wsum, base = acc[:, :, done:].clone(), wsum[:, :, done:].clone(), base + done
 
 
+def _tiny_with_wide_latents(vae) -> bool:
+    """diffusers 0.42's ``AutoencoderTiny._tiled_encode`` allocates 4 latent channels whatever the model has, so it
+    fails for TAEF1's 16: such a VAE (a few MB, ~1 GB of activations at 4 MP) runs untiled."""
+    return type(vae).__name__ == "AutoencoderTiny" and vae.config.latent_channels != 4
+
+
 @contextmanager
 def vae_tiling(vae, tile: int | None, factor: int):
     """diffusers' tiled VAE encode/decode with ``tile`` latent px tiles (``factor`` px each) while inside; restored after."""
-    if tile is None or not hasattr(vae, "use_tiling"):
+    if tile is None or not hasattr(vae, "use_tiling") or _tiny_with_wide_latents(vae):
         yield
         return
     names = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size")

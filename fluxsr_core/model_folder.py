@@ -205,6 +205,15 @@ def _trained_weights(info: ModelInfo) -> str:
             f"{', plus fully trained ' + ', '.join(info.modules) if info.modules else ''}.")
 
 
+def _what(info: ModelInfo) -> str:
+    from fluxsr_core.methods import method_class
+
+    if method_class(info.method).super_resolves:
+        return "A one-step real-world super-resolution model (4x)"
+    return ("A base text-to-image flow model (no super-resolution: the teacher of generate-pairs and the start of "
+            "the SR teacher, as model.path)")
+
+
 def model_card(info: ModelInfo, last: dict[str, float] | None, plot: str | None, benchmark: str | None = None) -> str:
     """``README.md`` of an exported model: YAML header (base_model, library_name, tags, licence), training settings,
     last losses, the loss plot, the benchmark table (``fluxsr export`` adds it when the model was scored), use."""
@@ -221,10 +230,10 @@ def model_card(info: ModelInfo, last: dict[str, float] | None, plot: str | None,
 
 # fluxsr {info.method} model
 
-A one-step real-world super-resolution model (4x) trained by fluxsr
+{_what(info)} trained by fluxsr
 with the `{info.method}` method on base `{base_id}`{_weights(info.base)}
 for {info.steps} steps ({info.trained_on.get('samples', '?')} training samples, latents
-`{info.trained_on.get('latents_key', '?')}`), {_start(info.init_from)}. fluxsr {info.fluxsr_version}.
+`{info.trained_on.get('latents_key', '?')}`), {_start(info.init_from, not info.lora)}. fluxsr {info.fluxsr_version}.
 
 ## Method parameters
 
@@ -279,9 +288,9 @@ def init_record(path: str | Path) -> dict[str, Any]:
             "samples": info.trained_on.get("samples")}
 
 
-def _start(init: dict[str, Any]) -> str:
+def _start(init: dict[str, Any], full: bool = False) -> str:
     if not init:
-        return "starting from a fresh LoRA"
+        return "starting from the base's weights" if full else "starting from a fresh LoRA"
     return (f"warm-started from {init.get('method')} model `{str(init.get('digest'))[:16]}` "
             f"({init.get('steps')} steps on {init.get('samples')} samples)")
 

@@ -60,7 +60,7 @@ def score_testset(directory: str, title: str, lr_dir: str, hr_dir: str | None, m
     rows = [students.get(m) or Method(m, BICUBIC if m == BICUBIC else method_dirs[m]) for m in methods]
     with torch.inference_mode():
         result = run_benchmark(testset, rows, cfg.metrics, directory, crop_border=cfg.crop_border,
-                               weights_dir=cfg.weights_dir, on_error=cfg.on_error, title=title,
+                               weights_dir=cfg.weights_dir, on_error=cfg.on_error, title=title, n_crops=cfg.crops,
                                save_sr=bool(students))
     return result.to_dict()
 

@@ -80,6 +80,12 @@ def encoder_settings(model: ModelConfig) -> dict:
     return settings
 
 
+def encoder_model(model: ModelConfig) -> ModelConfig:
+    """The model a unit loads to encode: with TAEF1, the transformer's weights left out (``encoder_settings``), so
+    the units' cache keys are shared by every base too."""
+    return model.model_copy(update={"path": None, "seed": 0, "weights": "full"}) if model.vae == "taef1" else model
+
+
 def _lr_tensor(png: bytes, source: str) -> torch.Tensor:
     from PIL import Image
 

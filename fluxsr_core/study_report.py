@@ -1,0 +1,130 @@
+"""The micro study's report: what each paper claims, checked on the measured table, and its plots.
+
+Row names are the benchmark's: ``bicubic``, ``vae round trip``, ``<method> <knob>=<value>`` (a model's rows per
+knob value), ``<method> (init) ...`` (its untrained initialisation), ``ftd without L_FTD`` (FluxSR's ablation).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+Table = dict[str, dict[str, float | None]]  # row -> metric -> value
+INIT = " (init)"
+
+
+def _value(table: Table, row: str, metric: str) -> float | None:
+    return (table.get(row) or {}).get(metric)
+
+
+def beats(table: Table, row: str, other: str, metric: str = "psnr") -> bool | None:
+    """Whether ``row`` scores higher than ``other`` on ``metric`` (None when either is missing)."""
+    a, b = _value(table, row, metric), _value(table, other, metric)
+    return None if a is None or b is None else a > b
+
+
+def init_row(row: str) -> str:
+    """The untrained initialisation's row of a trained row: ``oftsr tau=0`` -> ``oftsr (init) tau=0``."""
+    method, _, knobs = row.partition(" ")
+    return f"{method}{INIT}" + (f" {knobs}" if knobs else "")
+
+
+def trained_rows(table: Table) -> list[str]:
+    """Rows of trained models that have an initialisation row to compare with."""
+    return [r for r in table if INIT not in r and init_row(r) in table]
+
+
+def sweep(table: Table, prefix: str) -> list[tuple[str, float | None, float | None]]:
+    """(row, PSNR, NIQE) of the rows ``prefix`` ... in table order (a knob sweep)."""
+    return [(r, _value(table, r, "psnr"), _value(table, r, "niqe_basicsr")) for r in table if r.startswith(prefix)]
+
+
+def trade_off(points: list[tuple[str, float | None, float | None]]) -> str:
+    """How a sweep moves: 'trade-off' when PSNR and NIQE move the same way between its ends (more fidelity, worse
+    realism: NIQE is lower-better), else what it does."""
+    known = [(r, p, n) for r, p, n in points if p is not None and n is not None]
+    if len(known) < 2:
+        return "not measured"
+    (_, p0, n0), (_, p1, n1) = known[0], known[-1]
+    if (p1 - p0) * (n1 - n0) > 0:
+        return "trade-off (PSNR and NIQE rise or fall together: fidelity against realism)"
+    return "no trade-off (" + ("both improve" if p1 > p0 and n1 < n0 else "both worsen" if p1 < p0 and n1 > n0
+                               else "flat") + " from the first to the last setting)"
+
+
+def claims(table: Table) -> dict[str, Any]:
+    """Each claim the study checks, on one test set's table: beating bicubic's PSNR, beating the untrained start,
+    and whether the τ sweep and the teacher's steps move along a fidelity–realism trade-off."""
+    firsts = {"SR teacher (best steps)": max((r for r in table if r.startswith("sr-teacher steps=")),
+                                              key=lambda r: _value(table, r, "psnr") or -1e9, default=None),
+              "OFTSR τ = 0": "oftsr tau=0", "MeanFlow 1 step": "meanflow steps=1"}
+    return {
+        "beats_bicubic_psnr": {k: beats(table, r, "bicubic") if r else None for k, r in firsts.items()},
+        "beats_its_initialisation_psnr": {r: beats(table, r, init_row(r)) for r in trained_rows(table)},
+        "oftsr_tau_sweep": trade_off(sweep(table, "oftsr tau=")),
+        "teacher_steps": trade_off(sweep(table, "sr-teacher steps=")),
+    }
+
+
+def fidelity_realism_plot(table: Table, path: Path, title: str) -> Path:
+    """PSNR against NIQE: the OFTSR τ sweep and the SR teacher's steps as lines, every other row a point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for prefix, label in (("oftsr tau=", "OFTSR τ"), ("sr-teacher steps=", "SR teacher steps"),
+                          ("meanflow steps=", "MeanFlow steps")):
+        pts = [(p, n, r.split("=")[-1]) for r, p, n in sweep(table, prefix) if p is not None and n is not None]
+        if pts:
+            ax.plot([n for _, n, _ in pts], [p for p, _, _ in pts], marker="o", label=label)
+            for p, n, k in pts:
+                ax.annotate(k, (n, p), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for row in table:
+        if not row.startswith(("oftsr tau=", "sr-teacher steps=", "meanflow steps=")) and INIT not in row:
+            p, n = _value(table, row, "psnr"), _value(table, row, "niqe_basicsr")
+            if p is not None and n is not None:
+                ax.scatter([n], [p], marker="x")
+                ax.annotate(row, (n, p), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax.set_xlabel("NIQE (lower = more natural)")
+    ax.set_ylabel("PSNR-Y (dB, higher = more faithful)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def loss_curves_plot(runs: dict[str, Path], path: Path) -> Path:
+    """The total training loss of every stage (a run's ``losses.jsonl``) against its step, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(3.2 * len(runs), 3.0), squeeze=False)
+    for ax, (name, losses) in zip(axes[0], runs.items()):
+        records = [json.loads(line) for line in Path(losses).read_text().splitlines() if line.strip()]
+        ax.plot([r["step"] for r in records], [r["total"] for r in records], linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown(tables: dict[str, str], checked: dict[str, dict[str, Any]], plots: dict[str, str]) -> str:
+    """The study's report: per test set its table (the benchmark's Markdown) and its checked claims, the plots."""
+    lines = ["# fluxsr micro study", ""]
+    for name, table_md in tables.items():
+        lines += [f"## {name}", "", table_md.strip(), "", "Claims checked on this set:", "",
+                  "```json", json.dumps(checked[name], indent=2, ensure_ascii=False), "```", ""]
+    lines += ["## Plots", ""] + [f"![{k}]({v})" for k, v in plots.items()] + [""]
+    return "\n".join(lines)
