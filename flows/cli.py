@@ -390,8 +390,8 @@ def study_cmd(photos: str = typer.Option(..., "--photos", help="Folder of real H
     summary = _run(micro_study, photos=photos, holdout_hr=holdout_hr, out=out, real_lr=real_lr, real_hr=real_hr,
                    extra_lr=extra_lr, extra_hr=extra_hr, config=cfg, teacher_records=teacher_records,
                    student_steps=student_steps)
-    typer.echo(Path(summary["report"]).read_text())
-    _print_summary("micro-study", {"report": summary["report"], "claims": summary["claims"]})
+    _print_summary("micro-study (the tables and plots: the report)",
+                   {"report": summary["report"], "claims": summary["claims"], "models": summary["models"]})
 
 
 @app.command("retrain")

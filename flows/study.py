@@ -96,7 +96,8 @@ def micro_study(photos: str, holdout_hr: str, out: str = "runs/micro", real_lr: 
     base = pipeline(out=out, config=photo_cfg, methods=["base"], until="train")["train"]["base"]
     based = _with(photo_cfg, model={"path": base["model"]})
     teacher = pipeline(out=out, config=based, methods=["sr-teacher"], until="train")["train"]["sr-teacher"]
-    students = _with(based, train={"steps": student_steps or max(1, cfg.train.steps // 2)})
+    steps = student_steps or max(1, cfg.train.steps // 2)
+    students = _with(based, train={"method_steps": {"oftsr": steps, "meanflow": steps, "ftd": steps}})
     distilled = {m: train(out=out, config=students, method=m) for m in ("oftsr", "meanflow")}
     teacher_cfg = _with(students, pairs={"source": "teacher", "num_records": teacher_records})
     ftd = pipeline(out=out, config=teacher_cfg, methods=["ftd"], until="train")["train"]["ftd"]

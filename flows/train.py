@@ -50,7 +50,7 @@ def train(out: str = "runs/demo", config: FluxSRConfig | None = None, method: st
             raise ValueError(f"{plan.directory / entry['weights']}: differs from the finished run's weights")
 
     unit = dict(directory=str(plan.directory), store_path=str(plan.store_path), method=method,
-                config=training_config(cfg), latents_key=plan.latents_key, latents_digest=plan.latents_digest,
+                config=training_config(cfg, method), latents_key=plan.latents_key, latents_digest=plan.latents_digest,
                 records=plan.records, init_dir=str(plan.init_dir) if plan.init_dir else None,
                 init_digest=plan.init_digest, teacher_dir=str(plan.teacher_dir) if plan.teacher_dir else None,
                 teacher_digest=plan.teacher_digest, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint)

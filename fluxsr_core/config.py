@@ -335,6 +335,9 @@ class TrainConfig(_Section):
     lr_warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up over this many steps (0 = constant).")
     seed: int = Field(0, description="Training seed (t sampling, data order).")
     checkpoint_every: int = Field(10, ge=1, description="Steps between checkpoints.")
+    method_steps: dict[str, int] = Field(default_factory=dict, description="Steps of a method other than "
+                                         "train.steps, e.g. {oftsr: 1000} (a distilled step runs 3-4 passes); a "
+                                         "method's steps are in its own training's key only.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward (on for full size).")
     guidance: float = Field(
         3.5, ge=0.0, description="Guidance-embedding value fed to the student in training (and by default at inference); "

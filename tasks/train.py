@@ -57,7 +57,7 @@ def plan_train(cfg: FluxSRConfig, root: str | Path, method: str = "ftd") -> Trai
     init_dir = resolve_init(cfg, root, method) or teacher_dir  # a distilled student starts as its teacher
     init_digest = model_digest(init_dir) if init_dir else None
     teacher_digest = model_digest(teacher_dir) if teacher_dir else None
-    identity = {"method": method, **training_config(cfg).model_dump(mode="json", include=SECTIONS)}
+    identity = {"method": method, **training_config(cfg, method).model_dump(mode="json", include=SECTIONS)}
     key = stage_key(identity, code_version(*CODE_MODULES),
                     {"latents": digest, "init": init_digest or "none", "teacher": teacher_digest or "none"})
     return TrainPlan(method=method, key=key, directory=stage_dir(root, STAGE, key), store_path=enc.store_path,
@@ -92,12 +92,14 @@ def resolve_init(cfg: FluxSRConfig, root: str | Path, method: str) -> Path | Non
     return current.path if same else None
 
 
-def training_config(cfg: FluxSRConfig) -> FluxSRConfig:
+def training_config(cfg: FluxSRConfig, method: str) -> FluxSRConfig:
     """The sections training reads (``SECTIONS``), the others at their preset's values: the task's input, so a
     setting training never reads (a benchmark metric, say) leaves its cache key alone. ``train.init_from`` is
     replaced by what it resolves to (``TrainPlan.init_digest`` in the key), since 'latest' moves."""
     data = cfg.model_dump(include=SECTIONS)
     data["train"]["init_from"] = "none"
+    data["train"]["steps"] = cfg.train.method_steps.get(method, cfg.train.steps)  # this method's own, so a
+    data["train"]["method_steps"] = {}  # student's steps never change its teacher's key
     return FluxSRConfig.model_validate(data)
 
 

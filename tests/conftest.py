@@ -83,6 +83,7 @@ LONGEST_FIRST = ("tests/flows/test_methods_flow.py",  # 372 (with the kill sweep
                  "tests/flows/test_retrain.py",  # 215
                  "tests/flows/test_runners.py",  # 170
                  "tests/flows/test_postgres_scaleout.py",  # 135 (serial)
+                 "tests/flows/test_study.py",  # ~90 (every stage and method on the micro preset)
                  "tests/core/test_train.py",  # 96
                  "tests/core/test_plan.py",  # 77
                  "tests/flows/test_deployments.py",  # 57

@@ -1,0 +1,65 @@
+"""The study command end to end on a few real photos (every stage, every method, each beside its untrained start),
+and the claims it checks on a table."""
+
+import json
+import shutil
+
+import pytest
+
+from fluxsr_core.study_report import claims, init_row, trade_off
+from helpers import run_cli_here, summary_of
+
+
+def test_claims_read_the_table_as_the_papers_state_them():
+    table = {"bicubic": {"psnr": 24.0, "niqe_basicsr": 9.0},
+             "sr-teacher steps=4": {"psnr": 25.0, "niqe_basicsr": 7.0},
+             "sr-teacher steps=16": {"psnr": 24.5, "niqe_basicsr": 6.0},
+             "sr-teacher (init) steps=4": {"psnr": 20.0, "niqe_basicsr": 8.0},
+             "sr-teacher (init) steps=16": {"psnr": 21.0, "niqe_basicsr": 8.0},
+             "oftsr tau=0": {"psnr": 23.0, "niqe_basicsr": 8.0}, "oftsr tau=1": {"psnr": 22.0, "niqe_basicsr": 6.5},
+             "meanflow steps=1": {"psnr": None, "niqe_basicsr": None}}
+    c = claims(table)
+    assert c["beats_bicubic_psnr"] == {"SR teacher (best steps)": True, "OFTSR τ = 0": False, "MeanFlow 1 step": None}
+    assert c["beats_its_initialisation_psnr"] == {"sr-teacher steps=4": True, "sr-teacher steps=16": True}
+    assert c["oftsr_tau_sweep"].startswith("trade-off") and c["teacher_steps"].startswith("trade-off")
+    assert init_row("oftsr tau=0.5") == "oftsr (init) tau=0.5" and init_row("ftd") == "ftd (init)"
+    assert trade_off([("a", 1.0, 5.0), ("b", 2.0, 4.0)]).startswith("no trade-off (both improve")
+
+
+@pytest.fixture(scope="module")
+def study(prefect_env, shared, tmp_path_factory):
+    data = tmp_path_factory.mktemp("data")
+    hr = sorted((shared / "data" / "RealSR_x4" / "test_HR").glob("*.png"))
+    for folder, files in (("photos", [f for f in hr if f.name.startswith("Canon")][:2]),
+                          ("holdout", [f for f in hr if f.name.startswith("Nikon")][:1])):
+        (data / folder).mkdir()
+        for f in files:
+            shutil.copy(f, data / folder / f.name)
+    out = tmp_path_factory.mktemp("out")
+    r = run_cli_here(prefect_env, "study", "--photos", str(data / "photos"), "--holdout-hr", str(data / "holdout"),
+                     "--out", str(out), "--teacher-records", "2", "--student-steps", "1",
+                     "--set", f"model.taef1_path={shared / 'weights' / 'taef1'}", "--set", "pairs.crops_per_image=2",
+                     "--set", "pairs.records_per_shard=2", "--set", "pairs.steps=2", "--set", "train.steps=2",
+                     "--set", "train.batch_size=2", "--set", "bench.synthetic_crop=192", "--set", "bench.crops=1")
+    return out, summary_of(r)
+
+
+def test_the_study_trains_every_method_and_scores_each_beside_its_start(study):
+    out, summary = study
+    report = (out / "study" / "report.md").read_text()
+    for row in ("bicubic", "vae round trip", "sr-teacher steps=16", "sr-teacher (init) steps=4", "oftsr tau=0.5",
+                "oftsr (init) tau=1", "meanflow steps=2", "meanflow (init) steps=1", "ftd", "ftd without L_FTD",
+                "ftd (init)"):
+        assert f"| {row} |" in report, row
+    assert (out / "study" / "losses.png").is_file() and (out / "study" / "fidelity-0.png").is_file()
+    checked = json.loads((out / "study" / "claims.json").read_text())
+    (name,) = checked
+    assert set(checked[name]) == {"beats_bicubic_psnr", "beats_its_initialisation_psnr", "oftsr_tau_sweep",
+                                  "teacher_steps"}
+    assert summary["claims"] == checked
+    models = summary["models"]
+    infos = {k: json.loads((out / "x").parent.joinpath(v, "fluxsr_model.json").read_text()) for k, v in models.items()}
+    assert infos["ftd (init)"]["steps"] == 0 and infos["ftd"]["steps"] == 1 and infos["sr-teacher"]["steps"] == 2
+    assert infos["ftd without L_FTD"]["method_params"]["lambda_ftd"] == 0.0
+    base = infos["sr-teacher"]["base"]
+    assert base["identity"].startswith("micro-base:") and infos["ftd"]["base"]["identity"] == base["identity"]
