@@ -9,7 +9,8 @@ from prefect.artifacts import create_table_artifact
 
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import UsageError
-from fluxsr_core.model_folder import knob_rows, model_digest, model_dir
+from fluxsr_core.methods import knob_rows
+from fluxsr_core.model_folder import model_digest, model_dir
 from storage.layout import stage_dir, stage_key
 from tasks.benchmark import (CODE_MODULES, MODEL_MODULES, STAGE, SYNTH_MODULES, SYNTH_STAGE, folder_digest,
                              score_testset, synthesize_testset)

@@ -85,6 +85,7 @@ class ModelInfo:
     trained_on: dict[str, Any] = field(default_factory=dict)
     init_from: dict[str, Any] = field(default_factory=dict)  # the model it warm-started from (``init_record``); {} = fresh
     training: dict[str, Any] = field(default_factory=dict)  # the settings it was trained with (``Trainer.settings``)
+    super_resolves: bool = True  # False: a base model (``--method base``), the start of SR models, not one itself
     fluxsr_version: str = field(default_factory=fluxsr_version)
     format: int = FORMAT
 
@@ -206,9 +207,7 @@ def _trained_weights(info: ModelInfo) -> str:
 
 
 def _what(info: ModelInfo) -> str:
-    from fluxsr_core.methods import method_class
-
-    if method_class(info.method).super_resolves:
+    if info.super_resolves:
         return "A one-step real-world super-resolution model (4x)"
     return ("A base text-to-image flow model (no super-resolution: the teacher of generate-pairs and the start of "
             "the SR teacher, as model.path)")
@@ -313,25 +312,3 @@ def model_digest(path: str | Path) -> str:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
     return h.hexdigest()
-
-
-def knob_rows(models: dict[str, str | Path], knob_values: dict[str, list[Any]],
-              method_knobs: dict[str, dict[str, list[Any]]] | None = None) -> dict[str, tuple[str, dict]]:
-    """Benchmark rows: row name -> (model name, knobs). Each model gets one row per combination of the
-    given values of *its* method's knobs (``{"step_fraction": [0.5, 1]}``; ``method_knobs[method]`` first,
-    e.g. ``{"sr-teacher": {"steps": [4, 8]}}``); no values, one row."""
-    from itertools import product
-
-    from fluxsr_core.methods import method_class
-
-    rows: dict[str, tuple[str, dict]] = {}
-    for name, path in models.items():
-        method = read_info(path).method
-        defaults = method_class(method).knobs
-        values = {**knob_values, **(method_knobs or {}).get(method, {})}
-        mine = {k: [type(defaults[k])(v) for v in vs] for k, vs in values.items() if k in defaults}
-        combos = [dict(zip(mine, c)) for c in product(*mine.values())] if mine else [{}]
-        for knobs in combos:
-            label = " ".join(f"{k}={v:g}" for k, v in knobs.items())
-            rows[f"{name} {label}" if label and len(combos) > 1 else name] = (name, knobs)
-    return rows

@@ -9,6 +9,7 @@ before anything starts) imports no torch.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 from fluxsr_core.errors import UsageError
@@ -59,3 +60,25 @@ def build_method(name: str, cfg, **kwargs: Any):
 def method_from_metadata(name: str, params: dict[str, Any]):
     """The method a saved model was trained with (``fluxsr_model.json``)."""
     return method_class(name).from_metadata(params)
+
+
+def knob_rows(models: dict[str, str | Path], knob_values: dict[str, list[Any]],
+              method_knobs: dict[str, dict[str, list[Any]]] | None = None) -> dict[str, tuple[str, dict]]:
+    """Benchmark rows: row name -> (model name, knobs). Each model gets one row per combination of the
+    given values of *its* method's knobs (``{"step_fraction": [0.5, 1]}``; ``method_knobs[method]`` first,
+    e.g. ``{"sr-teacher": {"steps": [4, 8]}}``); no values, one row."""
+    from itertools import product
+
+    from fluxsr_core.model_folder import read_info
+
+    rows: dict[str, tuple[str, dict]] = {}
+    for name, path in models.items():
+        method = read_info(path).method
+        defaults = method_class(method).knobs
+        values = {**knob_values, **(method_knobs or {}).get(method, {})}
+        mine = {k: [type(defaults[k])(v) for v in vs] for k, vs in values.items() if k in defaults}
+        combos = [dict(zip(mine, c)) for c in product(*mine.values())] if mine else [{}]
+        for knobs in combos:
+            label = " ".join(f"{k}={v:g}" for k, v in knobs.items())
+            rows[f"{name} {label}" if label and len(combos) > 1 else name] = (name, knobs)
+    return rows

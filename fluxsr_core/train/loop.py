@@ -261,7 +261,8 @@ class Trainer:
             lora=model_folder.lora_settings(self.transformer), modules=sorted(self.modules),
             knobs=dict(self.method.knobs), steps=self.step,
             trained_on={**self.identity.get("trained_on", {}), "samples": len(self.dataset)},
-            init_from=self.identity.get("init_from", {}), training=self.settings())
+            init_from=self.identity.get("init_from", {}), training=self.settings(),
+            super_resolves=self.method.super_resolves)
 
     def settings(self) -> dict:
         """The training settings that shaped the weights (the model card's table): optimiser, schedule, batch, data

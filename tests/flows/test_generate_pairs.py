@@ -101,7 +101,7 @@ def test_unknown_method_lists_the_available_ones(prefect_env, tmp_path):
     for args in (["run", "--method", "oftsr-typo"], ["train", "--method", "nope"], ["run", "-m", "ftd", "-m", "ftd"]):
         r = run_cli(prefect_env, *args, "--out", str(tmp_path), check=False)
         assert r.returncode == 2, r.stderr
-        assert ("available: ftd" in r.stderr) or ("named twice" in r.stderr), r.stderr
+        assert ("available: base, ftd" in r.stderr) or ("named twice" in r.stderr), r.stderr
         assert "Beginning flow run" not in r.stdout + r.stderr and not list(tmp_path.iterdir())
 
 
