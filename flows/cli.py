@@ -68,8 +68,7 @@ ImagesOpt = typer.Option(None, "--images", help="Folder of real HR photos to tra
 
 def _with_images(set_: Optional[list[str]], images: Optional[str], source: str) -> list[str]:
     """``--images DIR`` as the overrides it stands for."""
-    extra = [f"pairs.images={images}"] + ([] if source == "both" else ["pairs.source=images"])
-    return [*(set_ or []), *extra] if images else list(set_ or [])
+    return [*(set_ or []), f"pairs.images={images}", *([] if source == "both" else ["pairs.source=images"])]
 
 
 def _preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *, prompts: bool = False,

@@ -67,7 +67,7 @@ def base_model_of(model) -> dict[str, Any]:
     transformer = model.transformer
     seeded = model_cfg.preset == "tiny" or (model_cfg.preset == "micro" and not model_cfg.path)
     return {"preset": model_cfg.preset, "path": path, "seed": model_cfg.seed if seeded else None,
-            "identity": model.components.identity,
+            "pretrained": getattr(model.components, "pretrained", None),
             "vae": model_cfg.vae, "weights": model_cfg.weights, "architecture_digest": architecture_digest(transformer)}
 
 
@@ -94,19 +94,13 @@ class ModelInfo:
 
     def check_base(self, other: dict[str, Any], where: str) -> None:
         """Refuse to run on a base of another architecture (or another tiny seed), naming both."""
-        mine = (self.base.get("architecture_digest"), self.base.get("seed"), _pretrained(self.base))
-        theirs = (other.get("architecture_digest"), other.get("seed"), _pretrained(other))
+        mine = (self.base.get("architecture_digest"), self.base.get("seed"), self.base.get("pretrained"))
+        theirs = (other.get("architecture_digest"), other.get("seed"), other.get("pretrained"))
         if mine != theirs:
             raise ModelMismatchError(
                 f"{where} was trained on base {_describe(self.base)} but the configured base is {_describe(other)}: "
                 f"load it with the preset it was trained on (--preset {self.base.get('preset')}"
                 + (f" --set model.seed={self.base['seed']}" if self.base.get("seed") is not None else "") + ")")
-
-
-def _pretrained(base: dict[str, Any]) -> str | None:
-    """A micro base's pretrained weights (their digest in the identity), which a model trained on it needs."""
-    identity = base.get("identity") or ""
-    return identity.split("+")[0] if identity.startswith("micro-base:") else None
 
 
 def _describe(base: dict[str, Any]) -> str:

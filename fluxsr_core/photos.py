@@ -49,6 +49,17 @@ class PhotoCrop:
         return [self.photo.relpath, self.photo.sha256, self.crop]
 
 
+def _known_digest(path: Path, verdicts: dict) -> str:
+    """The sha256 of ``path``, read again only when its size or modification time changed since it was hashed."""
+    stat = path.stat()
+    size, mtime, *digest = verdicts.get(f"file:{path}", [None, None])
+    if (size, mtime) == (stat.st_size, stat.st_mtime_ns) and digest:
+        return digest[0]
+    digest = _sha256(path)
+    verdicts[f"file:{path}"] = [stat.st_size, stat.st_mtime_ns, digest]
+    return digest
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -79,13 +90,14 @@ def check_photo(path: Path, resolution: int) -> tuple[int, int]:
 
 
 def scan_photos(folder: str | Path, resolution: int, verdicts: dict[str, dict]) -> tuple[list[Photo], list[str]]:
-    """(usable photos in record order, one line per skipped file). ``verdicts`` (sha256 -> {"size": [w, h]} or
-    {"error": why}) holds what earlier scans learnt, and is updated in place with the new files' verdicts."""
+    """(usable photos in record order, one line per skipped file). ``verdicts`` holds what earlier scans learnt
+    ("sha256:resolution" -> {"size": [w, h]} or {"error": why}; "file:<path>" -> [size, mtime_ns, sha256], so an
+    unchanged file is not read again) and is updated in place."""
     root = Path(folder).expanduser()
     photos, problems = [], []
     for path in photo_files(root):
         try:
-            digest = _sha256(path)
+            digest = _known_digest(path, verdicts)
         except OSError as err:
             problems.append(f"{path}: cannot read file ({err.strerror or err}); skipped")
             continue
@@ -128,9 +140,9 @@ def crop_window(seed: int, size: tuple[int, int], resolution: int) -> tuple[int,
     return top, left, bool(rng.integers(0, 2))
 
 
-def cut_crop(item: PhotoCrop, resolution: int, run_seed: int) -> tuple[np.ndarray, dict]:
-    """(the crop as (H, W, 3) uint8 RGB, where it came from) for one photo record."""
-    image = read_image(item.photo.path)  # the photo was checked when scanned; a change since fails naming it
+def cut_crop(image, item: PhotoCrop, resolution: int, run_seed: int) -> tuple[np.ndarray, dict]:
+    """(the crop as (H, W, 3) uint8 RGB, where it came from) for one photo record, from its photo ``image``
+    ((1, 3, H, W) in [0, 1], ``read_image``: decoded once for all its crops)."""
     seed = crop_seed(run_seed, item.photo.relpath, item.crop)
     top, left, flip = crop_window(seed, item.photo.size, resolution)
     if tuple(image.shape[-2:]) != item.photo.size[::-1]:

@@ -74,14 +74,11 @@ def plan_encode(cfg: FluxSRConfig, root: str | Path) -> EncodePlan:
 def encoder_settings(model: ModelConfig) -> dict:
     """The model settings the latents depend on: all of them, except with TAEF1 as the VAE, whose latents do not
     depend on the transformer (its weights, path or seed): bases of the micro preset share one store."""
-    settings = model.model_dump(mode="json")
-    if model.vae == "taef1":
-        settings = {k: v for k, v in settings.items() if k not in ("path", "seed", "weights", "local_files_only")}
-    return settings
+    return encoder_model(model).model_dump(mode="json")
 
 
 def encoder_model(model: ModelConfig) -> ModelConfig:
-    """The model a unit loads to encode: with TAEF1, the transformer's weights left out (``encoder_settings``), so
+    """The model a unit loads to encode: with TAEF1, the transformer's weights set aside (path, seed, weights), so
     the units' cache keys are shared by every base too."""
     return model.model_copy(update={"path": None, "seed": 0, "weights": "full"}) if model.vae == "taef1" else model
 

@@ -13,6 +13,7 @@ import numpy as np
 from prefect import task
 
 from fluxsr_core.config import FluxSRConfig, ModelConfig, PairsConfig
+from fluxsr_core.imageio import read_image
 from fluxsr_core.photos import Photo, PhotoCrop, cut_crop, photo_crops, scan_photos
 from fluxsr_core.prompts import load_prompt_lines, record_prompts
 from storage.atomic import sha256_file, sha256_json, write_json
@@ -240,11 +241,11 @@ def generate_shard(directory: str, name: str, shard: int, indices: list[int], pr
     return entry.__dict__
 
 
-def photo_sample(index: int, item: PhotoCrop, resolution: int, run_seed: int) -> dict:
-    """A photo record as a WebDataset sample: hr.png (x_0, the crop) and json (where it came from); no ε, no z_0
-    (encode-latents encodes x_0)."""
-    image, meta = cut_crop(item, resolution, run_seed)
-    return {"__key__": f"{index:08d}", "hr.png": _png_bytes(image),
+def photo_sample(index: int, image, item: PhotoCrop, resolution: int, run_seed: int) -> dict:
+    """A photo record as a WebDataset sample: hr.png (x_0, the crop of the decoded photo ``image``) and json (where
+    it came from); no ε, no z_0 (encode-latents encodes x_0)."""
+    crop, meta = cut_crop(image, item, resolution, run_seed)
+    return {"__key__": f"{index:08d}", "hr.png": _png_bytes(crop),
             "json": json.dumps({**meta, "index": index, "resolution": resolution}, sort_keys=True).encode()}
 
 
@@ -268,5 +269,13 @@ def photo_shard(directory: str, name: str, shard: int, indices: list[int], photo
         if digests[relpath] != digest:
             raise UsageError(f"{path}: changed or removed since the stage was planned; run the stage again")
         items.append(PhotoCrop(Photo(path, relpath, digest, (width, height)), crop))
-    samples = (photo_sample(i, item, pairs.resolution, pairs.seed) for i, item in zip(indices, items))
+    decoded: dict[str, object] = {}  # each photo decoded once for all its crops (they are consecutive records)
+
+    def image_of(item: PhotoCrop):
+        if item.photo.relpath not in decoded:
+            decoded.clear()
+            decoded[item.photo.relpath] = read_image(item.photo.path)
+        return decoded[item.photo.relpath]
+
+    samples = (photo_sample(i, image_of(item), item, pairs.resolution, pairs.seed) for i, item in zip(indices, items))
     return write_shard(Path(directory) / name, samples).__dict__

@@ -102,7 +102,8 @@ class FTD(Method):
     inference_params: ClassVar[tuple[str, ...]] = ("T_L", "guidance")
     needs_teacher_pairs: ClassVar[bool] = True  # eq. 16 mixes in the record's own ε, of which z_0 is the sample
     config_keys: ClassVar[dict[str, str]] = {  # parameter -> the config key it comes from
-        "T_L": "loss.T_L", "lambda_ftd": "loss.lambda_ftd", "guidance": "train.guidance", "lambda_tv_lpips": "loss.lambda_tv_lpips",
+        "T_L": "loss.T_L", "lambda_ftd": "loss.lambda_ftd", "guidance": "train.guidance",
+        "lambda_tv_lpips": "loss.lambda_tv_lpips",
         "gamma_tv": "loss.gamma_tv", "mu_adl": "loss.mu_adl", "adl_source": "train.adl_source",
         "lpips_net": "loss.lpips_net", "allow_random_lpips_backbone": "loss.allow_random_lpips_backbone"}
 
@@ -122,7 +123,8 @@ class FTD(Method):
     def from_config(cls, cfg, lpips_model=None) -> "FTD":
         """From a FluxSRConfig: the ``loss`` section and ``train.guidance``/``train.adl_source``."""
         loss = cfg.loss
-        return cls(T_L=loss.T_L, lambda_ftd=loss.lambda_ftd, guidance=cfg.train.guidance, lambda_tv_lpips=loss.lambda_tv_lpips,
+        return cls(T_L=loss.T_L, lambda_ftd=loss.lambda_ftd, guidance=cfg.train.guidance,
+                   lambda_tv_lpips=loss.lambda_tv_lpips,
                    gamma_tv=loss.gamma_tv, mu_adl=loss.mu_adl, adl_source=cfg.train.adl_source,
                    lpips_net=loss.lpips_net, lpips_backbone_path=loss.lpips_backbone_path,
                    allow_random_lpips_backbone=loss.allow_random_lpips_backbone, lpips_model=lpips_model)

@@ -34,6 +34,7 @@ class FluxComponents:
     vae_factor: int = 8
     latent_channels: int = 16
     config: ModelConfig | None = None  # what it was loaded from (a trained model records its base from it)
+    pretrained: str | None = None  # the digest of the pretrained base loaded over the seeded weights (micro)
 
     @property
     def guidance_embeds(self) -> bool:
@@ -78,6 +79,7 @@ def load_components(cfg: ModelConfig, *, offload: bool = False) -> FluxComponent
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, device)
     load_to = torch.device("cpu") if cfg.weights != "full" or offload else device
+    pretrained = None
     if cfg.preset == "tiny":
         transformer, vae, scheduler = tiny.build(cfg.seed)
         tc = tiny.TRANSFORMER_CONFIG
@@ -89,8 +91,8 @@ def load_components(cfg: ModelConfig, *, offload: bool = False) -> FluxComponent
         tc = micro.TRANSFORMER_CONFIG
         prompt_encoder = BytePromptEncoder(tc["joint_attention_dim"], tc["pooled_projection_dim"], micro.PROMPT_TOKENS,
                                            cfg.seed + 2)
-        identity = (f"micro-base:{micro.load_base(transformer, cfg.path)[:16]}" if cfg.path
-                    else f"micro-seed{cfg.seed}")
+        pretrained = micro.load_base(transformer, cfg.path) if cfg.path else None
+        identity = f"micro-base:{pretrained[:16]}" if pretrained else f"micro-seed{cfg.seed}"
     else:
         path = cfg.path or flux_dev.FLUX_DEV_HUB_ID
         try:
@@ -119,5 +121,5 @@ def load_components(cfg: ModelConfig, *, offload: bool = False) -> FluxComponent
     return FluxComponents(
         transformer=transformer if offload else transformer.to(device), vae=_place(vae, device, dtype),
         prompt_encoder=prompt_encoder, scheduler=scheduler, latent_scale=scale, latent_shift=shift,
-        identity=identity, device=device, dtype=dtype, config=cfg.model_copy(),
+        identity=identity, device=device, dtype=dtype, config=cfg.model_copy(), pretrained=pretrained,
     )

@@ -133,8 +133,8 @@ class Trainer:
                  identity: dict[str, Any] | None = None, extra_state: dict[str, Any] | None = None):
         if len(dataset) == 0:
             raise ValueError("the training dataset is empty: no complete (record, variant) samples")
-        check_runtime(method, train_cfg, getattr(model.components.config, "weights", "full"),
-                      full=method.trains_in_full or lora_cfg.rank == 0)
+        self.full = method.trains_in_full or lora_cfg.rank == 0  # every weight trains: no adapter
+        check_runtime(method, train_cfg, getattr(model.components.config, "weights", "full"), full=self.full)
         self.method, self.model, self.dataset = method, model, dataset
         self.lora_cfg, self.train_cfg = lora_cfg, train_cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -149,7 +149,6 @@ class Trainer:
         self.transformer = transformer = model.transformer
         self.identity = {"base": model_folder.base_model_of(model), **(identity or {})}
         method.extend(model)
-        self.full = method.trains_in_full or lora_cfg.rank == 0  # every weight trains: no adapter
         if self.full:
             self.modules = {**lora.full_modules(transformer), **method.trainable_modules(model)}
         else:

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from fluxsr_core.config import load_config
+from fluxsr_core.errors import UsageError
+from fluxsr_core.model_folder import ModelMismatchError
 from fluxsr_core.methods import build_method
 from fluxsr_core.models import load_components
 from fluxsr_core.models.sr_model import SRModel
@@ -49,7 +51,6 @@ def test_micro_is_flux1s_architecture_small_in_taef1s_latent_space(micro_cfg):
 
 def test_base_pretraining_trains_every_weight_and_becomes_the_micro_base(micro_cfg, tmp_path):
     from fluxsr_core import model_folder
-    from fluxsr_core.model_folder import ModelMismatchError
     from fluxsr_core.models import micro
 
     tr = _trainer(micro_cfg, "base", tmp_path / "run", learning_rate=1e-3)
@@ -67,7 +68,7 @@ def test_base_pretraining_trains_every_weight_and_becomes_the_micro_base(micro_c
     assert c.identity.startswith("micro-base:") and c.identity.endswith("+taef1")
     trained = tr.transformer.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in c.transformer.state_dict().items())
-    with pytest.raises(Exception, match="does not super-resolve"):
+    with pytest.raises(UsageError, match="does not super-resolve"):
         build_method("base", based).sample(SRModel(c), torch.zeros(1, 16, 16, 16))
 
     teacher = _trainer(based, "sr-teacher", steps=1)
@@ -99,7 +100,7 @@ def test_a_resumed_full_fine_tune_equals_the_uninterrupted_one(micro_cfg, tmp_pa
     student.warm_start(tmp_path / "full" / "step-000004")
     assert all(torch.equal(v, want[k]) for k, v in student.transformer.state_dict().items())
     lora = _trainer(micro_cfg.model_copy(update={"lora": micro_cfg.lora.model_copy(update={"rank": 4})}), "oftsr")
-    with pytest.raises(Exception, match="train both the same way"):
+    with pytest.raises(ModelMismatchError, match="train both the same way"):
         lora.warm_start(tmp_path / "full" / "step-000004")
 
 

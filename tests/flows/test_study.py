@@ -62,4 +62,4 @@ def test_the_study_trains_every_method_and_scores_each_beside_its_start(study):
     assert infos["ftd (init)"]["steps"] == 0 and infos["ftd"]["steps"] == 1 and infos["sr-teacher"]["steps"] == 2
     assert infos["ftd without L_FTD"]["method_params"]["lambda_ftd"] == 0.0
     base = infos["sr-teacher"]["base"]
-    assert base["identity"].startswith("micro-base:") and infos["ftd"]["base"]["identity"] == base["identity"]
+    assert base["pretrained"] and infos["ftd"]["base"]["pretrained"] == base["pretrained"]
