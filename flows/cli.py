@@ -66,9 +66,16 @@ ImagesOpt = typer.Option(None, "--images", help="Folder of real HR photos to tra
                                                 "and pairs.source=images unless the config says both).")
 
 
-def _with_images(set_: Optional[list[str]], images: Optional[str], source: str) -> list[str]:
-    """``--images DIR`` as the overrides it stands for."""
-    return [*(set_ or []), f"pairs.images={images}", *([] if source == "both" else ["pairs.source=images"])]
+def _resolve_with_images(preset: str, config: Optional[str], set_: Optional[list[str]], images: Optional[str]):
+    """The config with ``--images DIR`` as the overrides it stands for: pairs.images=DIR, and pairs.source=images
+    unless the config or ``--set`` says both (which is valid only once the folder is named)."""
+    from tasks.common import resolve_config
+
+    overrides = [*(set_ or []), *([f"pairs.images={images}"] if images else [])]
+    cfg = resolve_config(preset, config, overrides)
+    if images and cfg.pairs.source != "both":
+        cfg = resolve_config(preset, config, [*overrides, "pairs.source=images"])
+    return cfg
 
 
 def _preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *, prompts: bool = False,
@@ -81,12 +88,8 @@ def _preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *,
     """
     from fluxsr_core.errors import FluxSRError
     from fluxsr_core.prompts import load_prompts
-    from tasks.common import resolve_config
-
     try:
-        cfg = resolve_config(preset, config, set_)
-        if images:
-            cfg = resolve_config(preset, config, _with_images(set_, images, cfg.pairs.source))
+        cfg = _resolve_with_images(preset, config, set_, images)
         if prompts and cfg.pairs.source != "images":
             load_prompts(cfg.pairs.prompts)
     except FluxSRError as err:

@@ -126,3 +126,24 @@ def test_a_folder_without_usable_photos_is_one_line_naming_it(prefect_env, tmp_p
     (empty / "x.png").write_bytes(b"no")
     r = run_cli_here(prefect_env, "pairs", "--out", str(tmp_path / "out"), "--images", str(empty), check=False)
     assert r.returncode == 2 and f"no usable photo in {empty}" in r.stderr and "x.png" in r.stderr
+
+
+def test_both_sources_make_one_dataset_teacher_records_first_then_the_photos(prefect_env, photos, tmp_path):
+    """``pairs.source: both``: the teacher's records (ε, z_0, x_0) numbered first, then the photo crops (x_0 only);
+    encode keeps the teacher's (ε, z_0) for its records and writes z_0 = E(x_0), ε = NaN for the photos'."""
+    summary = summary_of(run_cli_here(prefect_env, "run", "--out", str(tmp_path), "--images", str(photos), *SMALL,
+                                      "--set", "pairs.source=both", "--set", "pairs.num_records=2",
+                                      "--method", "sr-teacher", "--until", "encode-latents"))
+    assert summary["pairs"]["source"] == "both" and summary["pairs"]["records"] == 2 + 6
+    samples = _samples(tmp_path)
+    assert [s["__key__"] for s in samples] == [f"{i:08d}" for i in range(8)]
+    assert all({"noise.npy", "latent.npy"} <= set(s) for s in samples[:2])
+    assert [json.loads(s["json"]).get("file") for s in samples[2:]] == [
+        "a.png", "a.png", "b/c.jpg", "b/c.jpg", "d.png", "d.png"]
+    assert not any("noise.npy" in s for s in samples[2:])
+    (store,) = tmp_path.glob("latents/*/store.zarr")
+    g = zarr.open(str(store), mode="r")
+    noise, z0 = np.asarray(g["noise"][:], dtype=np.float32), np.asarray(g["z0"][:], dtype=np.float32)
+    assert g["done"][:].all() and np.isfinite(noise[:2]).all() and np.isnan(noise[2:]).all()
+    teacher_z0 = np.load(io.BytesIO(samples[0]["latent.npy"]))
+    np.testing.assert_allclose(z0[0], teacher_z0, atol=2e-3, rtol=1e-3)  # the teacher's own z_0, not E(x_0)
