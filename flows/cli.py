@@ -380,6 +380,10 @@ def study_cmd(photos: str = typer.Option(..., "--photos", help="Folder of real H
                                                                                   "pretrained base for FTD."),
               student_steps: Optional[int] = typer.Option(None, "--student-steps", help="Training steps of OFTSR, "
                                                                           "MeanFlow and FTD (default train.steps / 2)."),
+              ftd_steps: int = typer.Option(600, "--ftd-steps", min=1, help="Training steps of FTD and its "
+                                                "ablation (each step decodes through the VAE: the slow one on CPU)."),
+              ftd_batch_size: int = typer.Option(4, "--ftd-batch-size", min=1, help="Batch size of FTD and its "
+                                                                                    "ablation."),
               out: str = typer.Option("runs/micro", "--out", "-o", help="Output root (every stage, the report)."),
               preset: str = typer.Option("micro", "--preset", "-p", help="The study's preset (micro)."),
               config: Optional[str] = ConfigOpt, set_: Optional[list[str]] = SetOpt):
@@ -391,7 +395,7 @@ def study_cmd(photos: str = typer.Option(..., "--photos", help="Folder of real H
 
     summary = _run(micro_study, photos=photos, holdout_hr=holdout_hr, out=out, real_lr=real_lr, real_hr=real_hr,
                    extra_lr=extra_lr, extra_hr=extra_hr, config=cfg, teacher_records=teacher_records,
-                   student_steps=student_steps)
+                   student_steps=student_steps, ftd_steps=ftd_steps, ftd_batch_size=ftd_batch_size)
     _print_summary("micro-study (the tables and plots: the report)",
                    {"report": summary["report"], "claims": summary["claims"], "models": summary["models"]})
 

