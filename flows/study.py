@@ -86,11 +86,11 @@ def micro_study(photos: str, holdout_hr: str, out: str = "runs/micro", real_lr: 
     """The whole study on the HR photos of ``photos``; held out: a synthetic set from ``holdout_hr`` (the degrade
     stage's degradation at bench.synthetic_seed), the real pairs ``real_lr``/``real_hr`` and ``extra_lr``/``extra_hr``
     when given. ``config``: the micro preset with model.taef1_path (and any override); ``teacher_records``: the
-    teacher pairs FTD trains on; ``student_steps``: the training steps of OFTSR, MeanFlow and FTD (each step runs
-    the network 3-4 times; default train.steps / 2), the base and the SR teacher train train.steps. FTD and its
+    teacher pairs FTD trains on; ``student_steps``: the training steps of OFTSR and MeanFlow (each step runs the
+    network 3-4 times; default train.steps / 2), the base and the SR teacher train train.steps. FTD and its
     ablation train ``ftd_steps`` steps of ``ftd_batch_size``: every FTD step decodes its one-step output through
     the VAE for the pixel losses (MSE, TV-LPIPS) and back-propagates through the decoder, which on 2 CPU cores
-    is 2.5 of the 2.9 s of a step at batch 16 (TAEF1 at 128², measured) against ~0.4 s for the other students. Writes
+    is 2.5 of the 2.9 s of a step at batch 16 (TAEF1 at 128², measured), against 0.3-0.6 s for the others. Writes
     ``<out>/study/report.md``, ``claims.json``, ``tables.json`` (each set's scores and costs, which
     ``bench/study.py`` prints), ``runs.json`` (each training run's directory) and the plots."""
     cfg = config or micro()
