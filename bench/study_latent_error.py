@@ -19,16 +19,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from study_targets import centre_crops, psnr_y  # bench/ is the script's folder
 
 
 def main() -> None:
-    import pyiqa
-
     from fluxsr_core.colorfix import color_correct
     from fluxsr_core.config import DegradeConfig, FluxSRConfig
     from fluxsr_core.configs import micro
     from fluxsr_core.degrade import degrade_variants
-    from fluxsr_core.imageio import read_image
     from fluxsr_core.models.codec import decode_latents, encode_images
     from fluxsr_core.student import load_student
 
@@ -40,17 +38,10 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--taef1", required=True)
     args = ap.parse_args()
-    metric = pyiqa.create_metric("psnr", test_y_channel=True, color_space="ycbcr", device="cpu")
     q = lambda x: (x.clamp(0, 1) * 255).round() / 255  # noqa: E731
-    psnr = lambda x, y: metric(q(x), y).mean().item()  # noqa: E731
     low = lambda e: F.interpolate(F.avg_pool2d(e, 4), scale_factor=4, mode="bilinear")  # noqa: E731
 
-    crops = []
-    for f in sorted(Path(args.hr).glob(args.glob))[:args.images]:
-        im = read_image(f)
-        top, left = (im.shape[-2] - args.crop) // 2, (im.shape[-1] - args.crop) // 2
-        crops.append(im[..., top:top + args.crop, left:left + args.crop])
-    hr = torch.cat(crops)
+    hr = centre_crops(args.hr, args.glob, args.images, args.crop)
     lr = torch.cat([q(degrade_variants(h, DegradeConfig(), record=i, variants=1)[0]) for i, h in enumerate(hr)])
     up = F.interpolate(lr, size=hr.shape[-2:], mode="bicubic").clamp(0, 1)
     finals = {json.loads(Path(d, "fluxsr_model.json").read_text())["method"]: d
@@ -65,7 +56,7 @@ def main() -> None:
         decode = lambda z: decode_latents(comp, z).float().clamp(0, 1)  # noqa: E731
         mse = lambda e: (e ** 2).mean().item()  # noqa: E731
         print(f"{len(hr)} crops of {args.crop}², PSNR-Y dB; latent MSE to z_0 (low band + high band)")
-        print(f"  bicubic {psnr(up, hr):.2f}; D(z_0) {psnr(decode(z0), hr):.2f}; D(z_L) {psnr(decode(zL), hr):.2f}, "
+        print(f"  bicubic {psnr_y(up, hr):.2f}; D(z_0) {psnr_y(decode(z0), hr):.2f}; D(z_L) {psnr_y(decode(zL), hr):.2f}, "
               f"MSE {mse(zL - z0):.3f} ({mse(low(zL - z0)):.3f} + {mse(zL - z0 - low(zL - z0)):.3f})")
         for steps in (1, 4, 16):
             torch.manual_seed(0)
@@ -73,10 +64,10 @@ def main() -> None:
             e, x = zh - z0, decode(zh)
             noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(1))
             print(f"  SR teacher, {steps} step(s): MSE {mse(e):.3f} ({mse(low(e)):.3f} + {mse(e - low(e)):.3f}); "
-                  f"PSNR raw {psnr(x, hr):.2f}, AdaIN {psnr(color_correct(x, up, 'adain'), hr):.2f}, "
-                  f"high band of the error removed {psnr(decode(zh - (e - low(e))), hr):.2f}; mean RGB shift "
+                  f"PSNR raw {psnr_y(x, hr):.2f}, AdaIN {psnr_y(color_correct(x, up, 'adain'), hr):.2f}, "
+                  f"high band of the error removed {psnr_y(decode(zh - (e - low(e))), hr):.2f}; mean RGB shift "
                   f"{(x - hr).mean().item():+.3f}; white latent noise of that MSE "
-                  f"{psnr(decode(z0 + noise * mse(e) ** 0.5), hr):.2f}")
+                  f"{psnr_y(decode(z0 + noise * mse(e) ** 0.5), hr):.2f}")
 
 
 if __name__ == "__main__":

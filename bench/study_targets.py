@@ -26,10 +26,21 @@ def psnr_y(a: torch.Tensor, b: torch.Tensor) -> float:
     return metric(q(a), q(b)).mean().item()
 
 
+def centre_crops(folder: str, pattern: str, images: int, crop: int) -> torch.Tensor:
+    """(N, 3, crop, crop) centre crops of the first ``images`` files of ``folder`` matching ``pattern``, sorted."""
+    from fluxsr_core.imageio import read_image
+
+    crops = []
+    for f in sorted(Path(folder).glob(pattern))[:images]:
+        img = read_image(f)
+        top, left = (img.shape[-2] - crop) // 2, (img.shape[-1] - crop) // 2
+        crops.append(img[..., top:top + crop, left:left + crop])
+    return torch.cat(crops)
+
+
 def main() -> None:
     from fluxsr_core.config import DegradeConfig
     from fluxsr_core.degrade import degrade_variants
-    from fluxsr_core.imageio import read_image
     from fluxsr_core.models.taef1 import load_taef1
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -41,19 +52,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     vae = load_taef1(args.taef1)
-    files = sorted(Path(args.hr).glob(args.glob))[:args.images]
-    hr = []
-    for f in files:
-        img = read_image(f)
-        top, left = (img.shape[-2] - args.crop) // 2, (img.shape[-1] - args.crop) // 2
-        hr.append(img[..., top:top + args.crop, left:left + args.crop])
-    hr = torch.cat(hr)
+    hr = centre_crops(args.hr, args.glob, args.images, args.crop)
 
     def round_trip(x):
         with torch.no_grad():
             return ((vae.decode(vae.encode(x * 2 - 1).latents).sample + 1) / 2).clamp(0, 1)
 
-    print(f"{len(files)} images, {args.crop}² centre crops, PSNR-Y (dB)")
+    print(f"{len(hr)} images, {args.crop}² centre crops, PSNR-Y (dB)")
     print(f"  TAEF1 round trip of the HR (ceiling): {psnr_y(round_trip(hr), hr):.2f}")
     lr_esrgan = torch.cat([degrade_variants(hr[i], DegradeConfig(), record=i, variants=1)[0] for i in range(len(hr))])
     lr_bicubic = F.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1)

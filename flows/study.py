@@ -90,7 +90,7 @@ def micro_study(photos: str, holdout_hr: str, out: str = "runs/micro", real_lr: 
     network 3-4 times; default train.steps / 2), the base and the SR teacher train train.steps. FTD and its
     ablation train ``ftd_steps`` steps of ``ftd_batch_size``: every FTD step decodes its one-step output through
     the VAE for the pixel losses (MSE, TV-LPIPS) and back-propagates through the decoder, which on 2 CPU cores
-    is 2.5 of the 2.9 s of a step at batch 16 (TAEF1 at 128², measured), against 0.3-0.6 s for the others. Writes
+    is 2.5 of the 2.9 s of a step at batch 16 (TAEF1 at 128², measured), against 0.6-0.7 s for OFTSR, MeanFlow. Writes
     ``<out>/study/report.md``, ``claims.json``, ``tables.json`` (each set's scores and costs, which
     ``bench/study.py`` prints), ``runs.json`` (each training run's directory) and the plots."""
     cfg = config or micro()

@@ -31,6 +31,7 @@ about 1e-3 on those ten images (OpenCV computes in float32, this in float64).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,8 +135,7 @@ def features(gray: np.ndarray) -> torch.Tensor:
         out += [alpha, (left * left + right * right) / 2]
         for dy, dx in _SHIFTS:
             alpha, left, right = _aggd(_paired(mscn, dy, dx))
-            a = torch.tensor(alpha, dtype=torch.float64)
-            eta = (right - left) * float(torch.exp(torch.lgamma(2 / a) - (torch.lgamma(1 / a) + torch.lgamma(3 / a)) / 2))
+            eta = (right - left) * math.exp(math.lgamma(2 / alpha) - (math.lgamma(1 / alpha) + math.lgamma(3 / alpha)) / 2)
             out += [alpha, eta, left * left, right * right]
     return torch.tensor(out, dtype=torch.float64)
 

@@ -376,9 +376,7 @@ def _opencv_brisque_fn(spec: MetricSpec, weights_dir: str | Path | None,
     """OpenCV's BRISQUE model from the weights folder (MetricUnavailable naming the files and places when absent)."""
     from fluxsr_core import brisque
 
-    found, missing = find_weights(spec, weights_dir)
-    if missing:
-        raise MetricUnavailable(f"{spec.name}: " + "; ".join(missing))
+    _, found = _locate(spec, weights_dir, None)
     model_file, range_file = (found[n] for n in spec.needs)
     try:
         model = brisque.load_model(model_file, range_file)

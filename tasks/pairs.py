@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -269,13 +270,7 @@ def photo_shard(directory: str, name: str, shard: int, indices: list[int], photo
         if digests[relpath] != digest:
             raise UsageError(f"{path}: changed or removed since the stage was planned; run the stage again")
         items.append(PhotoCrop(Photo(path, relpath, digest, (width, height)), crop))
-    decoded: dict[str, object] = {}  # each photo decoded once for all its crops (they are consecutive records)
-
-    def image_of(item: PhotoCrop):
-        if item.photo.relpath not in decoded:
-            decoded.clear()
-            decoded[item.photo.relpath] = read_image(item.photo.path)
-        return decoded[item.photo.relpath]
-
-    samples = (photo_sample(i, image_of(item), item, pairs.resolution, pairs.seed) for i, item in zip(indices, items))
+    decoded = functools.lru_cache(maxsize=1)(read_image)  # a photo's crops are consecutive records: decoded once
+    samples = (photo_sample(i, decoded(item.photo.path), item, pairs.resolution, pairs.seed)
+               for i, item in zip(indices, items))
     return write_shard(Path(directory) / name, samples).__dict__
