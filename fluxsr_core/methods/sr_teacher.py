@@ -7,6 +7,7 @@ s = 1 the source; the velocity points from HR to source (like FLUX's, from data 
     path:     x_s   = (1 - s)·z_0 + s·x_src
     target:   v*    = x_src - z_0
     loss:     L_flow = mean |v_ψ(x_s, s | z_L) - v*|       (ℓ1; ℓ2 selectable)
+              + λ_pix·L_pix,  L_pix = mean (D(x̂_0) - x_HR)²,  x̂_0 = x_s - s·v_ψ   (teacher.lambda_pixel; 0: OFTSR's)
     sampling: x_{s-Δ} = x_s - Δ·v_ψ(x_s, s | z_L) from s = 1 to 0 (Euler, or midpoint), N steps
     CFG:      v_w = v(·|∅) + w·(v(·|z_L) - v(·|∅)),  ∅ = a zero condition
 
@@ -28,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 
 from fluxsr_core.methods.base import Batch, Method, Terms, Times, per_sample
+from fluxsr_core.models.codec import decode_latents
 
 CONDITION_MODULE = "x_embedder"
 
@@ -53,6 +55,16 @@ def flow_loss(v: torch.Tensor, target: torch.Tensor, norm: str = "l1") -> torch.
     """L_flow = mean |v - v*| (ℓ1, OFTSR's choice) or mean (v - v*)² (ℓ2)."""
     d = v.float() - target.float()
     return d.abs().mean() if norm == "l1" else (d ** 2).mean()
+
+
+def hr_estimate(x_s: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """x̂_0 = x_s - s·v: the HR latent one Euler step from s to 0 lands on (z_0 itself when v = v*)."""
+    return x_s - per_sample(s, x_s) * v
+
+
+def decoded_error(components, z_hat: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """L_pix = mean (D(x̂_0) - x_HR)² in [0, 1] pixels, differentiable through the frozen decoder D."""
+    return ((decode_latents(components, z_hat).float() - hr.float()) ** 2).mean()
 
 
 def cfg_velocity(v_uncond: torch.Tensor, v_cond: torch.Tensor, w: float) -> torch.Tensor:
@@ -138,12 +150,13 @@ class SRTeacher(ConditionedOnLR, Method):
     """The LR-conditioned SR flow v_ψ(x_s, s | z_L): a multi-step SR model, and the teacher OFTSR/MFSR distil."""
 
     name: ClassVar[str] = "sr-teacher"
-    term_names: ClassVar[tuple[str, ...]] = ("total", "flow")
+    term_names: ClassVar[tuple[str, ...]] = ("total", "flow", "pixel")  # pixel: 0 when lambda_pixel is 0
     knobs: ClassVar[dict[str, float | int]] = {"steps": 4, "guidance_scale": 1.0, "seed": 0}  # infer.* keys
     inference_params: ClassVar[tuple[str, ...]] = ("sigma_p", "solver", "guidance")
     config_keys: ClassVar[dict[str, str]] = {
         "sigma_p": "teacher.sigma_p", "norm": "teacher.norm", "time_sampling": "teacher.time_sampling",
-        "cond_dropout": "teacher.cond_dropout", "solver": "teacher.solver", "guidance": "train.guidance"}
+        "cond_dropout": "teacher.cond_dropout", "solver": "teacher.solver", "guidance": "train.guidance",
+        "lambda_pixel": "teacher.lambda_pixel", "pixel_samples": "teacher.pixel_samples"}
 
     sigma_p: float = 0.1
     norm: str = "l1"
@@ -151,12 +164,15 @@ class SRTeacher(ConditionedOnLR, Method):
     cond_dropout: float = 0.1
     solver: str = "euler"
     guidance: float = 3.5
+    lambda_pixel: float = 0.0
+    pixel_samples: int = 2
 
     @classmethod
     def from_config(cls, cfg) -> "SRTeacher":
         t = cfg.teacher
         return cls(sigma_p=t.sigma_p, norm=t.norm, time_sampling=t.time_sampling, cond_dropout=t.cond_dropout,
-                   solver=t.solver, guidance=cfg.train.guidance)
+                   solver=t.solver, guidance=cfg.train.guidance, lambda_pixel=t.lambda_pixel,
+                   pixel_samples=t.pixel_samples)
 
     def sample_times(self, n: int, generator: torch.Generator) -> Times:
         """s, whether each sample keeps its condition (1 - teacher.cond_dropout of them), and the seed of its
@@ -168,10 +184,15 @@ class SRTeacher(ConditionedOnLR, Method):
     def loss(self, model, batch: Batch, times: Times) -> Terms:
         z_L, z0, s = batch["z_L"], batch["z0"], times["s"]
         x_src = noisy_source(z_L, seeded_noise(z_L, times["noise_seed"]), self.sigma_p)
+        x_s = sr_path(z0, x_src, s)
         with model.autocast():
-            v = model.velocity(sr_path(z0, x_src, s), s, control=kept_condition(z_L, times["cond_kept"]))
-        l_flow = flow_loss(v, sr_target(x_src, z0), self.norm)
-        return {"total": l_flow, "flow": l_flow}
+            v = model.velocity(x_s, s, control=kept_condition(z_L, times["cond_kept"]))
+            l_flow = flow_loss(v, sr_target(x_src, z0), self.norm)
+            l_pix = z_L.new_zeros(())
+            if self.lambda_pixel > 0:  # the first pixel_samples of the batch: the decoder's backward is the cost
+                k = slice(0, self.pixel_samples)
+                l_pix = decoded_error(model.components, hr_estimate(x_s[k], s[k], v[k].float()), batch["hr"][k])
+        return {"total": l_flow + self.lambda_pixel * l_pix, "flow": l_flow, "pixel": l_pix}
 
     def sample(self, model, z_L: torch.Tensor, steps: int = 4, guidance_scale: float = 1.0, seed: int = 0) -> torch.Tensor:
         """``steps`` of the solver from x_src, whose noise n is drawn from ``seed`` (reproducible per image)."""

@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from fluxsr_core.methods.sr_teacher import (cfg_velocity, evaluations, flow_loss, noisy_source, solve, sr_path,
-                                            sr_target)
+from fluxsr_core.methods.sr_teacher import (cfg_velocity, evaluations, flow_loss, hr_estimate, noisy_source, solve,
+                                            sr_path, sr_target)
 from fluxsr_core.models.sr_model import SRModel
 from fluxsr_core.train import lora
 from helpers import method_model
@@ -45,6 +45,36 @@ def test_cfg_at_one_is_the_conditional_velocity():
     a, b = torch.randn(3, 5), torch.randn(3, 5)
     torch.testing.assert_close(cfg_velocity(a, b, 1.0), b)
     torch.testing.assert_close(cfg_velocity(a, b, 0.0), a)
+
+
+def test_the_pixel_term_decodes_the_flows_hr_estimate(tiny_components, monkeypatch):
+    """x̂_0 = x_s - s·v lands on z_0 for the exact velocity at any s, so with it L_pix is the decoder's own error
+    D(z_0) against the HR image, and 0 when teacher.lambda_pixel is 0 (no decode at all). A sign or time
+    convention wrong in x̂_0 decodes another latent and fails here."""
+    from dataclasses import replace
+
+    from fluxsr_core.methods import sr_teacher
+    from fluxsr_core.models.codec import decode_latents
+
+    g = torch.Generator().manual_seed(7)
+    z0, z_L = torch.randn(3, 16, 8, 8, generator=g), torch.randn(3, 16, 8, 8, generator=g)
+    x_src, s = noisy_source(z_L, torch.randn(3, 16, 8, 8, generator=g), 0.1), torch.tensor([0.2, 0.6, 0.95])
+    torch.testing.assert_close(hr_estimate(sr_path(z0, x_src, s), s, sr_target(x_src, z0)), z0, atol=1e-5, rtol=0)
+
+    model, method = _teacher_model(tiny_components)
+    hr = torch.rand(3, 3, 64, 64, generator=g)
+    batch = {"z_L": z_L, "z0": z0, "hr": hr}
+    times = {**method.sample_times(3, torch.Generator().manual_seed(8)), "cond_kept": torch.ones(3)}
+    monkeypatch.setattr(model, "velocity", lambda x, t, control=None: (x - z0) / t.reshape(-1, 1, 1, 1))
+    decoded = []
+    monkeypatch.setattr(sr_teacher, "decode_latents", lambda c, z: decoded.append(z) or decode_latents(c, z))
+    with torch.no_grad():
+        off = method.loss(model, batch, times)
+        assert off["pixel"] == 0 and off["total"] == off["flow"] < 1e-6 and not decoded
+        on = replace(method, lambda_pixel=30.0, pixel_samples=2).loss(model, batch, times)
+        want = ((decode_latents(tiny_components, z0[:2]).float() - hr[:2]) ** 2).mean()
+    torch.testing.assert_close(on["pixel"], want)
+    torch.testing.assert_close(on["total"], 30.0 * want)
 
 
 def test_untrained_teacher_is_the_base_transformer(tiny_components):
