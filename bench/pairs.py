@@ -36,11 +36,12 @@ def build(model: str, device: str):
     # Full FLUX.1-dev architecture with random weights (no weights can be downloaded here).
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
-    from fluxsr_core.models import flux_dev
+    from fluxsr_core.backbones import flux1
+    from fluxsr_core.backbones.flux1 import configs as flux_dev
     from fluxsr_core.models.presets import FluxComponents
 
     dtype = torch.bfloat16
-    tr = flux_dev.random_transformer(dtype=dtype, device=device).eval().requires_grad_(False)
+    tr = flux1.random_transformer(dtype=dtype, device=device).eval().requires_grad_(False)
     with torch.device(device):
         vae = AutoencoderKL(**flux_dev.VAE_CONFIG).to(dtype).eval().requires_grad_(False)
 
@@ -72,7 +73,7 @@ def main() -> None:
     from diffusers import FluxPipeline
 
     from fluxsr_core import teacher
-    from fluxsr_core.latents import pack
+    from fluxsr_core.backbones.flux1.tokens import pack
     from fluxsr_core.config import PairsConfig
     from tasks.pairs import write_pairs_shard
 

@@ -43,9 +43,9 @@ def architecture(name: str | None) -> dict | None:
     """The transformer config override of a case: FLUX.1-dev's width, reduced depth (on the tiny VAE)."""
     if name != "reduced":
         return None
-    from fluxsr_core.models import flux_dev
+    from fluxsr_core.backbones.flux1 import configs
 
-    return {**flux_dev.TRANSFORMER_CONFIG, **REDUCED_FLUX}
+    return {**configs.TRANSFORMER_CONFIG, **REDUCED_FLUX}
 
 
 def real_model(cfg, arch: dict | None, device: torch.device, dtype: torch.dtype, guidance: float):
@@ -64,7 +64,8 @@ def real_model(cfg, arch: dict | None, device: torch.device, dtype: torch.dtype,
             for t in (*module.parameters(), *module.buffers()):
                 if t.is_floating_point():
                     t.uniform_(-0.02, 0.02, generator=g)
-    low_vram.apply_weights(components.transformer, cfg.model.weights, device, dtype)
+    low_vram.apply_weights(components.transformer, components.backbone.blocks(components.transformer),
+                           cfg.model.weights, device, dtype)
     components.device = device
     real_cond = TextCondition(torch.randn(cond.embeds.shape, generator=g, device=device, dtype=dtype),
                               torch.randn(cond.pooled.shape, generator=g, device=device, dtype=dtype))

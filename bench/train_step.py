@@ -284,7 +284,7 @@ def plain_step_fn(trainer, guidance: float):
         x_t = (1 - tt) * z0 + tt * eps
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
         with autocast:
-            v = predict_velocity(trainer.transformer, x_t, t, trainer.model.cond, guidance).float()
+            v = predict_velocity(trainer.model.components.backbone, trainer.transformer, x_t, t, trainer.model.cond, guidance).float()
         loss = torch.nn.functional.mse_loss(v, eps - z0)
         loss.backward()
         optimizer.step()

@@ -40,13 +40,18 @@ class ModelConfig(_Section):
     """Which teacher/student architecture to build or load."""
 
     preset: Literal["tiny", "micro", "flux-dev"] = Field(
-        "tiny", description="'tiny': FLUX-architecture models built locally from a seed; 'micro': a FLUX.1 "
-                            "transformer small enough to train from scratch on CPU, with TAEF1 (FLUX.1's latent "
-                            "space); 'flux-dev': FLUX.1-dev weights."
+        "tiny", description="'tiny': the backbone's architecture at a tiny size, built locally from a seed; 'micro': "
+                            "a FLUX.1 transformer small enough to train from scratch on CPU, with TAEF1 (FLUX.1's "
+                            "latent space); 'flux-dev': the backbone's full-size weights (FLUX.1-dev by default)."
+    )
+    backbone: Literal["flux1-dev", "flux1-schnell"] = Field(
+        "flux1-dev", description="The base model family (fluxsr_core/backbones): 'flux1-dev' (guidance embedding), "
+                                 "'flux1-schnell' (none; Apache-2.0). Sizes come from model.preset."
     )
     path: str | None = Field(
-        None, description="flux-dev: hub id or local directory (default black-forest-labs/FLUX.1-dev); micro: the "
-                          "model folder of a pretrained base (`fluxsr train --method base`), null = seeded weights."
+        None, description="flux-dev: hub id or local directory of the backbone (default its hub id, e.g. "
+                          "black-forest-labs/FLUX.1-dev); micro: the model folder of a pretrained base "
+                          "(`fluxsr train --method base`), null = seeded weights."
     )
     vae: Literal["native", "taef1"] = Field(
         "native", description="'native': the preset's AutoencoderKL; 'taef1': the TAEF1 tiny autoencoder from taef1_path."
@@ -600,6 +605,9 @@ class FluxSRConfig(_Section):
     def _cross_checks(self) -> "FluxSRConfig":
         if self.model.preset == "micro" and self.model.vae != "taef1":
             raise ValueError("the micro preset runs in FLUX.1's latent space through TAEF1: keep model.vae=taef1")
+        if self.model.preset == "micro" and self.model.backbone != "flux1-dev":
+            raise ValueError(f"the micro preset is a small FLUX.1-dev (model.backbone=flux1-dev), not "
+                             f"{self.model.backbone}: use --preset tiny for a tiny {self.model.backbone}")
         return self
 
     def section_hash(self, *names: str) -> str:

@@ -45,19 +45,19 @@ def adl(features: list[torch.Tensor]) -> torch.Tensor:
 
 
 @contextmanager
-def capture_block_tokens(transformer):
-    """Collect the image-token output of every FLUX block during a forward pass.
+def capture_block_tokens(transformer, backbone):
+    """Collect the image-token output of every block of the backbone during a forward pass.
 
-    Forward hooks on ``transformer_blocks[i]`` and ``single_transformer_blocks[i]``;
-    in diffusers both return ``(encoder_hidden_states, hidden_states)``, the image
-    tokens being the second. Yields the list the hooks append to.
+    Forward hooks on ``backbone.blocks(transformer)``; ``backbone.block_image_tokens`` takes a block's output to
+    its image tokens (FLUX.1: the second of ``(encoder_hidden_states, hidden_states)``). Yields the list the
+    hooks append to.
     """
     outputs: list[torch.Tensor] = []
 
     def hook(_module, _args, out):
-        outputs.append(out[1] if isinstance(out, tuple) else out)
+        outputs.append(backbone.block_image_tokens(out))
 
-    blocks = list(transformer.transformer_blocks) + list(transformer.single_transformer_blocks)
+    blocks = backbone.blocks(transformer)
     handles = [b.register_forward_hook(hook) for b in blocks]
     try:
         yield outputs

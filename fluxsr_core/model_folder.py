@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from fluxsr_core import backbones
 from fluxsr_core.errors import FluxSRError, InputNotFoundError
 from fluxsr_core.train import lora
 
@@ -33,8 +34,12 @@ SUMMARY_FILE = "summary.json"
 # what a model folder may hold, all of it needed to share the model (``fluxsr export``, ``save_pretrained``)
 MODEL_FILES = (lora.LORA_WEIGHT_NAME, MODULES_FILE, INFO_FILE, CARD_FILE, PLOT_FILE, SUMMARY_FILE)
 FORMAT = 1
-LICENSES = {"flux-dev": "flux-1-dev-non-commercial-license", "tiny": "apache-2.0", "micro": "apache-2.0"}
-HUB_IDS = {"flux-dev": "black-forest-labs/FLUX.1-dev"}
+SEEDED_LICENCE = "apache-2.0"  # tiny and micro: fluxsr's own seeded (and pretrained) weights
+
+
+def _full_size(base: dict[str, Any]):
+    """The backbone of a base loaded at full size (preset flux-dev), else None (tiny, micro: seeded weights)."""
+    return backbones.get(base.get("backbone", "flux1-dev")) if base.get("preset") == "flux-dev" else None
 
 
 class ModelMismatchError(FluxSRError, ValueError):
@@ -63,10 +68,12 @@ def architecture_digest(transformer) -> str:
 def base_model_of(model) -> dict[str, Any]:
     """The base of an ``SRModel``: preset, hub id or path, VAE, architecture digest (call before any extension)."""
     model_cfg = model.components.config
-    path = model_cfg.path or HUB_IDS.get(model_cfg.preset)
+    full = model_cfg.preset == "flux-dev"
+    path = model_cfg.path or (model.components.backbone.hub_id if full else None)
     transformer = model.transformer
     seeded = model_cfg.preset == "tiny" or (model_cfg.preset == "micro" and not model_cfg.path)
-    return {"preset": model_cfg.preset, "path": path, "seed": model_cfg.seed if seeded else None,
+    return {"preset": model_cfg.preset, "backbone": model.components.backbone.name, "path": path,
+            "seed": model_cfg.seed if seeded else None,
             "pretrained": getattr(model.components, "pretrained", None),
             "vae": model_cfg.vae, "weights": model_cfg.weights, "architecture_digest": architecture_digest(transformer)}
 
@@ -93,7 +100,11 @@ class ModelInfo:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     def check_base(self, other: dict[str, Any], where: str) -> None:
-        """Refuse to run on a base of another architecture (or another tiny seed), naming both."""
+        """Refuse to run on a base of another backbone or architecture (or another tiny seed), naming both."""
+        mine_backbone, their_backbone = self.base.get("backbone", "flux1-dev"), other.get("backbone", "flux1-dev")
+        if mine_backbone != their_backbone:  # (a folder saved before the seam was flux1-dev's)
+            raise ModelMismatchError(f"{where} was trained on backbone {mine_backbone} but the configured backbone is "
+                                     f"{their_backbone}: load it with --set model.backbone={mine_backbone}")
         mine = (self.base.get("architecture_digest"), self.base.get("seed"), self.base.get("pretrained"))
         theirs = (other.get("architecture_digest"), other.get("seed"), other.get("pretrained"))
         if mine != theirs:
@@ -139,14 +150,14 @@ def load_module_state(modules: dict[str, torch.nn.Module], path: Path, strict: b
 
 
 def write_weights(directory: Path, transformer, lora_tensors: dict[str, torch.Tensor],
-                  module_tensors: dict[str, torch.Tensor]) -> Path:
-    """The LoRA (diffusers format; none for a model trained in full) and, when the method has any, its full
-    modules; returns the main weights file."""
+                  module_tensors: dict[str, torch.Tensor], pipeline: str) -> Path:
+    """The LoRA (in the format of the backbone's diffusers ``pipeline``; none for a model trained in full) and,
+    when the method has any, its full modules; returns the main weights file."""
     from safetensors.torch import save_file
 
     weights = Path(directory) / MODULES_FILE
     if lora.has_adapter(transformer):
-        weights = lora.save_lora(transformer, directory, tensors=lora_tensors)
+        weights = lora.save_lora(transformer, directory, pipeline, tensors=lora_tensors)
     else:
         Path(directory).mkdir(parents=True, exist_ok=True)
     if module_tensors:
@@ -211,9 +222,11 @@ def model_card(info: ModelInfo, last: dict[str, float] | None, plot: str | None,
     """``README.md`` of an exported model: YAML header (base_model, library_name, tags, licence), training settings,
     last losses, the loss plot, the benchmark table (``fluxsr export`` adds it when the model was scored), use."""
     base_id = info.base.get("path") or info.base.get("preset")
-    licence = LICENSES.get(info.base.get("preset"), "other")
+    full = _full_size(info.base)
+    transformer_class = backbones.get(info.base.get("backbone", "flux1-dev")).transformer_class
+    licence = full.licence if full else SEEDED_LICENCE
     tags = ["fluxsr", "super-resolution", "image-to-image", *(["lora"] if info.lora else []), info.method]
-    hub_id = HUB_IDS.get(info.base.get("preset"), base_id)  # the hub's id even when trained from a local copy
+    hub_id = full.hub_id if full else base_id  # the hub's id even when trained from a local copy
     header = "\n".join(["---", f"base_model: {hub_id}", "library_name: diffusers", f"license: {licence}",
                         "pipeline_tag: image-to-image", "tags:", *[f"- {t}" for t in tags], "---"])
     params = "\n".join(f"| `{k}` | {v} |" for k, v in sorted(info.method_params.items()))
@@ -266,8 +279,8 @@ image = pipe(low_res_image).images[0]
 With diffusers (the LoRA alone; fluxsr's sampler does the one step and colour fix):
 
 ```python
-from diffusers import FluxTransformer2DModel
-transformer = FluxTransformer2DModel.from_pretrained("{base_id}", subfolder="transformer")
+from diffusers import {transformer_class}
+transformer = {transformer_class}.from_pretrained("{base_id}", subfolder="transformer")
 transformer.load_lora_adapter("THIS_FOLDER/{lora.LORA_WEIGHT_NAME}", prefix="transformer")
 ```
 """

@@ -27,7 +27,6 @@ from unittest import mock
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fluxsr_core.train.parallelize import flux_blocks
 
 GiB = 2 ** 30
 Attention = Literal["flash", "math"]
@@ -167,38 +166,35 @@ def _gib(n: int | float) -> float:
     return round(n / GiB, 4)
 
 
-def meta_components(preset: str, dtype: torch.dtype, weights: str = "full", architecture: dict | None = None):
-    """The preset's transformer and VAE built from their configs on the meta device (no weights read, none
-    allocated), the blocks' weights in ``weights`` as ``load_components`` holds them (bitsandbytes' NF4 layers
-    quantise on meta through its fake kernels), and a meta text condition of the preset's shape. ``architecture``
-    overrides entries of the preset's transformer config (a reduced-depth FLUX, checked against a real step)."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-
-    from fluxsr_core.models import flux_dev, low_vram, tiny
-    from fluxsr_core.models.presets import FluxComponents
-    from fluxsr_core.models.velocity import TextCondition
-
+def meta_components(preset: str, dtype: torch.dtype, weights: str = "full", architecture: dict | None = None,
+                    backbone: str = "flux1-dev"):
+    """The backbone's transformer and VAE at the preset's size built from their configs on the meta device (no
+    weights read, none allocated), the blocks' weights in ``weights`` as ``load_components`` holds them
+    (bitsandbytes' NF4 layers quantise on meta through its fake kernels), and a meta text condition of the
+    preset's shape. ``architecture`` overrides entries of the transformer config (a reduced depth, checked against
+    a real step)."""
+    from fluxsr_core import backbones
     from fluxsr_core.config import ModelConfig
+    from fluxsr_core.latents import vae_scale_shift
+    from fluxsr_core.models import low_vram
+    from fluxsr_core.models.presets import FluxComponents
 
-    arch = tiny if preset == "tiny" else flux_dev
-    tokens = tiny.PROMPT_TOKENS if preset == "tiny" else flux_dev.MAX_SEQUENCE_LENGTH
+    spec = backbones.get(backbone)
     meta = torch.device("meta")
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # built in the dtype: no float32 copy first
     try:
         with meta:
-            tc = {**arch.TRANSFORMER_CONFIG, **(architecture or {})}
-            transformer = FluxTransformer2DModel(**tc).requires_grad_(False)
-            vae = AutoencoderKL(**arch.VAE_CONFIG).requires_grad_(False)
-            cond = TextCondition(torch.empty(1, tokens, tc["joint_attention_dim"]),
-                                 torch.empty(1, tc["pooled_projection_dim"]))
+            transformer, vae, scheduler, cond = spec.build_unloaded("tiny" if preset == "tiny" else "full",
+                                                                    architecture)
     finally:
         torch.set_default_dtype(previous)
-    low_vram.apply_weights(transformer, weights, meta, dtype)
-    components = FluxComponents(transformer=transformer, vae=vae, prompt_encoder=None,
-                                scheduler=FlowMatchEulerDiscreteScheduler(**arch.SCHEDULER_CONFIG),
-                                latent_scale=0.3611, latent_shift=0.1159, identity=f"{preset}-meta", device=meta,
-                                dtype=dtype, config=ModelConfig(preset=preset, weights=weights))
+    low_vram.apply_weights(transformer, spec.blocks(transformer), weights, meta, dtype)
+    scale, shift = vae_scale_shift(vae)
+    components = FluxComponents(transformer=transformer, vae=vae, prompt_encoder=None, scheduler=scheduler,
+                                latent_scale=scale, latent_shift=shift, identity=f"{preset}-meta", device=meta,
+                                dtype=dtype, backbone=spec,
+                                config=ModelConfig(preset=preset, weights=weights, backbone=backbone))
     return components, cond
 
 
@@ -212,7 +208,7 @@ def _meta_sample(resolution: int) -> dict[str, torch.Tensor]:
 def _sr_model(cfg, dtype: torch.dtype, guidance: float, architecture: dict | None = None):
     from fluxsr_core.models.sr_model import SRModel
 
-    components, cond = meta_components(cfg.preset, dtype, cfg.model.weights, architecture)
+    components, cond = meta_components(cfg.preset, dtype, cfg.model.weights, architecture, cfg.model.backbone)
     return SRModel(components, cond=cond, guidance=guidance)
 
 
@@ -264,7 +260,7 @@ def plan_train(cfg, method_name: str, *, resolution: int, dtype: torch.dtype = t
     grads = tensor_bytes([p.grad for p in trainable if p.grad is not None])
     optimizer = tensor_bytes([t for s in trainer.optimizer.state.values() for t in s.values()
                               if torch.is_tensor(t) and t.dim() > 0])
-    block = max((tensor_bytes(held(b)) for b in flux_blocks(transformer)), default=0)
+    block = max((tensor_bytes(held(b)) for b in model.components.backbone.blocks(transformer)), default=0)
     plan = Plan(what=f"train {method_name}", preset=cfg.preset, resolution=resolution, batch=cfg.train.batch_size,
                 attention=attention, parameters=_parameters(transformer),
                 trainable_parameters=sum(p.numel() for p in trainable),
@@ -371,7 +367,7 @@ def plan_upscale(cfg, method_name: str = "ftd", *, size: int, dtype: torch.dtype
         peak = mem.peak
     transformer = model.transformer
     weights = tensor_bytes([*held(transformer), *held(model.components.vae)])
-    blocks = [tensor_bytes(held(b)) for b in flux_blocks(transformer)]
+    blocks = [tensor_bytes(held(b)) for b in model.components.backbone.blocks(transformer)]
     if offload:  # the GPU holds the non-block modules and one block
         weights, peak = weights - sum(blocks) + max(blocks), peak - sum(blocks) + max(blocks)
     return Plan(what=f"upscale {method_name}", preset=cfg.preset, resolution=size, batch=1, attention=attention,

@@ -1,9 +1,9 @@
 """Teacher sampling: noise ε -> clean latent z_0 -> image x_0, the records FTD trains on.
 
-The schedule is FluxPipeline's (sigmas linspace(1, 1/n, n), resolution-dependent
+The schedule is the backbone's pipeline's (FLUX.1: sigmas linspace(1, 1/n, n), resolution-dependent
 shift ``mu``, ``FlowMatchEulerDiscreteScheduler``, guidance embedding), and the
-latents stay in the model dtype between steps as in the pipeline, so a record
-generated here equals FluxPipeline's output for the same noise. Seeds are a pure
+latents stay packed in the model dtype between steps as in the pipeline, so a record
+generated here equals the pipeline's output for the same noise. Seeds are a pure
 function of (run seed, record index): any record can be regenerated alone.
 """
 
@@ -17,8 +17,7 @@ import numpy as np
 import torch
 
 from fluxsr_core.models.codec import decode_latents
-from fluxsr_core.latents import pack, unpack
-from fluxsr_core.models.velocity import PackedVelocity, TextCondition
+from fluxsr_core.models.velocity import TextCondition
 
 
 def record_seed(run_seed: int, index: int) -> int:
@@ -33,35 +32,24 @@ def initial_noise(seed: int, channels: int, height: int, width: int) -> torch.Te
     return torch.randn(1, channels, height, width, generator=g, dtype=torch.float32)
 
 
-def schedule_shift(scheduler, image_seq_len: int) -> float | None:
-    """FLUX's resolution-dependent timestep shift mu (None when the scheduler does not shift dynamically)."""
-    cfg = scheduler.config
-    if not cfg.get("use_dynamic_shifting", False):
-        return None
-    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
-    return calculate_shift(image_seq_len, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
-                           cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))
-
-
 @torch.no_grad()
 def sample_latents(components, noise: torch.Tensor, cond: TextCondition, steps: int, guidance: float) -> torch.Tensor:
     """Euler flow sampling from ε (B, C, h, w) at t = 1 to z_0 at t = 0, in the model dtype."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
+    backbone = components.backbone
     scheduler = FlowMatchEulerDiscreteScheduler.from_config(components.scheduler.config)  # own state per call
     z = noise.to(device=components.device, dtype=components.dtype)
     b, _, h, w = z.shape
-    mu = schedule_shift(scheduler, (h // components.patch_size) * (w // components.patch_size))
-    kwargs = {"mu": mu} if mu is not None else {}
-    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / steps, steps), device=z.device, **kwargs)
-    velocity = PackedVelocity(components.transformer, h, w, cond, b, guidance, components.patch_size, device=z.device)
-    tokens = pack(z, components.patch_size)  # stay packed between steps, as FluxPipeline does
+    sigmas, kwargs = backbone.sampling_sigmas(scheduler, (h // backbone.token_patch) * (w // backbone.token_patch), steps)
+    scheduler.set_timesteps(sigmas=sigmas, device=z.device, **kwargs)
+    velocity = backbone.velocity_call(components.transformer, h, w, cond, b, guidance, device=z.device)
+    tokens = velocity.pack(z)  # stay packed between steps, as the pipeline does
     with velocity.rope_once():  # the positions never change between steps
         for t in scheduler.timesteps:
             v = velocity(tokens, t.expand(b).to(tokens.dtype) / 1000)
             tokens = scheduler.step(v, t, tokens, return_dict=False)[0]
-    return unpack(tokens, h, w, components.patch_size)
+    return velocity.unpack(tokens)
 
 
 @dataclass

@@ -58,6 +58,18 @@ def tiny_components():
     return load_components(ModelConfig(preset="tiny", seed=0))
 
 
+BACKBONES = ("flux1-dev", "flux1-schnell")  # every backbone's tiny configuration (fluxsr_core.backbones)
+
+
+@pytest.fixture(scope="session", params=BACKBONES)
+def backbone_components(request):
+    """Each backbone's tiny preset, built once per session (read-only use in tests)."""
+    from fluxsr_core.config import ModelConfig
+    from fluxsr_core.models import load_components
+
+    return load_components(ModelConfig(preset="tiny", seed=0, backbone=request.param))
+
+
 @pytest.fixture(scope="session")
 def prefect_env(tmp_path_factory):
     """A real Prefect server on loopback for the session (SQLite); the env that points subprocesses at it."""

@@ -107,7 +107,7 @@ def make_lora(directory: Path, seed: int = 1) -> Path:
         for name, p in tr.named_parameters():
             if "lora_B" in name:
                 p.copy_(0.05 * torch.randn(p.shape, generator=g))
-    lora.save_lora(tr, directory)
+    lora.save_lora(tr, directory, "FluxPipeline")
     model_folder.write_info(directory, model_folder.ModelInfo(
         method="ftd", method_params=FTD.from_config(tiny()).metadata(), base=base,
         lora=model_folder.lora_settings(tr)))
@@ -143,7 +143,7 @@ def method_model(components, method_name: str, *, lora_rank: int | None = 4, see
     method.extend(model)
     if lora_rank is not None:
         cfg = LoraConfig(rank=lora_rank)
-        lora.add_lora(model.transformer, cfg.model_copy(update={"target_modules": method.lora_targets(cfg.target_modules)}),
+        lora.add_lora(model.transformer, cfg.model_copy(update={"target_modules": method.lora_targets(cfg.target_modules, model.components.backbone)}),
                       seed=seed)
     for module in method.trainable_modules(model).values():
         module.requires_grad_(True)
@@ -157,18 +157,20 @@ def as_if_trained(teacher, seed: int = 12):
     import torch
 
     with torch.no_grad():
-        weight = teacher.transformer.x_embedder.weight
-        weight[:, weight.shape[1] // 2:].normal_(0, 0.05, generator=torch.Generator().manual_seed(seed))
+        weight = teacher.transformer.get_submodule(teacher.components.backbone.condition_module).weight
+        condition = (weight == 0).all(dim=0)  # the columns widen_input added (wherever the backbone puts them)
+        noise = torch.empty(weight.shape[0], int(condition.sum())).normal_(0, 0.05, generator=torch.Generator().manual_seed(seed))
+        weight[:, condition] = noise.to(weight.dtype)
     return teacher
 
 
 TRAINED_METHODS = ("ftd", "sr-teacher", "oftsr", "meanflow")
 
 
-def train_tiny_models(root, steps: int = 2) -> dict:
-    """Every method trained in this process for ``steps`` steps on random tiny latents (the distilled ones from the
-    SR teacher trained here) and exported with a card and summary, as the training worker writes a final/ folder:
-    method -> model folder. Seconds, where the pipeline's CLI takes minutes."""
+def train_tiny_models(root, steps: int = 2, backbone: str = "flux1-dev") -> dict:
+    """Every method trained in this process for ``steps`` steps on random tiny latents of ``backbone`` (the
+    distilled ones from the SR teacher trained here) and exported with a card and summary, as the training worker
+    writes a final/ folder: method -> model folder. Seconds, where the pipeline's CLI takes minutes."""
     import json
     from pathlib import Path
 
@@ -181,6 +183,7 @@ def train_tiny_models(root, steps: int = 2) -> dict:
     from fluxsr_core.train.loop import Trainer
 
     cfg = tiny()
+    cfg.model.backbone = backbone
     out = {}
     for name in TRAINED_METHODS:
         method = build_method(name, cfg)

@@ -5,7 +5,8 @@ A method (FTD, later the SR teacher, OFTSR, MeanFlow) is one object that says
   the one back-propagated); logging, ``losses.jsonl``, plots and artifacts read them from here;
 - ``extend(model)``: architecture changes besides the LoRA adapters (e.g. a widened input projection,
   a second time embedding), made before training and before a saved model is loaded;
-- ``lora_targets(targets)``: the LoRA target modules (the config's, plus e.g. a widened input projection);
+- ``lora_targets(targets, backbone)``: the LoRA target modules (the config's, plus e.g. the backbone's widened
+  input projection);
 - ``trainable_modules(model)``: modules trained in full besides LoRA, by their name in the transformer
   (optimised, checkpointed, resumed and exported with the LoRA, which every method trains);
 - ``setup_training(model)``: training-only helpers (e.g. a frozen LPIPS network);
@@ -70,7 +71,7 @@ class Method(ABC):
         """The frozen teacher a distilled method (``distils``) calls in its loss."""
         raise TypeError(f"method {self.name!r} distils no teacher")
 
-    def lora_targets(self, targets: list[str]) -> list[str]:
+    def lora_targets(self, targets: list[str], backbone) -> list[str]:
         """The module names LoRA adapts: the config's ``lora.target_modules``, plus any the method needs."""
         return list(targets)
 

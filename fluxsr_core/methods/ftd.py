@@ -146,7 +146,7 @@ class FTD(Method):
         with_ftd = self.lambda_ftd > 0  # without it (the ablation) the pass at t is not run at all
         tokens_on_ftd = self.mu_adl > 0 and self.adl_source == "ftd" and with_ftd
         tokens_on_step = self.mu_adl > 0 and not tokens_on_ftd
-        capture = lambda on: capture_block_tokens(model.transformer) if on else contextlib.nullcontext([])
+        capture = lambda on: capture_block_tokens(model.transformer, model.components.backbone) if on else contextlib.nullcontext([])
         with model.autocast():
             l_ftd = z_L.new_zeros(())
             if with_ftd:

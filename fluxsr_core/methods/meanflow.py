@@ -9,8 +9,8 @@ student u_θ(z_t, r, t | z_L) is the average velocity over [r, t]:
     v_ψ  = v(·|∅) + w_g·(v(·|z_L) - v(·|∅))                   the teacher's guided velocity, w_g drawn per sample
     k steps: t_i = 1 - i/k,  z_{t_{i+1}} = z_{t_i} - (t_i - t_{i+1})·u(z_{t_i}, t_{i+1}, t_i);  k = 1: ẑ_0 = x_src - u(x_src, 0, 1)
 
-The student is the teacher's architecture (widened ``x_embedder``, LoRA) plus two scalar inputs of its own,
-each FLUX's sinusoid + MLP summed into FLUX's time embedding with its last layer zero-initialised
+The student is the teacher's architecture (widened input projection, LoRA) plus two scalar inputs of its own,
+each a timestep sinusoid + MLP summed into the backbone's time embedding with its last layer zero-initialised
 (``ScalarEmbedding``): the interval t - r, and the CFG scale w_g. So the untrained student is its teacher
 for every interval and every w (u(z, r, t; w) = v_ψ(z, t | z_L)), inference picks w, and the backbone's own
 guidance embedding (when it has one) stays at the value the teacher was trained and runs with.
@@ -101,9 +101,9 @@ def sample_mean_flow(u: AverageVelocity, x_src: torch.Tensor, steps: int) -> tor
 
 
 class ScalarEmbedding(torch.nn.Module):
-    """One extra scalar input of the student (the interval t - r, or the CFG scale w): FLUX's timestep sinusoid
-    and MLP applied to it (×1000, as diffusers scales t and guidance), output zero-initialised, added to FLUX's
-    time embedding by a forward hook on ``time_text_embed`` while ``value`` is set (``scalar_input``)."""
+    """One extra scalar input of the student (the interval t - r, or the CFG scale w): a timestep sinusoid and MLP
+    applied to it (×1000, as diffusers scales t and guidance), output zero-initialised, added to the backbone's
+    time embedding (``Backbone.time_embedding``) by a forward hook while ``value`` is set (``scalar_input``)."""
 
     def __init__(self, dim: int, channels: int = 256):
         super().__init__()  # the first layer keeps nn.Linear's init: the last one, zero, makes the output 0
@@ -123,18 +123,20 @@ class ScalarEmbedding(torch.nn.Module):
         return temb if self.value is None else temb + self(self.value).to(temb.dtype)
 
 
-def add_scalar_embedding(transformer, name: str) -> ScalarEmbedding:
-    """Give the transformer the scalar input ``name`` (a new module, every existing name unchanged), once."""
+def add_scalar_embedding(transformer, name: str, backbone) -> ScalarEmbedding:
+    """Give the transformer the scalar input ``name`` (a new module, every existing name unchanged), once: added
+    to the output of the backbone's time embedding."""
     existing = getattr(transformer, name, None)
     if existing is not None:
         return existing
-    weight = transformer.x_embedder.weight
+    time_embedding, width = backbone.time_embedding(transformer)
+    weight = next(time_embedding.parameters())
     with torch.random.fork_rng(devices=[]):  # its first layer's init: the same in every process (DDP, re-runs)
         torch.manual_seed(EMBEDDING_SEEDS[name])
-        module = ScalarEmbedding(transformer.config.num_attention_heads * transformer.config.attention_head_dim)
+        module = ScalarEmbedding(width)
     module.to(device=weight.device, dtype=weight.dtype).requires_grad_(False)
     transformer.add_module(name, module)
-    transformer.time_text_embed.register_forward_hook(module.add_to)
+    time_embedding.register_forward_hook(module.add_to)
     return module
 
 
@@ -200,7 +202,7 @@ class MeanFlow(ConditionedOnLR, Method):
     def extend(self, model) -> None:
         super().extend(model)
         for name in (INTERVAL_MODULE, GUIDANCE_MODULE):
-            add_scalar_embedding(model.transformer, name)
+            add_scalar_embedding(model.transformer, name, model.components.backbone)
 
     def trainable_modules(self, model) -> dict[str, torch.nn.Module]:
         return {name: getattr(model.transformer, name) for name in (INTERVAL_MODULE, GUIDANCE_MODULE)}

@@ -11,11 +11,11 @@ s = 1 the source; the velocity points from HR to source (like FLUX's, from data 
     sampling: x_{s-Δ} = x_s - Δ·v_ψ(x_s, s | z_L) from s = 1 to 0 (Euler, or midpoint), N steps
     CFG:      v_w = v(·|∅) + w·(v(·|z_L) - v(·|∅)),  ∅ = a zero condition
 
-The condition is the clean z_L, packed and concatenated with the packed state along channels:
-``extend`` widens the transformer's input projection ``x_embedder`` from 64 to 128 packed channels
-with zero weights (exactly what diffusers' FLUX LoRA loader does for Control LoRAs), and the LoRA
-adapter covers ``x_embedder`` too, so the condition enters through LoRA and the untrained teacher is
-the base transformer. The saved teacher is a FLUX Control LoRA: ``FluxPipeline.load_lora_weights``
+The condition is the clean z_L, packed and joined to the packed state along channels: ``extend`` widens
+the transformer's input projection by the latent's channels with zero weights (the backbone's
+``widen_input``; on FLUX.1 exactly what diffusers' LoRA loader does for Control LoRAs), and the LoRA
+adapter covers that projection too, so the condition enters through LoRA and the untrained teacher is
+the base transformer. On FLUX.1 the saved teacher is a FLUX Control LoRA: ``FluxPipeline.load_lora_weights``
 widens a plain transformer the same way and loads it.
 """
 
@@ -30,9 +30,6 @@ import torch
 
 from fluxsr_core.methods.base import Batch, Method, Terms, Times, per_sample
 from fluxsr_core.models.codec import decode_latents
-
-CONDITION_MODULE = "x_embedder"
-
 
 
 def noisy_source(z_L: torch.Tensor, n: torch.Tensor, sigma_p: float) -> torch.Tensor:
@@ -116,33 +113,17 @@ def evaluations(steps: int, solver: str, guidance_scale: float) -> int:
     return steps * (2 if solver == "midpoint" else 1) * (1 if guidance_scale == 1.0 else 2)
 
 
-def widen_input(transformer, extra: int) -> None:
-    """Widen ``x_embedder`` by ``extra`` packed input channels with zero weights (diffusers' Control-LoRA
-    expansion), and record the new width in the config as diffusers' loader does."""
-    old = getattr(transformer, CONDITION_MODULE)
-    if not isinstance(old, torch.nn.Linear):
-        raise ValueError("widen the input projection before adding LoRA adapters")
-    new = torch.nn.Linear(old.in_features + extra, old.out_features, bias=old.bias is not None,
-                          device=old.weight.device, dtype=old.weight.dtype)
-    with torch.no_grad():
-        new.weight.zero_()
-        new.weight[:, :old.in_features] = old.weight
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-    new.requires_grad_(False)
-    setattr(transformer, CONDITION_MODULE, new)
-    transformer.register_to_config(in_channels=new.in_features)
-
-
 class ConditionedOnLR:
     """The architecture of a network conditioned on z_L (the SR teacher and its students): the widened input
     projection, and LoRA on it too."""
 
     def extend(self, model) -> None:
-        widen_input(model.transformer, model.transformer.config.in_channels)
+        backbone = model.components.backbone
+        backbone.widen_input(model.transformer, backbone.latent_channels)
 
-    def lora_targets(self, targets: list[str]) -> list[str]:
-        return [*targets, CONDITION_MODULE] if CONDITION_MODULE not in targets else list(targets)
+    def lora_targets(self, targets: list[str], backbone) -> list[str]:
+        module = backbone.condition_module
+        return [*targets, module] if module not in targets else list(targets)
 
 
 @dataclass

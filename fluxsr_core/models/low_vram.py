@@ -1,6 +1,6 @@
 """Low-VRAM modes of the base transformer: its blocks' weights in NF4 or fp8, and block offloading for inference.
 
-Only the Linear layers of the FLUX blocks change (11.83 B of FLUX.1-dev's 11.90 B transformer parameters; the
+Only the Linear layers of the backbone's blocks change (11.83 B of FLUX.1-dev's 11.90 B transformer parameters; the
 embedders, final norm and projection stay in ``model.dtype``): a method's extensions (a widened ``x_embedder``, an
 interval embedding) and every trained module keep full precision, and peft puts its LoRA on a quantised layer
 as on a plain one (QLoRA), so a trained LoRA also applies to the full-precision base.
@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import torch
 
-from fluxsr_core.train.parallelize import flux_blocks
-
 NF4_BLOCKSIZE = 64
 WEIGHT_MODES = ("full", "nf4", "fp8")
 
 
-def block_linears(transformer) -> list[tuple[torch.nn.Module, str, torch.nn.Linear]]:
-    """(parent, attribute, layer) of every plain ``nn.Linear`` inside the FLUX blocks."""
+def block_linears(blocks: list[torch.nn.Module]) -> list[tuple[torch.nn.Module, str, torch.nn.Linear]]:
+    """(parent, attribute, layer) of every plain ``nn.Linear`` inside ``blocks`` (``Backbone.blocks``)."""
     out = []
-    for block in flux_blocks(transformer):
+    for block in blocks:
         for parent in block.modules():
             for name, child in parent.named_children():
                 if type(child) is torch.nn.Linear:
@@ -33,12 +31,12 @@ def block_linears(transformer) -> list[tuple[torch.nn.Module, str, torch.nn.Line
     return out
 
 
-def quantize_nf4(transformer, device: torch.device, compute_dtype: torch.dtype) -> int:
+def quantize_nf4(blocks: list[torch.nn.Module], device: torch.device, compute_dtype: torch.dtype) -> int:
     """Replace the blocks' Linear layers with bitsandbytes NF4 layers on ``device`` (quantised as each one moves
     there, so the full-precision copy never reaches it); returns how many were replaced."""
     import bitsandbytes as bnb
 
-    layers = block_linears(transformer)
+    layers = block_linears(blocks)
     for parent, name, layer in layers:
         q = bnb.nn.Linear4bit(layer.in_features, layer.out_features, bias=layer.bias is not None,
                               compute_dtype=compute_dtype, quant_type="nf4", quant_storage=torch.uint8,
@@ -55,24 +53,25 @@ def quantize_nf4(transformer, device: torch.device, compute_dtype: torch.dtype) 
     return len(layers)
 
 
-def store_fp8(transformer, compute_dtype: torch.dtype) -> int:
+def store_fp8(blocks: list[torch.nn.Module], compute_dtype: torch.dtype) -> int:
     """Store the blocks' Linear weights as float8_e4m3fn, cast to ``compute_dtype`` for each forward (diffusers'
     layerwise casting); returns how many layers."""
     from diffusers.hooks import apply_layerwise_casting
 
-    layers = block_linears(transformer)
+    layers = block_linears(blocks)
     for _, _, layer in layers:
         apply_layerwise_casting(layer, storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype,
                                 skip_modules_pattern=None)
     return len(layers)
 
 
-def apply_weights(transformer, mode: str, device: torch.device, dtype: torch.dtype):
-    """The transformer with its blocks' weights in ``mode`` ("full", "nf4", "fp8"), on ``device``."""
+def apply_weights(transformer, blocks: list[torch.nn.Module], mode: str, device: torch.device, dtype: torch.dtype):
+    """The transformer with the weights of its ``blocks`` (``Backbone.blocks``) in ``mode`` ("full", "nf4",
+    "fp8"), on ``device``."""
     if mode == "nf4":
-        quantize_nf4(transformer, device, dtype)
+        quantize_nf4(blocks, device, dtype)
     elif mode == "fp8":
-        store_fp8(transformer, dtype)
+        store_fp8(blocks, dtype)
     elif mode != "full":
         raise ValueError(f"model.weights must be one of {WEIGHT_MODES}, got {mode!r}")
     return transformer

@@ -7,10 +7,13 @@ from typing import Any
 
 import torch
 
+from fluxsr_core import backbones
+from fluxsr_core.backbones import Backbone
 from fluxsr_core.config import ModelConfig
 from fluxsr_core.errors import InputNotFoundError
-from fluxsr_core.models import flux_dev, micro, tiny
-from fluxsr_core.models.prompt import BytePromptEncoder, FluxTextEncoders, PromptEncoder
+from fluxsr_core.latents import vae_scale_shift
+from fluxsr_core.models import micro
+from fluxsr_core.models.prompt import BytePromptEncoder, PromptEncoder
 
 
 class ModelNotFoundError(InputNotFoundError):
@@ -19,9 +22,9 @@ class ModelNotFoundError(InputNotFoundError):
 
 @dataclass
 class FluxComponents:
-    """Everything a stage needs from a preset; identical in shape for tiny and flux-dev."""
+    """Everything a stage needs from a preset; identical in shape for every preset and backbone."""
 
-    transformer: Any  # diffusers.FluxTransformer2DModel
+    transformer: Any  # the backbone's diffusers transformer
     vae: Any  # diffusers.AutoencoderKL or AutoencoderTiny
     prompt_encoder: PromptEncoder
     scheduler: Any  # diffusers.FlowMatchEulerDiscreteScheduler
@@ -30,15 +33,30 @@ class FluxComponents:
     identity: str  # names the weights, for cache keys and store attributes
     device: torch.device
     dtype: torch.dtype
-    patch_size: int = 2
-    vae_factor: int = 8
-    latent_channels: int = 16
+    backbone: Backbone = None  # what differs between base models (``fluxsr_core.backbones``); flux1-dev if unset
     config: ModelConfig | None = None  # what it was loaded from (a trained model records its base from it)
     pretrained: str | None = None  # the digest of the pretrained base loaded over the seeded weights (micro)
 
+    def __post_init__(self):
+        if self.backbone is None:
+            self.backbone = backbones.get("flux1-dev")
+
     @property
-    def guidance_embeds(self) -> bool:
-        return bool(self.transformer.config.guidance_embeds)
+    def patch_size(self) -> int:
+        return self.backbone.token_patch
+
+    @property
+    def vae_factor(self) -> int:
+        return self.backbone.vae_factor
+
+    @property
+    def latent_channels(self) -> int:
+        return self.backbone.latent_channels
+
+    @property
+    def has_guidance(self) -> bool:
+        """Whether the transformer takes a guidance value (FLUX.1-dev's embedding; schnell has none)."""
+        return self.backbone.has_guidance(self.transformer)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,11 +72,6 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return getattr(torch, name)
-
-
-def _native_scale_shift(vae) -> tuple[float, float]:
-    cfg = vae.config
-    return float(cfg.scaling_factor), float(getattr(cfg, "shift_factor", 0.0) or 0.0)
 
 
 def _place(module, device: torch.device, dtype: torch.dtype):
@@ -80,46 +93,55 @@ def load_components(cfg: ModelConfig, *, offload: bool = False) -> FluxComponent
     dtype = resolve_dtype(cfg.dtype, device)
     load_to = torch.device("cpu") if cfg.weights != "full" or offload else device
     pretrained = None
+    backbone = backbones.get(cfg.backbone)
+    tag = "" if backbone.name == "flux1-dev" else f"{backbone.name}-"  # flux1-dev's identities as before the seam
     if cfg.preset == "tiny":
-        transformer, vae, scheduler = tiny.build(cfg.seed)
-        tc = tiny.TRANSFORMER_CONFIG
-        prompt_encoder = BytePromptEncoder(tc["joint_attention_dim"], tc["pooled_projection_dim"], tiny.PROMPT_TOKENS, cfg.seed + 2)
-        identity = f"tiny-seed{cfg.seed}"
+        transformer, vae, scheduler = backbone.build_tiny(cfg.seed)
+        prompt_encoder = BytePromptEncoder(*backbone.tiny_prompt, cfg.seed + 2)
+        identity = f"{tag}tiny-seed{cfg.seed}"
     elif cfg.preset == "micro":
-        transformer, scheduler = micro.build(cfg.seed)
+        transformer, scheduler = backbone.build_micro(cfg.seed)  # the config refuses a backbone without one
         vae = None  # TAEF1, below (the config requires it)
-        tc = micro.TRANSFORMER_CONFIG
-        prompt_encoder = BytePromptEncoder(tc["joint_attention_dim"], tc["pooled_projection_dim"], micro.PROMPT_TOKENS,
-                                           cfg.seed + 2)
+        prompt_encoder = BytePromptEncoder(*backbone.micro_prompt, cfg.seed + 2)
         pretrained = micro.load_base(transformer, cfg.path) if cfg.path else None
         identity = f"micro-base:{pretrained[:16]}" if pretrained else f"micro-seed{cfg.seed}"
     else:
-        path = cfg.path or flux_dev.FLUX_DEV_HUB_ID
+        path = cfg.path or backbone.hub_id
         try:
-            transformer, vae, scheduler = flux_dev.load_pretrained(
+            transformer, vae, scheduler = backbone.load(
                 path, dtype=dtype, device=device, transformer_device=load_to, local_files_only=cfg.local_files_only
             )
         except (OSError, ValueError) as err:
-            where = "directory" if flux_dev.looks_like_local(path) else "hub id (local cache only)" if cfg.local_files_only else "hub id"
+            where = "directory" if looks_like_local(path) else "hub id (local cache only)" if cfg.local_files_only else "hub id"
             raise ModelNotFoundError(
-                f"FLUX.1-dev weights could not be loaded from {where} '{path}': {str(err).splitlines()[0]}\n"
-                f"Fix: on a machine with access (the model's licence must be accepted), run "
-                f"`huggingface-cli download {flux_dev.FLUX_DEV_HUB_ID} --local-dir DIR` and set model.path=DIR; "
+                f"{backbone.description}: weights could not be loaded from {where} '{path}': "
+                f"{str(err).splitlines()[0]}\n"
+                f"Fix: on a machine with access (the model's licence may need accepting), run "
+                f"`huggingface-cli download {backbone.hub_id} --local-dir DIR` and set model.path=DIR; "
                 "or set model.local_files_only=false to let diffusers download it."
             ) from None
-        prompt_encoder = FluxTextEncoders(path, dtype, cfg.local_files_only, flux_dev.MAX_SEQUENCE_LENGTH)
-        identity = f"flux-dev:{path}"
+        prompt_encoder = backbone.text_encoders(path, dtype, cfg.local_files_only)
+        identity = f"{'flux-dev' if backbone.name == 'flux1-dev' else backbone.name}:{path}"
     if cfg.vae == "taef1":
         from fluxsr_core.models.taef1 import load_taef1
 
         vae = load_taef1(cfg.taef1_path)
         identity += "+taef1"
-    scale, shift = _native_scale_shift(vae)
+    scale, shift = vae_scale_shift(vae)
     transformer.requires_grad_(False)
     vae.requires_grad_(False)
-    transformer = low_vram.apply_weights(_place(transformer, load_to, dtype), cfg.weights, device, dtype)
+    transformer = _place(transformer, load_to, dtype)
+    transformer = low_vram.apply_weights(transformer, backbone.blocks(transformer), cfg.weights, device, dtype)
     return FluxComponents(
         transformer=transformer if offload else transformer.to(device), vae=_place(vae, device, dtype),
         prompt_encoder=prompt_encoder, scheduler=scheduler, latent_scale=scale, latent_shift=shift,
-        identity=identity, device=device, dtype=dtype, config=cfg.model_copy(), pretrained=pretrained,
+        identity=identity, device=device, dtype=dtype, backbone=backbone, config=cfg.model_copy(),
+        pretrained=pretrained,
     )
+
+
+def looks_like_local(path: str) -> bool:
+    """A path (not a hub id): absolute, relative with ./ or ../, or an existing directory."""
+    from pathlib import Path
+
+    return path.startswith(("/", "./", "../", "~")) or Path(path).exists()

@@ -1,9 +1,8 @@
 """Prompt encoders: text -> (prompt_embeds (B, T, D_joint), pooled (B, D_pooled)).
 
-FLUX.1-dev uses CLIP-L (pooled) and T5-XXL (sequence) through diffusers'
-``FluxPipeline.encode_prompt``. The tiny preset has no tokenizer files to load
-offline, so it uses a byte-level encoder: UTF-8 bytes -> a seeded embedding table,
-mean-pooled -> a seeded projection. Deterministic, offline, FLUX-shaped.
+A full-size backbone brings its own text encoders (``Backbone.text_encoders``: FLUX.1's CLIP-L + T5). The tiny
+and micro presets have no tokenizer files to load offline, so they use a byte-level encoder: UTF-8 bytes -> a
+seeded embedding table, mean-pooled -> a seeded projection. Deterministic, offline, shaped like the backbone's.
 """
 
 from __future__ import annotations
@@ -42,36 +41,3 @@ class BytePromptEncoder(nn.Module):
         m = mask.unsqueeze(-1).float()
         pooled = (emb * m).sum(1) / m.sum(1).clamp(min=1.0)
         return emb.to(device), (pooled @ self.proj).to(device)
-
-
-class FluxTextEncoders:
-    """CLIP + T5 of FLUX.1-dev, loaded lazily on first use, encoding via ``FluxPipeline.encode_prompt``."""
-
-    def __init__(self, path: str, dtype: torch.dtype, local_files_only: bool, max_sequence_length: int = 512):
-        self.path, self.dtype, self.local_files_only = path, dtype, local_files_only
-        self.max_sequence_length = max_sequence_length
-        self._pipe = None
-
-    def _pipeline(self):
-        if self._pipe is None:
-            from diffusers import FluxPipeline
-
-            self._pipe = FluxPipeline.from_pretrained(
-                self.path, transformer=None, vae=None, torch_dtype=self.dtype, local_files_only=self.local_files_only
-            )
-        return self._pipe
-
-    @torch.no_grad()
-    def encode(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        pipe = self._pipeline().to(device)
-        embeds, pooled, _ = pipe.encode_prompt(
-            prompt=prompts, prompt_2=None, device=device, max_sequence_length=self.max_sequence_length
-        )
-        return embeds, pooled
-
-    def release(self) -> None:
-        """Move the encoders back to CPU memory (the next ``encode`` brings them to its device again)."""
-        if self._pipe is not None:
-            self._pipe.to("cpu")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()

@@ -67,7 +67,7 @@ class SRModel(torch.nn.Module):
 
     def whole_velocity(self, z: torch.Tensor, t: torch.Tensor, guidance: float | torch.Tensor | None,
                        control: torch.Tensor | None = None) -> torch.Tensor:
-        v = predict_velocity(self.transformer, z, t, self.cond, guidance, self.components.patch_size, control)
+        v = predict_velocity(self.components.backbone, self.transformer, z, t, self.cond, guidance, control)
         return v.to(torch.promote_types(z.dtype, torch.float32))  # float32, or float64 for a float64 check
 
     @contextmanager

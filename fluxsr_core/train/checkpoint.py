@@ -93,7 +93,7 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], groups: list[dict],
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: torch.optim.Optimizer,
+def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: torch.optim.Optimizer, pipeline: str,
                     scheduler=None, modules: dict[str, torch.nn.Module] | None = None,
                     info: model_folder.ModelInfo | None = None, extra: dict[str, Any] | None = None,
                     write: bool = True) -> Path:
@@ -116,7 +116,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: t
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        model_folder.write_weights(tmp, transformer, weights, module_weights)
+        model_folder.write_weights(tmp, transformer, weights, module_weights, pipeline)
         if info is not None:
             model_folder.write_info(tmp, info)
         save_file(tensors, str(tmp / OPTIMIZER_FILE))

@@ -152,7 +152,8 @@ class Trainer:
         if self.full:
             self.modules = {**lora.full_modules(transformer), **method.trainable_modules(model)}
         else:
-            lora_cfg = lora_cfg.model_copy(update={"target_modules": method.lora_targets(lora_cfg.target_modules)})
+            lora_cfg = lora_cfg.model_copy(update={"target_modules": method.lora_targets(lora_cfg.target_modules,
+                                                                                    model.components.backbone)})
             lora.add_lora(transformer, lora_cfg, seed=train_cfg.seed)
             self.modules = method.trainable_modules(model)
         for module in self.modules.values():
@@ -162,11 +163,12 @@ class Trainer:
         if train_cfg.gradient_checkpointing:
             parallelize.apply_activation_checkpointing(transformer, model.components.vae)
         if train_cfg.compile:
-            parallelize.apply_compile(transformer)
+            parallelize.apply_compile(model.components.backbone.blocks(transformer))
         transformer.train()
         method.setup_training(model)
         self.loss_module = MethodLoss(method, model)
-        self.step_module = parallelize.data_parallel(self.loss_module, transformer, strategy=train_cfg.strategy,
+        self.step_module = parallelize.data_parallel(self.loss_module, transformer,
+                                                     model.components.backbone.blocks(transformer), strategy=train_cfg.strategy,
                                                      world=self.world, device=self.device)
         self.params = trainable_parameters(transformer)  # after FSDP, which replaced them by sharded (DTensor) ones
         self.optimizer = make_optimizer(self.params, train_cfg)
@@ -301,6 +303,7 @@ class Trainer:
         recent = [*self.resumed_recent, *({k: v for k, v in r.items() if k not in TIMING_KEYS} for r in self.history)]
         recent = recent[-HISTORY_IN_CHECKPOINT:]
         ckpt.save_checkpoint(self.run_dir, self.step, transformer=self.transformer, optimizer=self.optimizer,
+                             pipeline=self.model.components.backbone.pipeline,
                              scheduler=self.scheduler, modules=self.modules, info=self.model_info(),
                              write=self.rank == 0, extra={**self.extra_state, "recent": recent})
         if self.world > 1:
@@ -315,7 +318,8 @@ class Trainer:
         directory = Path(directory)
         if self.rank == 0:
             directory.mkdir(parents=True, exist_ok=True)
-            model_folder.write_weights(directory, self.transformer, lora_tensors, module_tensors)
+            model_folder.write_weights(directory, self.transformer, lora_tensors, module_tensors,
+                                       self.model.components.backbone.pipeline)
             model_folder.write_info(directory, self.model_info())
         return model_folder.main_weights(directory)
 

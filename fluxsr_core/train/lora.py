@@ -134,16 +134,18 @@ def canonical_metadata(value):
     return value
 
 
-def save_lora(transformer, directory: str | Path, tensors: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write ``directory/pytorch_lora_weights.safetensors`` in diffusers' FLUX LoRA format; returns the file.
+def save_lora(transformer, directory: str | Path, pipeline: str,
+              tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``directory/pytorch_lora_weights.safetensors`` in the LoRA format of the diffusers ``pipeline`` class
+    (the backbone's ``Backbone.pipeline``: its ``load_lora_weights`` reads the file); returns the file.
 
     ``tensors``: the adapter's ``lora_state_dict``, when already gathered (FSDP: on every rank).
     """
-    from diffusers import FluxPipeline
+    import diffusers
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    FluxPipeline.save_lora_weights(
+    getattr(diffusers, pipeline).save_lora_weights(
         str(directory), transformer_lora_layers=tensors if tensors is not None else lora_state_dict(transformer),
         transformer_lora_adapter_metadata=adapter_metadata(transformer),
         weight_name=LORA_WEIGHT_NAME, safe_serialization=True,

@@ -1,6 +1,7 @@
 """Parallelism and speed-ups as functions applied to a model (after torchtitan's ``parallelize``).
 
-The trainer calls these; methods and models never import DDP or FSDP.
+The trainer calls these; methods and models never import DDP or FSDP. ``blocks`` are the backbone's repeated
+blocks (``Backbone.blocks``).
 """
 
 from __future__ import annotations
@@ -8,13 +9,8 @@ from __future__ import annotations
 import torch
 
 
-def flux_blocks(transformer) -> list[torch.nn.Module]:
-    """The FLUX transformer's double- and single-stream blocks, in order."""
-    return list(transformer.transformer_blocks) + list(transformer.single_transformer_blocks)
-
-
 def apply_activation_checkpointing(transformer, vae=None) -> None:
-    """Recompute activations in backward: diffusers' gradient checkpointing of the FLUX blocks, and of the VAE's
+    """Recompute activations in backward: diffusers' gradient checkpointing of the transformer's blocks, and of the VAE's
     blocks (FTD decodes the one-step latent and back-propagates the image losses through the decoder: planned
     for FLUX.1-dev at 512², batch 1, 6.4 GiB of activations without it, 4.0 GiB with it, +1.2% FLOPs)."""
     transformer.enable_gradient_checkpointing()
@@ -22,17 +18,17 @@ def apply_activation_checkpointing(transformer, vae=None) -> None:
         vae.enable_gradient_checkpointing()
 
 
-def apply_compile(transformer) -> None:
+def apply_compile(blocks: list[torch.nn.Module]) -> None:
     """``torch.compile`` each block (same maths; slow first steps)."""
-    for block in flux_blocks(transformer):
+    for block in blocks:
         block.compile()
 
 
-def apply_fsdp(transformer) -> None:
+def apply_fsdp(transformer, blocks: list[torch.nn.Module]) -> None:
     """FSDP2: one all-gather group per block, then the rest; gradients are reduce-scattered (averaged)."""
     from torch.distributed.fsdp import fully_shard
 
-    for block in flux_blocks(transformer):
+    for block in blocks:
         fully_shard(block)
     fully_shard(transformer)
 
@@ -49,13 +45,13 @@ def apply_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return DDP(module, device_ids=device_ids, broadcast_buffers=False)
 
 
-def data_parallel(module: torch.nn.Module, transformer, *, strategy: str, world: int,
+def data_parallel(module: torch.nn.Module, transformer, blocks: list[torch.nn.Module], *, strategy: str, world: int,
                   device: torch.device) -> torch.nn.Module:
     """The module a training step calls: itself on one process, DDP-wrapped, or itself over an FSDP-sharded
     transformer."""
     if world == 1:
         return module
     if strategy == "fsdp":
-        apply_fsdp(transformer)
+        apply_fsdp(transformer, blocks)
         return module
     return apply_ddp(module, device)

@@ -65,7 +65,7 @@ def test_training_checkpoint_is_not_left_half_written(tmp_path, tiny_components)
     opt.step()
     assert lora.lora_state_dict(model.transformer)  # LoRA weights and optimizer state to write
 
-    said = _with_a_full_disk(lambda: save_checkpoint(tmp_path, 1, transformer=model.transformer, optimizer=opt),
+    said = _with_a_full_disk(lambda: save_checkpoint(tmp_path, 1, transformer=model.transformer, optimizer=opt, pipeline="FluxPipeline"),
                              20_000)
     assert "(StorageFullError)" in said and "checkpoint" in said and "step-000001" in said
     assert "training resumes from it" in said

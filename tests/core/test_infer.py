@@ -60,9 +60,9 @@ def test_tiled_close_to_untiled_and_tokens_bounded_by_tile(comps, model, cond):
         lambda _m, _a, kw: tokens.append(kw["hidden_states"].shape[1]), with_kwargs=True)
     try:
         with torch.no_grad():
-            full = predict_velocity(comps.transformer, z, t, cond, 3.5)
+            full = predict_velocity(comps.backbone, comps.transformer, z, t, cond, 3.5)
             tokens.clear()
-            tiled = tiled_velocity(lambda zz, tt: predict_velocity(comps.transformer, zz, tt, cond, 3.5), z, t,
+            tiled = tiled_velocity(lambda zz, tt: predict_velocity(comps.backbone, comps.transformer, zz, tt, cond, 3.5), z, t,
                                    tile=16, overlap=8)
             tokens.clear()
             with model.tiled(16, 8):  # the model's own velocity runs the same tiles

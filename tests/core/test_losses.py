@@ -24,8 +24,8 @@ def test_adl_differentiable_and_reaches_every_block(tiny_components):
     try:
         emb, pooled = c.prompt_encoder.encode(["a street"], c.device)
         z = torch.randn(1, 16, 8, 8)
-        with losses.capture_block_tokens(tr) as feats:
-            predict_velocity(tr, z, torch.tensor([0.5]), TextCondition(emb, pooled), 3.5)
+        with losses.capture_block_tokens(tr, c.backbone) as feats:
+            predict_velocity(c.backbone, tr, z, torch.tensor([0.5]), TextCondition(emb, pooled), 3.5)
         n_blocks = len(tr.transformer_blocks) + len(tr.single_transformer_blocks)
         assert len(feats) == n_blocks
         assert all(f.shape == (1, 16, tr.inner_dim) for f in feats)  # image tokens only

@@ -12,7 +12,6 @@ from fluxsr_core.models import load_components
 from fluxsr_core.models.sr_model import SRModel
 from fluxsr_core.student import load_student
 from fluxsr_core.train.loop import Trainer
-from fluxsr_core.train.parallelize import flux_blocks
 from helpers import latent_samples
 
 
@@ -48,7 +47,7 @@ def test_quantised_base_trains_and_its_lora_applies_to_the_full_base(weights, tm
     cfg = _config(weights)
     tr = _trainer(cfg)
     # peft wrapped each quantised layer of the blocks: its base_layer is the quantised one, its adapters are not
-    bases = [m.base_layer for b in flux_blocks(tr.transformer) for m in b.modules() if hasattr(m, "lora_A")]
+    bases = [m.base_layer for b in tr.model.components.backbone.blocks(tr.transformer) for m in b.modules() if hasattr(m, "lora_A")]
     assert bases and all(m.weight.dtype == (torch.uint8 if weights == "nf4" else torch.float8_e4m3fn) for m in bases)
     assert all(p.dtype == torch.float32 for p in tr.params)
     start, end = _fixed_batch_losses(tr, 6)

@@ -40,7 +40,7 @@ def test_micro_is_flux1s_architecture_small_in_taef1s_latent_space(micro_cfg):
     from fluxsr_core.models.codec import decode_latents, encode_images
 
     c = load_components(micro_cfg.model)
-    assert type(c.transformer) is FluxTransformer2DModel and c.transformer.config.guidance_embeds
+    assert type(c.transformer) is FluxTransformer2DModel and c.has_guidance and c.backbone.name == "flux1-dev"
     assert isinstance(c.vae, AutoencoderTiny) and c.identity == "micro-seed0+taef1"
     params = sum(p.numel() for p in c.transformer.parameters())
     assert 1e6 < params < 5e7, params

@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from fluxsr_core import latents
+from fluxsr_core.backbones.flux1 import tokens
 from fluxsr_core.config import ModelConfig
 from fluxsr_core.models import ModelNotFoundError, load_components
 from fluxsr_core.models.codec import decode_latents, encode_images
@@ -14,10 +15,10 @@ def test_pack_unpack_round_trip_and_match_diffusers_layout():
     from diffusers import FluxPipeline
 
     z = torch.randn(2, 16, 6, 10)
-    packed = latents.pack(z)
+    packed = tokens.pack(z)
     assert packed.shape == (2, 15, 64)
     torch.testing.assert_close(packed, FluxPipeline._pack_latents(z, 2, 16, 6, 10))
-    torch.testing.assert_close(latents.unpack(packed, 6, 10), z)
+    torch.testing.assert_close(tokens.unpack(packed, 6, 10), z)
     # diffusers' unpack takes pixel sizes (latent * vae factor 8)
     torch.testing.assert_close(FluxPipeline._unpack_latents(packed, 48, 80, 8), z)
 
@@ -25,7 +26,7 @@ def test_pack_unpack_round_trip_and_match_diffusers_layout():
 def test_image_ids_match_diffusers():
     from diffusers import FluxPipeline
 
-    ours = latents.image_ids(6, 10)
+    ours = tokens.image_ids(6, 10)
     theirs = FluxPipeline._prepare_latent_image_ids(2, 3, 5, "cpu", torch.float32)
     torch.testing.assert_close(ours, theirs)
 
@@ -53,7 +54,7 @@ def test_tiny_transformer_forward_round_trips_shapes(tiny_components):
     emb, pooled = c.prompt_encoder.encode(["a", "b"], c.device)
     z = torch.randn(2, 16, 12, 8)
     with torch.no_grad():
-        v = predict_velocity(c.transformer, z, torch.tensor([0.2, 0.9]), TextCondition(emb, pooled), 3.5)
+        v = predict_velocity(c.backbone, c.transformer, z, torch.tensor([0.2, 0.9]), TextCondition(emb, pooled), 3.5)
     assert v.shape == z.shape and torch.isfinite(v).all() and v.abs().sum() > 0
 
 
@@ -89,13 +90,14 @@ def test_flux_dev_architecture_is_the_real_one():
     """The config builds FLUX.1-dev's transformer: 11.9 B parameters, 19 + 38 blocks, 3072 wide."""
     from diffusers import AutoencoderKL
 
-    from fluxsr_core.models import flux_dev
+    from fluxsr_core.backbones import flux1
+    from fluxsr_core.backbones.flux1 import configs
 
-    tr = flux_dev.random_transformer(device="meta")
+    tr = flux1.random_transformer(device="meta")
     assert sum(p.numel() for p in tr.parameters()) == 11_901_408_320
     assert tr.inner_dim == 3072 and len(tr.transformer_blocks) == 19 and len(tr.single_transformer_blocks) == 38
     with torch.device("meta"):
-        vae = AutoencoderKL(**flux_dev.VAE_CONFIG)
+        vae = AutoencoderKL(**configs.VAE_CONFIG)
     assert sum(p.numel() for p in vae.parameters()) == 83_819_683
 
 

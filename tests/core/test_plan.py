@@ -33,9 +33,9 @@ def test_weights_gradients_and_adamw_state_are_what_the_counts_say():
     frozen = p.parameters - p.trainable_parameters
     from diffusers import AutoencoderKL
 
-    from fluxsr_core.models import tiny
+    from fluxsr_core.backbones.flux1 import configs
     with torch.device("meta"):
-        vae = sum(x.numel() for x in AutoencoderKL(**tiny.VAE_CONFIG).parameters())
+        vae = sum(x.numel() for x in AutoencoderKL(**configs.TINY_VAE_CONFIG).parameters())
     assert p.weights_gib * 2 ** 30 == pytest.approx(2 * (frozen + vae), abs=2 ** 30 * 1e-4)
     assert p.trainable_gib * 2 ** 30 == pytest.approx(4 * p.trainable_parameters, abs=2 ** 30 * 1e-4)
     assert p.gradients_gib == p.trainable_gib and p.optimizer_gib == pytest.approx(2 * p.trainable_gib, abs=1e-4)
@@ -50,7 +50,7 @@ def test_weights_gradients_and_adamw_state_are_what_the_counts_say():
     method = build_method("sr-teacher", cfg)
     method.extend(model)
     lora.add_lora(model.transformer, cfg.lora.model_copy(
-        update={"target_modules": method.lora_targets(cfg.lora.target_modules)}), seed=0)
+        update={"target_modules": method.lora_targets(cfg.lora.target_modules, model.components.backbone)}), seed=0)
     assert p.trainable_parameters == sum(x.numel() for x in lora.lora_parameters(model.transformer))
 
 
@@ -108,7 +108,7 @@ def test_nf4_weights_and_8bit_adamw_are_the_bytes_their_formats_say():
     float32 moments below that, plus its two shared 256-entry quantisation maps."""
     from diffusers import AutoencoderKL, FluxTransformer2DModel
 
-    from fluxsr_core.models import tiny
+    from fluxsr_core.backbones.flux1 import blocks as flux1_blocks, configs
     from fluxsr_core.models.low_vram import block_linears
 
     cfg = FluxSRConfig()
@@ -116,8 +116,9 @@ def test_nf4_weights_and_8bit_adamw_are_the_bytes_their_formats_say():
     cfg.lora.rank = 32  # some LoRA matrices of >= 4096 elements: both of bitsandbytes' state layouts
     p = plan_train(cfg, "sr-teacher", resolution=64)
     with torch.device("meta"):
-        blocks = sum(m.weight.numel() for *_, m in block_linears(FluxTransformer2DModel(**tiny.TRANSFORMER_CONFIG)))
-        vae = sum(x.numel() for x in AutoencoderKL(**tiny.VAE_CONFIG).parameters())
+        blocks = sum(m.weight.numel() for *_, m in
+                     block_linears(flux1_blocks(FluxTransformer2DModel(**configs.TINY_TRANSFORMER_CONFIG))))
+        vae = sum(x.numel() for x in AutoencoderKL(**configs.TINY_VAE_CONFIG).parameters())
     frozen = p.parameters - p.trainable_parameters
     expected = 0.5625 * blocks + 2 * (frozen - blocks) + 2 * vae
     assert p.weights_gib * 2 ** 30 == pytest.approx(expected, abs=2 ** 30 * 1e-4)

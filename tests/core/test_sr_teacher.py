@@ -77,14 +77,18 @@ def test_the_pixel_term_decodes_the_flows_hr_estimate(tiny_components, monkeypat
     torch.testing.assert_close(on["total"], 30.0 * want)
 
 
-def test_untrained_teacher_is_the_base_transformer(tiny_components):
-    model, _ = _teacher_model(tiny_components)
-    base = SRModel(tiny_components)
+def test_untrained_teacher_is_the_base_transformer(backbone_components):
+    """On every backbone: the widened input (its LR columns zero) is exactly the base at initialisation."""
+    model, _ = _teacher_model(backbone_components)
+    base = SRModel(backbone_components)
     g = torch.Generator().manual_seed(2)
     x, z_L = torch.randn(1, 16, 8, 8, generator=g), torch.randn(1, 16, 8, 8, generator=g)
     s = torch.full((1,), 0.7)
+    backbone = backbone_components.backbone
+    widened = model.transformer.get_submodule(backbone.condition_module).base_layer
+    plain = backbone_components.transformer.get_submodule(backbone.condition_module)
     with torch.no_grad():
-        assert model.transformer.x_embedder.base_layer.in_features == 128
+        assert widened.in_features == 2 * plain.in_features
         torch.testing.assert_close(model.velocity(x, s, control=z_L), base.velocity(x, s), atol=1e-6, rtol=0)
 
 
@@ -118,7 +122,7 @@ def test_saved_teacher_loads_through_diffusers_flux_lora_loader(tiny_components,
         for name, p in model.transformer.named_parameters():
             if "lora_B" in name:
                 p.copy_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
-    lora.save_lora(model.transformer, tmp_path)
+    lora.save_lora(model.transformer, tmp_path, "FluxPipeline")
     plain = copy.deepcopy(tiny_components.transformer)
     pipe = FluxPipeline(scheduler=tiny_components.scheduler, vae=tiny_components.vae, transformer=plain,
                         text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)

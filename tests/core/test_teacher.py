@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from fluxsr_core import teacher
-from fluxsr_core.latents import pack, unpack
-from fluxsr_core.models.velocity import PackedVelocity, TextCondition
+from fluxsr_core.backbones.flux1.tokens import PackedVelocity, pack, unpack
+from fluxsr_core.models.velocity import TextCondition
 from fluxsr_core.prompts import PromptFileError, bundled_prompts, load_prompts
 
 KW = dict(resolution=64, steps=4, guidance=3.5, run_seed=7)
@@ -35,11 +35,12 @@ def test_stored_noise_reproduces_the_latent(tiny_components):
     assert not np.allclose(rec.latent, rec.noise)
 
 
-def test_matches_diffusers_flux_pipeline(tiny_components):
-    """Our sampler is FluxPipeline's: same schedule, shift and guidance give the same z_0."""
+def test_matches_diffusers_flux_pipeline(backbone_components):
+    """Our sampler is the backbone's pipeline's (FluxPipeline for FLUX.1): same schedule, shift and guidance give
+    the same z_0, exactly."""
     from diffusers import FluxPipeline
 
-    c = tiny_components
+    c = backbone_components
     recs = teacher.generate_records(c, [0, 1], ["a cat", "a dog"], batch_size=2, **KW)
     pipe = FluxPipeline(scheduler=c.scheduler, vae=c.vae, transformer=c.transformer, text_encoder=None,
                         tokenizer=None, text_encoder_2=None, tokenizer_2=None)
@@ -88,7 +89,7 @@ def test_rope_is_pinned_only_inside_the_sampler_and_on_its_thread(tiny_component
     """The sampler computes the rotary embedding once; other callers of the shared model are unaffected."""
     c = tiny_components
     emb, pooled = c.prompt_encoder.encode(["p"], c.device)
-    velocity = PackedVelocity(c.transformer, 8, 8, TextCondition(emb, pooled), 1, 3.5, c.patch_size)
+    velocity = PackedVelocity(c.transformer, 8, 8, TextCondition(emb, pooled), 1, 3.5)
     other = torch.zeros(5, 3)  # ids of some other caller: 5 positions
     with velocity.rope_once():
         here = c.transformer.pos_embed(other)[0]

@@ -81,7 +81,7 @@ def test_loss_decreases_and_only_lora_changes(lpips_model):
 def test_exported_lora_round_trip(tmp_path, lpips_model):
     tr = _trainer(lpips_model)
     tr.fit(2)
-    f = lora.save_lora(tr.transformer, tmp_path / "lora")
+    f = lora.save_lora(tr.transformer, tmp_path / "lora", "FluxPipeline")
     from safetensors import safe_open
 
     with safe_open(str(f), "pt") as s:
@@ -94,9 +94,9 @@ def test_exported_lora_round_trip(tmp_path, lpips_model):
     t = torch.tensor([0.5])
     tr.transformer.eval()
     with torch.no_grad():
-        a = predict_velocity(tr.transformer, z, t, cond, 3.5)
-        b = predict_velocity(fresh.transformer, z, t, cond, 3.5)
-        base = predict_velocity(load_components(ModelConfig()).transformer, z, t, cond, 3.5)
+        a = predict_velocity(fresh.backbone, tr.transformer, z, t, cond, 3.5)
+        b = predict_velocity(fresh.backbone, fresh.transformer, z, t, cond, 3.5)
+        base = predict_velocity(fresh.backbone, load_components(ModelConfig()).transformer, z, t, cond, 3.5)
     assert torch.equal(a, b)
     assert not torch.equal(a, base)  # the LoRA did change the model
 

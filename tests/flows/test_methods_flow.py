@@ -174,7 +174,7 @@ def test_two_process_train_then_rerun_is_cached_and_lora_loads(prefect_env, trai
     z, t = torch.randn(1, 16, 12, 12), torch.tensor([0.5])
     cond = TextCondition(*c.prompt_encoder.encode([""], c.device))
     with torch.no_grad():
-        base = predict_velocity(c.transformer, z, t, cond, 3.5)
+        base = predict_velocity(c.backbone, c.transformer, z, t, cond, 3.5)
         lora.load_lora(c.transformer, s["weights"])
-        tuned = predict_velocity(c.transformer, z, t, cond, 3.5)
+        tuned = predict_velocity(c.backbone, c.transformer, z, t, cond, 3.5)
     assert not torch.equal(base, tuned)

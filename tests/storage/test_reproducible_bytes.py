@@ -28,7 +28,7 @@ from fluxsr_core.models import load_components
 from fluxsr_core.train import lora
 tr = load_components(ModelConfig()).transformer
 lora.add_lora(tr, LoraConfig(rank=4), seed=0)
-file = lora.save_lora(tr, sys.argv[1])
+file = lora.save_lora(tr, sys.argv[1], "FluxPipeline")
 loaded = {}
 if len(sys.argv) > 2:  # read it back: the project's loader, and FluxPipeline's (which uses the metadata)
     from diffusers import FluxPipeline

@@ -1,0 +1,62 @@
+"""The backbone seam (``fluxsr_core.backbones``): one record per base, chosen by ``model.backbone``, recorded in every
+model folder, and the one place that knows a base's tokens."""
+
+import pytest
+import torch
+
+from conftest import BACKBONES
+
+
+def test_every_backbone_is_registered_and_a_wrong_name_lists_the_known_ones():
+    from fluxsr_core import backbones
+    from fluxsr_core.config import ConfigError, load_config
+    from fluxsr_core.errors import UsageError
+
+    assert set(backbones.NAMES) == set(BACKBONES) == {backbones.get(n).name for n in backbones.NAMES}
+    with pytest.raises(UsageError, match="flux1-dev, flux1-schnell"):
+        backbones.get("flux3")
+    with pytest.raises(ConfigError, match="flux1-schnell"):
+        load_config(overrides=["model.backbone=flux3"])
+    with pytest.raises(ConfigError, match="--preset tiny for a tiny flux1-schnell"):
+        load_config(preset="micro", overrides=["model.backbone=flux1-schnell", "model.taef1_path=x"])
+
+
+def test_packing_is_inverse_and_matches_the_pipelines(backbone_components):
+    """The seam's tokens are the diffusers pipeline's own packing of the same latent (FLUX.1: FluxPipeline's)."""
+    from diffusers import FluxPipeline
+
+    from fluxsr_core.models.velocity import TextCondition
+
+    c = backbone_components
+    z = torch.randn(2, 16, 6, 10)
+    cond = TextCondition(*c.prompt_encoder.encode([""], c.device))
+    call = c.backbone.velocity_call(c.transformer, 6, 10, cond, 2, 3.5, device=c.device)
+    tokens = call.pack(z)
+    torch.testing.assert_close(tokens, FluxPipeline._pack_latents(z, 2, 16, 6, 10), rtol=0, atol=0)
+    torch.testing.assert_close(call.unpack(tokens), z, rtol=0, atol=0)
+    assert c.has_guidance == (c.backbone.name == "flux1-dev")
+
+
+def test_a_model_of_one_backbone_is_refused_on_another(tmp_path):
+    """A model folder records its backbone; loaded on another, a one-line error names both and the fix."""
+    from fluxsr_core import model_folder
+    from fluxsr_core.configs import tiny
+    from fluxsr_core.student import load_student
+    from helpers import train_tiny_models
+
+    folders = train_tiny_models(tmp_path, steps=1, backbone="flux1-schnell")
+    assert model_folder.read_info(folders["ftd"]).base["backbone"] == "flux1-schnell"
+    with pytest.raises(model_folder.ModelMismatchError,
+                       match="trained on backbone flux1-schnell but the configured backbone is flux1-dev: load it "
+                             "with --set model.backbone=flux1-schnell"):
+        load_student(tiny(), folders["ftd"])
+
+
+def test_two_backbones_never_share_a_stage_directory(tmp_path):
+    """Generate-pairs (the base samples the records) is keyed by the backbone, and every later stage by the
+    digests of the one before: a run on another backbone plans other directories from the first stage on."""
+    from fluxsr_core.config import load_config
+    from tasks.pairs import plan_pairs
+
+    dev, schnell = load_config(), load_config(overrides=["model.backbone=flux1-schnell"])
+    assert plan_pairs(dev, tmp_path).directory != plan_pairs(schnell, tmp_path).directory
