@@ -44,9 +44,10 @@ class ModelConfig(_Section):
                             "a FLUX.1 transformer small enough to train from scratch on CPU, with TAEF1 (FLUX.1's "
                             "latent space); 'flux-dev': the backbone's full-size weights (FLUX.1-dev by default)."
     )
-    backbone: Literal["flux1-dev", "flux1-schnell"] = Field(
+    backbone: Literal["flux1-dev", "flux1-schnell", "z-image"] = Field(
         "flux1-dev", description="The base model family (fluxsr_core/backbones): 'flux1-dev' (guidance embedding), "
-                                 "'flux1-schnell' (none; Apache-2.0). Sizes come from model.preset."
+                                 "'flux1-schnell' (none; Apache-2.0), 'z-image' (Z-Image, 6 B; Apache-2.0). Sizes "
+                                 "come from model.preset."
     )
     path: str | None = Field(
         None, description="flux-dev: hub id or local directory of the backbone (default its hub id, e.g. "
@@ -321,13 +322,9 @@ class LoraConfig(_Section):
     rank: int = Field(8, ge=0, description="LoRA rank (full-size default 64); 0 = no adapter, every transformer "
                                            "weight trains (a full fine-tune: the micro preset's default).")
     alpha: float | None = Field(None, description="LoRA alpha; None = rank.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: [
-            "attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0",
-            "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
-            "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",
-        ],
-        description="Module name suffixes to adapt (diffusers' FLUX LoRA recipe).",
+    target_modules: list[str] | None = Field(
+        None, description="Module name suffixes to adapt; null = the backbone's attention and MLP projections "
+                          "(FLUX.1: diffusers' LoRA recipe, attn.to_q/k/v/out, add_*_proj, ff and ff_context).",
     )
 
 

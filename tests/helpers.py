@@ -213,3 +213,31 @@ def bomb_png(path, width=60000, height=60000):
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
                      + chunk(b"IEND", b""))
     return path
+
+
+def pipeline_latents(components, noise, prompt_embeds, pooled, *, steps: int, guidance: float, size: int):
+    """z_0 by the backbone's own diffusers pipeline (tiny parts, no text encoder: ``docs/backbones.md`` section 7)
+    from the normalised noise (B, C, h, w), returned unpacked: the reference the seam's sampler must equal."""
+    import torch
+
+    c, name = components, components.backbone.name
+    if name.startswith("flux1"):
+        from diffusers import FluxPipeline
+
+        from fluxsr_core.backbones.flux1.tokens import pack, unpack
+
+        pipe = FluxPipeline(scheduler=c.scheduler, vae=c.vae, transformer=c.transformer, text_encoder=None,
+                            tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+        pipe.set_progress_bar_config(disable=True)
+        out = pipe(prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled, latents=pack(noise), height=size,
+                   width=size, num_inference_steps=steps, guidance_scale=guidance, output_type="latent").images
+        return unpack(out, noise.shape[-2], noise.shape[-1])
+    if name == "z-image":
+        from diffusers import ZImagePipeline
+
+        pipe = ZImagePipeline(scheduler=c.scheduler, vae=c.vae, text_encoder=None, tokenizer=None,
+                              transformer=c.transformer)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(prompt=None, prompt_embeds=list(prompt_embeds), latents=noise, height=size, width=size,
+                    num_inference_steps=steps, guidance_scale=0.0, output_type="latent").images
+    raise NotImplementedError(name)

@@ -75,12 +75,12 @@ class Backbone:
 
 
 def _registry() -> dict[str, Backbone]:
-    from fluxsr_core.backbones import flux1
+    from fluxsr_core.backbones import flux1, zimage
 
-    return {b.name: b for b in flux1.BACKBONES}
+    return {b.name: b for b in (*flux1.BACKBONES, *zimage.BACKBONES)}
 
 
-NAMES = ("flux1-dev", "flux1-schnell")  # model.backbone's values (config.py validates against them)
+NAMES = ("flux1-dev", "flux1-schnell", "z-image")  # model.backbone's values (config.py validates against them)
 
 
 def get(name: str) -> Backbone:

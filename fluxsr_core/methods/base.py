@@ -71,9 +71,10 @@ class Method(ABC):
         """The frozen teacher a distilled method (``distils``) calls in its loss."""
         raise TypeError(f"method {self.name!r} distils no teacher")
 
-    def lora_targets(self, targets: list[str], backbone) -> list[str]:
-        """The module names LoRA adapts: the config's ``lora.target_modules``, plus any the method needs."""
-        return list(targets)
+    def lora_targets(self, targets: list[str] | None, backbone) -> list[str]:
+        """The module names LoRA adapts: the config's ``lora.target_modules`` (None: the backbone's), plus any the
+        method needs."""
+        return list(targets or backbone.lora_targets)
 
     def trainable_modules(self, model: SRModel) -> dict[str, torch.nn.Module]:
         """Modules trained in full besides LoRA, keyed by their name in the transformer (none by default)."""

@@ -121,9 +121,9 @@ class ConditionedOnLR:
         backbone = model.components.backbone
         backbone.widen_input(model.transformer, backbone.latent_channels)
 
-    def lora_targets(self, targets: list[str], backbone) -> list[str]:
-        module = backbone.condition_module
-        return [*targets, module] if module not in targets else list(targets)
+    def lora_targets(self, targets: list[str] | None, backbone) -> list[str]:
+        targets, module = list(targets or backbone.lora_targets), backbone.condition_module
+        return [*targets, module] if module not in targets else targets
 
 
 @dataclass

@@ -56,9 +56,10 @@ FLOAT8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 def lift_float8_adapters(transformer) -> bool:
     """peft gives an adapter its base layer's dtype: over fp8-stored weights (``model.weights=fp8``) the LoRA
-    would be fp8 too. Adapters go to the dtype the model computes in (its output projection's); True if any did."""
-    out = transformer.proj_out
-    dtype = getattr(out, "base_layer", out).weight.dtype
+    would be fp8 too. Adapters go to the dtype the model computes in (that of its first floating weight neither
+    fp8 nor LoRA: the embedders, which no low-VRAM mode stores in fp8); True if any did."""
+    dtype = next(p.dtype for n, p in transformer.named_parameters()
+                 if p.is_floating_point() and p.dtype not in FLOAT8 and "lora_" not in n)
     lifted = [p for p in lora_parameters(transformer) if p.dtype in FLOAT8]
     for p in lifted:
         p.data = p.data.to(dtype)

@@ -21,10 +21,17 @@ def test_every_backbone_is_registered_and_a_wrong_name_lists_the_known_ones():
         load_config(preset="micro", overrides=["model.backbone=flux1-schnell", "model.taef1_path=x"])
 
 
-def test_packing_is_inverse_and_matches_the_pipelines(backbone_components):
-    """The seam's tokens are the diffusers pipeline's own packing of the same latent (FLUX.1: FluxPipeline's)."""
+def _pipeline_tokens(name: str, z: torch.Tensor) -> torch.Tensor:
+    """What the backbone's diffusers pipeline feeds its transformer for the latent z (``docs/backbones.md`` §7)."""
     from diffusers import FluxPipeline
 
+    if name.startswith("flux1"):
+        return FluxPipeline._pack_latents(z, *z.shape)
+    return z  # ZImagePipeline: unpacked; the model patchifies (and the seam's call lists it per sample)
+
+
+def test_packing_is_inverse_and_matches_the_pipelines(backbone_components):
+    """The seam's tokens are the diffusers pipeline's own (FluxPipeline's packing; Z-Image's unpacked latent)."""
     from fluxsr_core.models.velocity import TextCondition
 
     c = backbone_components
@@ -32,7 +39,7 @@ def test_packing_is_inverse_and_matches_the_pipelines(backbone_components):
     cond = TextCondition(*c.prompt_encoder.encode([""], c.device))
     call = c.backbone.velocity_call(c.transformer, 6, 10, cond, 2, 3.5, device=c.device)
     tokens = call.pack(z)
-    torch.testing.assert_close(tokens, FluxPipeline._pack_latents(z, 2, 16, 6, 10), rtol=0, atol=0)
+    torch.testing.assert_close(tokens, _pipeline_tokens(c.backbone.name, z), rtol=0, atol=0)
     torch.testing.assert_close(call.unpack(tokens), z, rtol=0, atol=0)
     assert c.has_guidance == (c.backbone.name == "flux1-dev")
 
