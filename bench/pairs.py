@@ -54,7 +54,7 @@ def build(model: str, device: str):
 
     return FluxComponents(transformer=tr, vae=vae, prompt_encoder=RandomText(),
                           scheduler=FlowMatchEulerDiscreteScheduler(**flux_dev.SCHEDULER_CONFIG),
-                          latent_scale=0.3611, latent_shift=0.1159, identity="flux-dev-random",
+                          identity="flux-dev-random",
                           device=torch.device(device), dtype=dtype)
 
 

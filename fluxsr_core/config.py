@@ -44,10 +44,11 @@ class ModelConfig(_Section):
                             "a FLUX.1 transformer small enough to train from scratch on CPU, with TAEF1 (FLUX.1's "
                             "latent space); 'flux-dev': the backbone's full-size weights (FLUX.1-dev by default)."
     )
-    backbone: Literal["flux1-dev", "flux1-schnell", "z-image"] = Field(
+    backbone: Literal["flux1-dev", "flux1-schnell", "z-image", "flux2-klein"] = Field(
         "flux1-dev", description="The base model family (fluxsr_core/backbones): 'flux1-dev' (guidance embedding), "
-                                 "'flux1-schnell' (none; Apache-2.0), 'z-image' (Z-Image, 6 B; Apache-2.0). Sizes "
-                                 "come from model.preset."
+                                 "'flux1-schnell' (none; Apache-2.0), 'z-image' (Z-Image, 6 B; Apache-2.0), "
+                                 "'flux2-klein' (FLUX.2 [klein] 4B: 32-channel VAE, 128-channel latent at 1/16; "
+                                 "Apache-2.0). Sizes come from model.preset."
     )
     path: str | None = Field(
         None, description="flux-dev: hub id or local directory of the backbone (default its hub id, e.g. "
@@ -602,6 +603,9 @@ class FluxSRConfig(_Section):
     def _cross_checks(self) -> "FluxSRConfig":
         if self.model.preset == "micro" and self.model.vae != "taef1":
             raise ValueError("the micro preset runs in FLUX.1's latent space through TAEF1: keep model.vae=taef1")
+        if self.model.vae == "taef1" and self.model.backbone == "flux2-klein":
+            raise ValueError("TAEF1 encodes FLUX.1's latent space (flux1-*, z-image); flux2-klein has its own 32-channel "
+                             "VAE: keep model.vae=native")
         if self.model.preset == "micro" and self.model.backbone != "flux1-dev":
             raise ValueError(f"the micro preset is a small FLUX.1-dev (model.backbone=flux1-dev), not "
                              f"{self.model.backbone}: use --preset tiny for a tiny {self.model.backbone}")

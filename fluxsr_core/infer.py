@@ -120,15 +120,18 @@ def _tiny_with_wide_latents(vae) -> bool:
 
 @contextmanager
 def vae_tiling(vae, tile: int | None, factor: int):
-    """diffusers' tiled VAE encode/decode with ``tile`` latent px tiles (``factor`` px each) while inside; restored after."""
+    """diffusers' tiled VAE encode/decode with tiles of ``tile`` latent px of fluxsr's latent (``factor`` px each)
+    while inside; restored after. The VAE counts its own latent tile in its own latent pixels (FLUX.2's raw latent
+    is 8x, fluxsr's patchified one 16x)."""
     if tile is None or not hasattr(vae, "use_tiling") or _tiny_with_wide_latents(vae):
         yield
         return
     names = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size")
     saved = {n: getattr(vae, n) for n in names if hasattr(vae, n)}
     vae.use_tiling = True
+    own_factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if hasattr(vae, "tile_latent_min_size"):
-        vae.tile_latent_min_size = tile
+        vae.tile_latent_min_size = tile * factor // own_factor
     if hasattr(vae, "tile_sample_min_size"):
         vae.tile_sample_min_size = tile * factor
     try:
@@ -147,9 +150,9 @@ def upscale(model, method, image: torch.Tensor, *, scale: float = 4.0, tile: int
             color_fix: str = "none", knobs: dict[str, Any] | None = None) -> torch.Tensor:
     """(1, 3, h, w) in [0, 1] -> (1, 3, round(h·scale), round(w·scale)) in [0, 1] by ``method.sample`` on ``model``.
 
-    The bicubic-upsampled image is padded (replicate) to a multiple of 16 pixels
-    (VAE factor 8 x patch 2) and the result is cropped back. ``tile``/``overlap``
-    are in latent pixels (1 latent px = 8 image px); ``tile=None`` runs whole-image.
+    The bicubic-upsampled image is padded (replicate) to a multiple of a token's pixels
+    (FLUX.1: VAE factor 8 x patch 2) and the result is cropped back. ``tile``/``overlap``
+    are in latent pixels (FLUX.1: 1 latent px = 8 image px); ``tile=None`` runs whole-image.
     ``knobs`` are the method's inference knobs (FTD: ``step_fraction``); ``color_fix``
     is 'none', 'wavelet' or 'adain' against the bicubic image.
     """

@@ -175,7 +175,6 @@ def meta_components(preset: str, dtype: torch.dtype, weights: str = "full", arch
     a real step)."""
     from fluxsr_core import backbones
     from fluxsr_core.config import ModelConfig
-    from fluxsr_core.latents import vae_scale_shift
     from fluxsr_core.models import low_vram
     from fluxsr_core.models.presets import FluxComponents
 
@@ -190,18 +189,17 @@ def meta_components(preset: str, dtype: torch.dtype, weights: str = "full", arch
     finally:
         torch.set_default_dtype(previous)
     low_vram.apply_weights(transformer, spec.blocks(transformer), weights, meta, dtype)
-    scale, shift = vae_scale_shift(vae)
     components = FluxComponents(transformer=transformer, vae=vae, prompt_encoder=None, scheduler=scheduler,
-                                latent_scale=scale, latent_shift=shift, identity=f"{preset}-meta", device=meta,
+                                identity=f"{preset}-meta", device=meta,
                                 dtype=dtype, backbone=spec,
                                 config=ModelConfig(preset=preset, weights=weights, backbone=backbone))
     return components, cond
 
 
-def _meta_sample(resolution: int) -> dict[str, torch.Tensor]:
-    h = resolution // 8
+def _meta_sample(resolution: int, backbone) -> dict[str, torch.Tensor]:
+    h, c = resolution // backbone.vae_factor, backbone.latent_channels
     with torch.device("meta"):
-        return {"z_L": torch.empty(16, h, h), "z0": torch.empty(16, h, h), "noise": torch.empty(16, h, h),
+        return {"z_L": torch.empty(c, h, h), "z0": torch.empty(c, h, h), "noise": torch.empty(c, h, h),
                 "hr": torch.empty(3, resolution, resolution)}
 
 
@@ -244,7 +242,7 @@ def plan_train(cfg, method_name: str, *, resolution: int, dtype: torch.dtype = t
             build_method(method.distils, cfg).extend(teacher)
             method.set_teacher(teacher)
         model = _sr_model(cfg, dtype, method.guidance, architecture)
-        dataset = [_meta_sample(resolution)] * max(1, cfg.train.batch_size)
+        dataset = [_meta_sample(resolution, model.components.backbone)] * max(1, cfg.train.batch_size)
         trainer = Trainer(method, model, dataset, lora_cfg=cfg.lora, train_cfg=train_cfg)
         _allocate_optimizer_state(trainer)
         before, mem.peak = mem.live, mem.live

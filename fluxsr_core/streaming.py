@@ -55,7 +55,6 @@ from fluxsr_core.colorfix import METHODS as COLOR_FIXES
 from fluxsr_core.colorfix import adain_apply, adain_stats, channel_sums, wavelet
 from fluxsr_core.config import check_tiles
 from fluxsr_core.infer import output_size, vae_tiling
-from fluxsr_core.latents import denormalize, normalize
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +173,7 @@ def encode_bands(components, bicubic: BicubicImage, tile: int):
         return DiagonalGaussianDistribution(moments).mode()
 
     def finish(z: torch.Tensor) -> torch.Tensor:
-        return normalize(z, components.latent_scale, components.latent_shift).float()
+        return components.backbone.to_latent(vae, z).float()
 
     if Hp <= g["sample"] and Wp <= g["sample"]:  # diffusers encodes such an image whole
         yield finish(encode(bicubic.crop(0, Hp, 0, Wp)))
@@ -226,7 +225,7 @@ def decode_streamed(components, z: Rows, h: int, w: int, tile: int, H: int, W: i
     g = _kl_tiling(vae, tile, components.vae_factor)
 
     def decode(zt: torch.Tensor) -> torch.Tensor:
-        raw = denormalize(zt.to(components.dtype), components.latent_scale, components.latent_shift)
+        raw = components.backbone.from_latent(vae, zt.to(components.dtype))
         if vae.config.use_post_quant_conv:
             raw = vae.post_quant_conv(raw)
         return vae.decoder(raw)

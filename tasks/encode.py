@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 from prefect import task
 
+from fluxsr_core import backbones
 from fluxsr_core.config import FluxSRConfig, ModelConfig
+from fluxsr_core.errors import UsageError
 from storage.latent_store import LatentStore, StoreShape, source_id
 from storage.layout import stage_dir, stage_key
 from storage.manifest import FileEntry, manifest_digest
@@ -56,7 +58,11 @@ def plan_encode(cfg: FluxSRConfig, root: str | Path) -> EncodePlan:
     stage_cfg = {"model": encoder_settings(cfg.model), "encode": cfg.encode.model_dump(mode="json")}
     key = stage_key(stage_cfg, code_version(*CODE_MODULES), {"lr_stage": deg.key})
     directory = stage_dir(root, STAGE, key)
-    res, K, f = cfg.pairs.resolution, cfg.degrade.variants, 8
+    backbone = backbones.get(cfg.model.backbone)
+    res, K, f = cfg.pairs.resolution, cfg.degrade.variants, backbone.vae_factor
+    if res % (f * backbone.token_patch):
+        raise UsageError(f"pairs.resolution {res} is not a multiple of {f * backbone.token_patch} pixels, the "
+                         f"{backbone.name} latent's token size: choose a multiple of it")
     units, start = [], 0
     for p_entry, l_entry in zip(deg.pairs_files, lr.files, strict=True):
         units.append(dict(pairs_shard=str(deg.pairs_dir / p_entry.name), pairs_entry=p_entry.__dict__,
@@ -64,9 +70,10 @@ def plan_encode(cfg: FluxSRConfig, root: str | Path) -> EncodePlan:
                           first_record=start, records=p_entry.records,
                           source=source_id(p_entry.sha256, l_entry.sha256)))
         start += p_entry.records
-    shape = StoreShape(records=start, variants=K, latent_channels=16, latent_size=(res // f, res // f), image_size=(res, res))
-    attrs = {"stage_key": key, "model": encoder_settings(cfg.model),
-             "normalisation": "z = (vae_latent - shift) * scale", "dtype": "float16 (zarr has no bfloat16)"}
+    shape = StoreShape(records=start, variants=K, latent_channels=backbone.latent_channels,
+                       latent_size=(res // f, res // f), image_size=(res, res))
+    attrs = {"stage_key": key, "model": encoder_settings(cfg.model), "backbone": backbone.name,
+             "normalisation": backbone.to_latent.__doc__.splitlines()[0], "dtype": "float16 (zarr has no bfloat16)"}
     return EncodePlan(key=key, directory=directory, store_path=directory / STORE_NAME, units=units,
                       shape=shape, attrs=attrs, config=stage_cfg, inputs=inputs, manifest_name=deg.manifest_name)
 

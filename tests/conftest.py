@@ -58,7 +58,7 @@ def tiny_components():
     return load_components(ModelConfig(preset="tiny", seed=0))
 
 
-BACKBONES = ("flux1-dev", "flux1-schnell", "z-image")  # every backbone's tiny configuration (fluxsr_core.backbones)
+BACKBONES = ("flux1-dev", "flux1-schnell", "z-image", "flux2-klein")  # every backbone's tiny configuration (fluxsr_core.backbones)
 
 
 @pytest.fixture(scope="session", params=BACKBONES)

@@ -114,16 +114,24 @@ def make_lora(directory: Path, seed: int = 1) -> Path:
     return directory
 
 
-def latent_samples(n: int, seed: int) -> list[dict]:
-    """``n`` random training samples of the tiny preset's shapes (8x8 latents, 64 px HR), a map-style dataset."""
+def latent_shape(components, pixels: int = 64, batch: int | None = None) -> tuple[int, ...]:
+    """The latent shape of a ``pixels``² image on the components' backbone ((16, 8, 8) for FLUX.1 at 64 px)."""
+    backbone = components.backbone
+    shape = (backbone.latent_channels, pixels // backbone.vae_factor, pixels // backbone.vae_factor)
+    return shape if batch is None else (batch, *shape)
+
+
+def latent_samples(n: int, seed: int, shape: tuple[int, int, int] = (16, 8, 8), pixels: int = 64) -> list[dict]:
+    """``n`` random training samples of the tiny preset's shapes (default FLUX.1's 8x8 latents of a 64 px HR),
+    a map-style dataset."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
     items = []
     for _ in range(n):
-        z0 = torch.randn(16, 8, 8, generator=g)
-        items.append({"z_L": z0 + 0.5 * torch.randn(16, 8, 8, generator=g), "z0": z0,
-                      "noise": torch.randn(16, 8, 8, generator=g), "hr": torch.rand(3, 64, 64, generator=g)})
+        z0 = torch.randn(*shape, generator=g)
+        items.append({"z_L": z0 + 0.5 * torch.randn(*shape, generator=g), "z0": z0,
+                      "noise": torch.randn(*shape, generator=g), "hr": torch.rand(3, pixels, pixels, generator=g)})
     return items
 
 
@@ -189,7 +197,9 @@ def train_tiny_models(root, steps: int = 2, backbone: str = "flux1-dev") -> dict
         method = build_method(name, cfg)
         if method.distils:
             method.set_teacher(load_student(cfg, out[method.distils]).model)
-        tr = Trainer(method, SRModel(load_components(cfg.model), guidance=method.guidance), latent_samples(2, seed=1),
+        components = load_components(cfg.model)
+        tr = Trainer(method, SRModel(components, guidance=method.guidance),
+                     latent_samples(2, seed=1, shape=latent_shape(components)),
                      lora_cfg=cfg.lora, train_cfg=cfg.train.model_copy(update={"steps": steps, "learning_rate": 1e-2}),
                      identity={"trained_on": {"latents_key": "random"}})
         history = tr.fit()
@@ -232,6 +242,15 @@ def pipeline_latents(components, noise, prompt_embeds, pooled, *, steps: int, gu
         out = pipe(prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled, latents=pack(noise), height=size,
                    width=size, num_inference_steps=steps, guidance_scale=guidance, output_type="latent").images
         return unpack(out, noise.shape[-2], noise.shape[-1])
+    if name == "flux2-klein":  # the pipeline takes fluxsr's latent and returns the VAE's raw one
+        from diffusers import Flux2KleinPipeline
+
+        pipe = Flux2KleinPipeline(scheduler=c.scheduler, vae=c.vae, text_encoder=None, tokenizer=None,
+                                  transformer=c.transformer, is_distilled=True)
+        pipe.set_progress_bar_config(disable=True)
+        raw = pipe(prompt_embeds=prompt_embeds, latents=noise, height=size, width=size, num_inference_steps=steps,
+                   guidance_scale=1.0, output_type="latent").images
+        return c.backbone.to_latent(c.vae, raw)
     if name == "z-image":
         from diffusers import ZImagePipeline
 

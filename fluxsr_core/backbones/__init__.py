@@ -21,6 +21,17 @@ from typing import Any, Protocol
 import torch
 
 from fluxsr_core.errors import UsageError
+from fluxsr_core.latents import denormalize, normalize, vae_scale_shift
+
+
+def scaled_latent(vae, raw: torch.Tensor) -> torch.Tensor:
+    """The VAE's raw latent -> the transformer's: ``(raw - shift) · scale`` from the VAE config (FLUX.1's AE)."""
+    return normalize(raw, *vae_scale_shift(vae))
+
+
+def unscaled_latent(vae, z: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``scaled_latent``: what ``vae.decode`` takes."""
+    return denormalize(z, *vae_scale_shift(vae))
 
 
 class VelocityCall(Protocol):
@@ -70,17 +81,19 @@ class Backbone:
     build_unloaded: Callable[[str, dict | None], tuple[Any, Any, Any, Any]] | None = None  # (size "tiny" or "full",
     # transformer config overrides) -> (transformer, vae, scheduler, TextCondition) on the current default device and
     # dtype, weights uninitialised: ``fluxsr plan`` builds them on the meta device
+    to_latent: Callable[[Any, torch.Tensor], torch.Tensor] = scaled_latent  # (vae, raw VAE latent) -> fluxsr's
+    from_latent: Callable[[Any, torch.Tensor], torch.Tensor] = unscaled_latent  # and back (what vae.decode takes)
     build_micro: Callable[[int], tuple[Any, Any]] | None = None  # the micro preset: seed -> (transformer, scheduler)
     micro_prompt: tuple[int, int | None, int] | None = None
 
 
 def _registry() -> dict[str, Backbone]:
-    from fluxsr_core.backbones import flux1, zimage
+    from fluxsr_core.backbones import flux1, flux2, zimage
 
-    return {b.name: b for b in (*flux1.BACKBONES, *zimage.BACKBONES)}
+    return {b.name: b for b in (*flux1.BACKBONES, *zimage.BACKBONES, *flux2.BACKBONES)}
 
 
-NAMES = ("flux1-dev", "flux1-schnell", "z-image")  # model.backbone's values (config.py validates against them)
+NAMES = ("flux1-dev", "flux1-schnell", "z-image", "flux2-klein")  # model.backbone's values (config.py validates against them)
 
 
 def get(name: str) -> Backbone:

@@ -11,7 +11,6 @@ from fluxsr_core import backbones
 from fluxsr_core.backbones import Backbone
 from fluxsr_core.config import ModelConfig
 from fluxsr_core.errors import InputNotFoundError
-from fluxsr_core.latents import vae_scale_shift
 from fluxsr_core.models import micro
 from fluxsr_core.models.prompt import BytePromptEncoder, PromptEncoder
 
@@ -28,8 +27,6 @@ class FluxComponents:
     vae: Any  # diffusers.AutoencoderKL or AutoencoderTiny
     prompt_encoder: PromptEncoder
     scheduler: Any  # diffusers.FlowMatchEulerDiscreteScheduler
-    latent_scale: float
-    latent_shift: float
     identity: str  # names the weights, for cache keys and store attributes
     device: torch.device
     dtype: torch.dtype
@@ -127,14 +124,13 @@ def load_components(cfg: ModelConfig, *, offload: bool = False) -> FluxComponent
 
         vae = load_taef1(cfg.taef1_path)
         identity += "+taef1"
-    scale, shift = vae_scale_shift(vae)
     transformer.requires_grad_(False)
     vae.requires_grad_(False)
     transformer = _place(transformer, load_to, dtype)
     transformer = low_vram.apply_weights(transformer, backbone.blocks(transformer), cfg.weights, device, dtype)
     return FluxComponents(
         transformer=transformer if offload else transformer.to(device), vae=_place(vae, device, dtype),
-        prompt_encoder=prompt_encoder, scheduler=scheduler, latent_scale=scale, latent_shift=shift,
+        prompt_encoder=prompt_encoder, scheduler=scheduler,
         identity=identity, device=device, dtype=dtype, backbone=backbone, config=cfg.model_copy(),
         pretrained=pretrained,
     )

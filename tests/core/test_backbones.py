@@ -27,6 +27,10 @@ def _pipeline_tokens(name: str, z: torch.Tensor) -> torch.Tensor:
 
     if name.startswith("flux1"):
         return FluxPipeline._pack_latents(z, *z.shape)
+    if name == "flux2-klein":
+        from diffusers import Flux2KleinPipeline
+
+        return Flux2KleinPipeline._pack_latents(z)
     return z  # ZImagePipeline: unpacked; the model patchifies (and the seam's call lists it per sample)
 
 
@@ -35,7 +39,7 @@ def test_packing_is_inverse_and_matches_the_pipelines(backbone_components):
     from fluxsr_core.models.velocity import TextCondition
 
     c = backbone_components
-    z = torch.randn(2, 16, 6, 10)
+    z = torch.randn(2, c.backbone.latent_channels, 6, 10)
     cond = TextCondition(*c.prompt_encoder.encode([""], c.device))
     call = c.backbone.velocity_call(c.transformer, 6, 10, cond, 2, 3.5, device=c.device)
     tokens = call.pack(z)

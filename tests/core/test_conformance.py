@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import BACKBONES
-from helpers import TRAINED_METHODS, as_if_trained, latent_samples, train_tiny_models
+from helpers import TRAINED_METHODS, as_if_trained, latent_samples, latent_shape, train_tiny_models
 
 CASES = [(m, b) for b in BACKBONES for m in TRAINED_METHODS]
 
@@ -38,7 +38,9 @@ def _trainer(method_name: str, backbone: str, teacher_folder=None, run_dir=None,
     method = build_method(method_name, cfg)
     if method.distils:
         method.set_teacher(as_if_trained(load_student(cfg, teacher_folder).model))
-    return Trainer(method, SRModel(load_components(cfg.model), guidance=method.guidance), latent_samples(2, seed=3),
+    components = load_components(cfg.model)
+    return Trainer(method, SRModel(components, guidance=method.guidance),
+                   latent_samples(2, seed=3, shape=latent_shape(components)),
                    lora_cfg=cfg.lora, run_dir=run_dir,
                    train_cfg=cfg.train.model_copy(update={"batch_size": 2, "learning_rate": 1e-2, "lr_warmup_steps": 0,
                                                           **train}))
@@ -77,7 +79,7 @@ def test_resume_equals_uninterrupted_and_the_folder_round_trips(teachers, method
     full.export(tmp_path / "final")
     loaded = load_student(_cfg(backbone), tmp_path / "final")
     assert loaded.info.base["backbone"] == backbone
-    z_L = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(6))
+    z_L = torch.randn(latent_shape(loaded.model.components, batch=1), generator=torch.Generator().manual_seed(6))
     knobs = {"steps": 1} if "steps" in full.method.knobs else {}
     full.transformer.eval()
     with torch.no_grad():

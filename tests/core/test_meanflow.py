@@ -145,11 +145,14 @@ def test_untrained_student_is_its_teacher_for_every_cfg_scale(backbone_component
     student's own zero-initialised embedding, and the backbone's guidance input (where it has one) stays at the
     value the teacher ran with (fed w there, the untrained student differs from its teacher by ~8 % at w = 1..3);
     on a base without a guidance embedding (flux1-schnell) w still reaches the network."""
+    from helpers import latent_shape
+
     teacher = _teacher(backbone_components)
     model, method = _student(backbone_components)
     assert method.teacher_guidance == teacher.guidance == 3.5
     g = torch.Generator().manual_seed(11)
-    z, z_L = torch.randn(2, 16, 8, 8, generator=g), torch.randn(2, 16, 8, 8, generator=g)
+    shape = latent_shape(backbone_components, batch=2)
+    z, z_L = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
     t = torch.tensor([0.7, 0.2])
     with torch.no_grad():
         u = method.average_velocity(model, z_L, torch.full((2,), w))(z, t, t)

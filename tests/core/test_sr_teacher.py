@@ -79,10 +79,13 @@ def test_the_pixel_term_decodes_the_flows_hr_estimate(tiny_components, monkeypat
 
 def test_untrained_teacher_is_the_base_transformer(backbone_components):
     """On every backbone: the widened input (its LR columns zero) is exactly the base at initialisation."""
+    from helpers import latent_shape
+
     model, _ = _teacher_model(backbone_components)
     base = SRModel(backbone_components)
     g = torch.Generator().manual_seed(2)
-    x, z_L = torch.randn(1, 16, 8, 8, generator=g), torch.randn(1, 16, 8, 8, generator=g)
+    shape = latent_shape(backbone_components, batch=1)
+    x, z_L = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
     s = torch.full((1,), 0.7)
     backbone = backbone_components.backbone
     widened = model.transformer.get_submodule(backbone.condition_module).base_layer

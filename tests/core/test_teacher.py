@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fluxsr_core import teacher
-from fluxsr_core.backbones.flux1.tokens import PackedVelocity, pack, unpack
+from fluxsr_core.backbones.flux1.tokens import PackedVelocity
 from fluxsr_core.models.velocity import TextCondition
 from fluxsr_core.prompts import PromptFileError, bundled_prompts, load_prompts
 
