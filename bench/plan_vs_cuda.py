@@ -56,7 +56,7 @@ def real_model(cfg, arch: dict | None, device: torch.device, dtype: torch.dtype,
     from fluxsr_core.models.velocity import TextCondition
     from fluxsr_core.plan import meta_components
 
-    components, cond = meta_components(cfg.preset, dtype, "full", arch)
+    components, cond = meta_components(cfg.preset, dtype, "full", arch, cfg.model.backbone)
     g = torch.Generator(device).manual_seed(0)
     for module in (components.transformer, components.vae):
         module.to_empty(device=device)
@@ -104,10 +104,11 @@ def measure(cfg, method_name: str, resolution: int, arch: dict | None, device: t
         build_method(method.distils, cfg).extend(teacher)
         method.set_teacher(teacher)
     model = real_model(cfg, arch, device, dtype, method.guidance)
-    h = resolution // 8
+    backbone = model.components.backbone
+    h, c = resolution // backbone.vae_factor, backbone.latent_channels
     g = torch.Generator().manual_seed(1)
-    sample = {"z_L": torch.randn(16, h, h, generator=g), "z0": torch.randn(16, h, h, generator=g),
-              "noise": torch.randn(16, h, h, generator=g), "hr": torch.rand(3, resolution, resolution, generator=g)}
+    sample = {"z_L": torch.randn(c, h, h, generator=g), "z0": torch.randn(c, h, h, generator=g),
+              "noise": torch.randn(c, h, h, generator=g), "hr": torch.rand(3, resolution, resolution, generator=g)}
     trainer = Trainer(method, model, [sample] * cfg.train.batch_size, lora_cfg=cfg.lora, train_cfg=cfg.train)
 
     def step(k: int) -> None:

@@ -104,6 +104,7 @@ def load_components(cfg: ModelConfig, *, offload: bool = False) -> FluxComponent
         identity = f"micro-base:{pretrained[:16]}" if pretrained else f"micro-seed{cfg.seed}"
     else:
         path = cfg.path or backbone.hub_id
+        check_weights_are(backbone, path)
         try:
             transformer, vae, scheduler = backbone.load(
                 path, dtype=dtype, device=device, transformer_device=load_to, local_files_only=cfg.local_files_only
@@ -134,6 +135,24 @@ def load_components(cfg: ModelConfig, *, offload: bool = False) -> FluxComponent
         identity=identity, device=device, dtype=dtype, backbone=backbone, config=cfg.model_copy(),
         pretrained=pretrained,
     )
+
+
+def check_weights_are(backbone: Backbone, path: str) -> None:
+    """A local diffusers folder whose transformer is another base's is refused before anything loads, naming both
+    (a hub id is checked by diffusers as it loads)."""
+    import json
+    from pathlib import Path
+
+    from fluxsr_core.errors import UsageError
+
+    config = Path(path).expanduser() / "transformer" / "config.json"
+    if not config.is_file():
+        return
+    found = json.loads(config.read_text()).get("_class_name")
+    if found and found != backbone.transformer_class:
+        theirs = next((b.name for b in map(backbones.get, backbones.NAMES) if b.transformer_class == found), found)
+        raise UsageError(f"model.path {path} holds a {found} ({theirs}), but model.backbone is {backbone.name} "
+                         f"({backbone.transformer_class}): set --set model.backbone={theirs} or another model.path")
 
 
 def looks_like_local(path: str) -> bool:

@@ -71,3 +71,35 @@ def test_two_backbones_never_share_a_stage_directory(tmp_path):
 
     dev, schnell = load_config(), load_config(overrides=["model.backbone=flux1-schnell"])
     assert plan_pairs(dev, tmp_path).directory != plan_pairs(schnell, tmp_path).directory
+
+
+def test_the_gpu_check_runs_dry_on_cpu_and_refuses_without_a_gpu():
+    """bench/gpu_check.py, prepared for a lent GPU: its dry mode runs every backbone's plan, FTD step and one-step
+    upscale on CPU with the tiny configurations; without --dry and without a GPU it says so and exits 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.py"
+    dry = subprocess.run([sys.executable, str(script), "--dry"], capture_output=True, text=True, timeout=600)
+    assert dry.returncode == 0, dry.stderr[-2000:]
+    rows = [line for line in dry.stdout.splitlines() if line.startswith("| ") and "backbone" not in line]
+    assert [r.split("|")[1].strip() for r in rows] == list(BACKBONES) and "no GPU figure" in dry.stdout
+    if not torch.cuda.is_available():
+        real = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        assert real.returncode == 2 and "no CUDA device visible" in real.stdout
+
+
+def test_weights_of_another_base_are_refused_before_loading(tmp_path):
+    """A local diffusers folder of a Z-Image given to the flux1-dev backbone: one line naming both, nothing loaded."""
+    import json
+
+    from fluxsr_core.config import ModelConfig
+    from fluxsr_core.errors import UsageError
+    from fluxsr_core.models import load_components
+
+    (tmp_path / "transformer").mkdir()
+    (tmp_path / "transformer" / "config.json").write_text(json.dumps({"_class_name": "ZImageTransformer2DModel"}))
+    with pytest.raises(UsageError, match=r"holds a ZImageTransformer2DModel \(z-image\), but model.backbone is "
+                                         r"flux1-dev .*--set model.backbone=z-image"):
+        load_components(ModelConfig(preset="flux-dev", path=str(tmp_path)))
