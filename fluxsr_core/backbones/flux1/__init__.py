@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from fluxsr_core.backbones import Backbone
+from fluxsr_core.backbones.common import TextPipeline, append_zero_columns, load_folder
 from fluxsr_core.backbones.flux1 import configs
 from fluxsr_core.backbones.flux1.tokens import PATCH, PackedVelocity
 
@@ -68,71 +69,27 @@ def random_transformer(config: dict = configs.TRANSFORMER_CONFIG, dtype: torch.d
         return FluxTransformer2DModel(**config).to(dtype)
 
 
-def load(path: str, *, dtype: torch.dtype, device: torch.device, local_files_only: bool,
-         transformer_device: torch.device | None = None):
-    """Transformer, VAE and scheduler of a FLUX.1 diffusers folder or hub id (the transformer to
-    ``transformer_device``, default ``device``: the CPU when it is quantised or offloaded next)."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-
-    kw = dict(local_files_only=local_files_only)
-    transformer = FluxTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype, **kw)
-    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **kw)
-    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", **kw)
-    return transformer.to(transformer_device or device), vae.to(device), scheduler
+def load(path: str, **kw):
+    """Transformer, VAE and scheduler of a FLUX.1 diffusers folder or hub id."""
+    return load_folder(path, "FluxTransformer2DModel", "AutoencoderKL", **kw)
 
 
-class FluxTextEncoders:
-    """CLIP + T5 of a FLUX.1 folder, loaded lazily on first use, encoding via ``FluxPipeline.encode_prompt``."""
+class FluxTextEncoders(TextPipeline):
+    """CLIP + T5 of a FLUX.1 folder, encoding via ``FluxPipeline.encode_prompt``."""
 
-    def __init__(self, path: str, dtype: torch.dtype, local_files_only: bool,
-                 max_sequence_length: int = configs.MAX_SEQUENCE_LENGTH):
-        self.path, self.dtype, self.local_files_only = path, dtype, local_files_only
-        self.max_sequence_length = max_sequence_length
-        self._pipe = None
-
-    def _pipeline(self):
-        if self._pipe is None:
-            from diffusers import FluxPipeline
-
-            self._pipe = FluxPipeline.from_pretrained(
-                self.path, transformer=None, vae=None, torch_dtype=self.dtype, local_files_only=self.local_files_only
-            )
-        return self._pipe
+    pipeline = "FluxPipeline"
 
     @torch.no_grad()
     def encode(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        pipe = self._pipeline().to(device)
-        embeds, pooled, _ = pipe.encode_prompt(
-            prompt=prompts, prompt_2=None, device=device, max_sequence_length=self.max_sequence_length
-        )
+        embeds, pooled, _ = self._pipeline(device).encode_prompt(
+            prompt=prompts, prompt_2=None, device=device, max_sequence_length=configs.MAX_SEQUENCE_LENGTH)
         return embeds, pooled
-
-    def release(self) -> None:
-        """Move the encoders back to CPU memory (the next ``encode`` brings them to its device again)."""
-        if self._pipe is not None:
-            self._pipe.to("cpu")
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
 
 
 def widen_input(transformer, extra_channels: int) -> None:
-    """Widen ``x_embedder`` by ``extra_channels`` latent channels (4 packed columns each) with zero weights, the
-    LR condition's tokens concatenated after the state's (diffusers' Control-LoRA expansion), and record the new
-    width in the config as diffusers' loader does: the widened model is exactly the base at initialisation."""
-    old = getattr(transformer, INPUT_PROJECTION)
-    if not isinstance(old, torch.nn.Linear):
-        raise ValueError("widen the input projection before adding LoRA adapters")
-    extra = extra_channels * PATCH * PATCH
-    new = torch.nn.Linear(old.in_features + extra, old.out_features, bias=old.bias is not None,
-                          device=old.weight.device, dtype=old.weight.dtype)
-    with torch.no_grad():
-        new.weight.zero_()
-        new.weight[:, :old.in_features] = old.weight
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-    new.requires_grad_(False)
-    setattr(transformer, INPUT_PROJECTION, new)
-    transformer.register_to_config(in_channels=new.in_features)
+    """Widen ``x_embedder`` by ``extra_channels`` latent channels (4 packed columns each) with zero weights: exactly
+    what diffusers' LoRA loader does for FLUX Control LoRAs."""
+    append_zero_columns(transformer, INPUT_PROJECTION, extra_channels * PATCH * PATCH)
 
 
 def has_guidance(transformer) -> bool:
@@ -175,7 +132,7 @@ def _velocity_call(transformer, height, width, cond, batch, guidance=None, devic
 _COMMON = dict(
     transformer_class="FluxTransformer2DModel", pipeline="FluxPipeline", latent_channels=16, vae_factor=8, token_patch=PATCH,
     lora_targets=LORA_TARGETS, condition_module=INPUT_PROJECTION, load=load,
-    text_encoders=lambda path, dtype, local: FluxTextEncoders(path, dtype, local),
+    text_encoders=FluxTextEncoders,
     velocity_call=_velocity_call, widen_input=widen_input, has_guidance=has_guidance, time_embedding=time_embedding,
     blocks=blocks, block_image_tokens=block_image_tokens, sampling_sigmas=sampling_sigmas,
     tiny_prompt=(configs.TINY_TRANSFORMER_CONFIG["joint_attention_dim"],

@@ -16,6 +16,7 @@ from contextlib import nullcontext
 import torch
 
 from fluxsr_core.backbones import Backbone
+from fluxsr_core.backbones.common import TextPipeline, append_zero_columns, load_folder
 
 HUB_ID = "black-forest-labs/FLUX.2-klein-4B"
 INPUT_PROJECTION = "x_embedder"
@@ -86,40 +87,21 @@ def build_unloaded(size: str, overrides: dict | None = None):
     return transformer, vae, FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG), cond
 
 
-def load(path: str, *, dtype: torch.dtype, device: torch.device, local_files_only: bool,
-         transformer_device: torch.device | None = None):
+def load(path: str, **kw):
     """Transformer, VAE and scheduler of a FLUX.2 [klein] diffusers folder or hub id."""
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
-
-    kw = dict(local_files_only=local_files_only)
-    transformer = Flux2Transformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype, **kw)
-    vae = AutoencoderKLFlux2.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **kw)
-    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", **kw)
-    return transformer.to(transformer_device or device), vae.to(device), scheduler
+    return load_folder(path, "Flux2Transformer2DModel", "AutoencoderKLFlux2", **kw)
 
 
-class KleinTextEncoder:
-    """Qwen3 of a klein folder through ``Flux2KleinPipeline.encode_prompt``, loaded lazily; a placeholder pooled
-    vector (FLUX.2 has none)."""
+class KleinTextEncoder(TextPipeline):
+    """Qwen3 of a klein folder through ``Flux2KleinPipeline.encode_prompt``; a placeholder pooled vector (FLUX.2
+    has none)."""
 
-    def __init__(self, path: str, dtype: torch.dtype, local_files_only: bool):
-        self.path, self.dtype, self.local_files_only = path, dtype, local_files_only
-        self._pipe = None
+    pipeline = "Flux2KleinPipeline"
 
     @torch.no_grad()
     def encode(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._pipe is None:
-            from diffusers import Flux2KleinPipeline
-
-            self._pipe = Flux2KleinPipeline.from_pretrained(self.path, transformer=None, vae=None,
-                                                            torch_dtype=self.dtype,
-                                                            local_files_only=self.local_files_only)
-        embeds, _ = self._pipe.to(device).encode_prompt(prompt=prompts, device=device)
+        embeds, _ = self._pipeline(device).encode_prompt(prompt=prompts, device=device)
         return embeds, torch.zeros(len(prompts), 1, device=device, dtype=embeds.dtype)
-
-    def release(self) -> None:
-        if self._pipe is not None:
-            self._pipe.to("cpu")
 
 
 def patchify(raw: torch.Tensor) -> torch.Tensor:
@@ -202,20 +184,8 @@ class PackedVelocity:
 
 def widen_input(transformer, extra_channels: int) -> None:
     """Widen ``x_embedder`` (no bias) by ``extra_channels`` token features with zero weights, the LR condition's
-    tokens concatenated after the state's: the widened model is exactly the base at initialisation."""
-    old = transformer.x_embedder
-    if not isinstance(old, torch.nn.Linear):
-        raise ValueError("widen the input projection before adding LoRA adapters")
-    new = torch.nn.Linear(old.in_features + extra_channels, old.out_features, bias=old.bias is not None,
-                          device=old.weight.device, dtype=old.weight.dtype)
-    with torch.no_grad():
-        new.weight.zero_()
-        new.weight[:, :old.in_features] = old.weight
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-    new.requires_grad_(False)
-    transformer.x_embedder = new
-    transformer.register_to_config(in_channels=new.in_features)
+    tokens concatenated after the state's."""
+    append_zero_columns(transformer, INPUT_PROJECTION, extra_channels)
 
 
 def time_embedding(transformer) -> tuple[torch.nn.Module, int]:
@@ -248,7 +218,7 @@ FLUX2_KLEIN = Backbone(
     transformer_class="Flux2Transformer2DModel", pipeline="Flux2KleinPipeline", hub_id=HUB_ID, licence="apache-2.0",
     latent_channels=128, vae_factor=16, token_patch=1, guidance_input=False, lora_targets=LORA_TARGETS,
     condition_module=INPUT_PROJECTION, build_tiny=build_tiny, tiny_prompt=(48, 1, TINY_PROMPT_TOKENS), load=load,
-    text_encoders=lambda path, dtype, local: KleinTextEncoder(path, dtype, local), velocity_call=PackedVelocity,
+    text_encoders=KleinTextEncoder, velocity_call=PackedVelocity,
     widen_input=widen_input, has_guidance=lambda transformer: False, time_embedding=time_embedding, blocks=blocks,
     block_image_tokens=block_image_tokens, sampling_sigmas=sampling_sigmas, build_unloaded=build_unloaded,
     to_latent=to_latent, from_latent=from_latent)

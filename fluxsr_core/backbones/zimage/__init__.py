@@ -14,6 +14,7 @@ from contextlib import nullcontext
 import torch
 
 from fluxsr_core.backbones import Backbone
+from fluxsr_core.backbones.common import TextPipeline, load_folder
 
 HUB_ID = "Tongyi-MAI/Z-Image-Turbo"
 PATCH = 2
@@ -70,41 +71,23 @@ def build_unloaded(size: str, overrides: dict | None = None):
     return transformer, vae, FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG), cond
 
 
-def load(path: str, *, dtype: torch.dtype, device: torch.device, local_files_only: bool,
-         transformer_device: torch.device | None = None):
+def load(path: str, **kw):
     """Transformer, VAE and scheduler of a Z-Image diffusers folder or hub id."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImageTransformer2DModel
-
-    kw = dict(local_files_only=local_files_only)
-    transformer = ZImageTransformer2DModel.from_pretrained(path, subfolder="transformer", torch_dtype=dtype, **kw)
-    vae = AutoencoderKL.from_pretrained(path, subfolder="vae", torch_dtype=dtype, **kw)
-    scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler", **kw)
-    return transformer.to(transformer_device or device), vae.to(device), scheduler
+    return load_folder(path, "ZImageTransformer2DModel", "AutoencoderKL", **kw)
 
 
-class ZImageTextEncoder:
-    """Qwen3 of a Z-Image folder through ``ZImagePipeline.encode_prompt``, loaded lazily: each prompt's features
-    (L_i, 2560), padded with zeros to one (B, L, 2560) tensor (fluxsr encodes one fixed prompt) and a
-    placeholder pooled vector (Z-Image has none)."""
+class ZImageTextEncoder(TextPipeline):
+    """Qwen3 of a Z-Image folder through ``ZImagePipeline.encode_prompt``: each prompt's features (L_i, 2560),
+    padded with zeros to one (B, L, 2560) tensor (fluxsr encodes one fixed prompt), and a placeholder pooled
+    vector (Z-Image has none)."""
 
-    def __init__(self, path: str, dtype: torch.dtype, local_files_only: bool):
-        self.path, self.dtype, self.local_files_only = path, dtype, local_files_only
-        self._pipe = None
+    pipeline = "ZImagePipeline"
 
     @torch.no_grad()
     def encode(self, prompts: list[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._pipe is None:
-            from diffusers import ZImagePipeline
-
-            self._pipe = ZImagePipeline.from_pretrained(self.path, transformer=None, vae=None, torch_dtype=self.dtype,
-                                                        local_files_only=self.local_files_only)
-        embeds, _ = self._pipe.to(device).encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
+        embeds, _ = self._pipeline(device).encode_prompt(prompts, device=device, do_classifier_free_guidance=False)
         padded = torch.nn.utils.rnn.pad_sequence(list(embeds), batch_first=True)
         return padded, torch.zeros(len(prompts), 1, device=device, dtype=padded.dtype)
-
-    def release(self) -> None:
-        if self._pipe is not None:
-            self._pipe.to("cpu")
 
 
 class ListVelocity:
@@ -179,7 +162,7 @@ Z_IMAGE = Backbone(
     transformer_class="ZImageTransformer2DModel", pipeline="ZImagePipeline", hub_id=HUB_ID, licence="apache-2.0",
     latent_channels=16, vae_factor=8, token_patch=PATCH, guidance_input=False, lora_targets=LORA_TARGETS,
     condition_module=INPUT_PROJECTION, build_tiny=build_tiny, tiny_prompt=(16, 1, TINY_PROMPT_TOKENS), load=load,
-    text_encoders=lambda path, dtype, local: ZImageTextEncoder(path, dtype, local), velocity_call=ListVelocity,
+    text_encoders=ZImageTextEncoder, velocity_call=ListVelocity,
     widen_input=widen_input, has_guidance=lambda transformer: False, time_embedding=time_embedding, blocks=blocks,
     block_image_tokens=block_image_tokens, sampling_sigmas=sampling_sigmas, build_unloaded=build_unloaded)
 
