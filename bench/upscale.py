@@ -204,7 +204,8 @@ def main() -> None:
     components = build_components(args.model, cfg, args.device)
     if rank > 0:
         cfg.lora.rank = rank
-        lora.add_lora(components.transformer, cfg.lora, seed=0)
+        targets = cfg.lora.target_modules or list(components.backbone.lora_targets)
+        lora.add_lora(components.transformer, cfg.lora.model_copy(update={"target_modules": targets}), seed=0)
     components.transformer.requires_grad_(False).eval()
     components.vae.eval()
     method = build_method("ftd", cfg)

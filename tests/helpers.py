@@ -96,12 +96,13 @@ def make_lora(directory: Path, seed: int = 1) -> Path:
     from fluxsr_core.methods.ftd import FTD
     from fluxsr_core.models import load_components
     from fluxsr_core.models.sr_model import SRModel
+    from fluxsr_core.backbones.flux1 import LORA_TARGETS
     from fluxsr_core.train import lora
 
     model = SRModel(load_components(ModelConfig()))
     tr = model.transformer
     base = model_folder.base_model_of(model)
-    lora.add_lora(tr, LoraConfig(rank=4), seed=0)
+    lora.add_lora(tr, LoraConfig(rank=4, target_modules=list(LORA_TARGETS)), seed=0)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in tr.named_parameters():

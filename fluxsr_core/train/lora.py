@@ -33,6 +33,9 @@ def add_lora(transformer, cfg: LoraConfig, seed: int | None = None) -> list[torc
     """
     from peft import LoraConfig as PeftLoraConfig
 
+    if cfg.target_modules is None:
+        raise ValueError("lora.target_modules is unresolved: a method's lora_targets(targets, backbone) names them "
+                         "(null = the backbone's)")
     transformer.requires_grad_(False)
     peft_cfg = PeftLoraConfig(
         r=cfg.rank, lora_alpha=cfg.alpha if cfg.alpha is not None else cfg.rank,

@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from fluxsr_core import model_folder
+from fluxsr_core.backbones.flux1 import LORA_TARGETS
 from fluxsr_core.config import LoraConfig, ModelConfig, TrainConfig, load_config
 from fluxsr_core.methods.ftd import FTD
 from fluxsr_core.model_folder import ModelMismatchError
@@ -38,7 +39,7 @@ def test_the_folder_says_what_the_model_is(trained):
     info = json.loads((trained / model_folder.INFO_FILE).read_text())
     assert info["method"] == "ftd" and info["method_params"]["T_L"] == 0.3 and info["method_params"]["guidance"] == 3.5
     assert info["base"]["preset"] == "tiny" and info["base"]["seed"] == 0 and len(info["base"]["architecture_digest"]) == 16
-    assert info["lora"] == {"rank": 4, "alpha": 4, "target_modules": sorted(LoraConfig().target_modules)}
+    assert info["lora"] == {"rank": 4, "alpha": 4, "target_modules": sorted(LORA_TARGETS)}
     assert info["steps"] == 2 and info["trained_on"] == {"latents_key": "abc123", "samples": 2}
     assert info["knobs"] == {"step_fraction": 1.0}
     assert info["fluxsr_version"] and info["format"] == model_folder.FORMAT
