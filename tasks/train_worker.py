@@ -35,6 +35,17 @@ def _records(path: Path) -> list[dict]:
     return [by_step[k] for k in sorted(by_step)]
 
 
+def check_store_backbone(store: str, backbone: str) -> None:
+    """Latents encoded by another base's VAE are refused before any model loads, naming both (a store written
+    before the backbone seam is FLUX.1's)."""
+    from storage.latent_store import LatentStore
+
+    encoded = LatentStore.open(store, mode="r").group.attrs.get("backbone", "flux1-dev")
+    if encoded != backbone:
+        sys.exit(f"--store {store} holds latents of backbone {encoded}, but this run's model.backbone is {backbone}: "
+                 f"encode the data for {backbone} (`fluxsr run` does) or train with --set model.backbone={encoded}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="JSON of the FluxSR config")
@@ -84,6 +95,7 @@ def train(args, device: str | None = None) -> int:
     from storage.latent_dataset import LatentDataset
 
     cfg = FluxSRConfig.model_validate_json(Path(args.config).read_text())
+    check_store_backbone(args.store, cfg.model.backbone)
     if device is not None:
         cfg.model.device = device
     run_dir = Path(args.run_dir)

@@ -105,3 +105,16 @@ def test_weights_of_another_base_are_refused_before_loading(tmp_path):
     with pytest.raises(UsageError, match=r"holds a ZImageTransformer2DModel \(z-image\), but model.backbone is "
                                          r"flux1-dev .*--set model.backbone=z-image"):
         load_components(ModelConfig(preset="flux-dev", path=str(tmp_path)))
+
+
+def test_latents_of_another_backbone_are_refused_before_training(tmp_path):
+    """A real Zarr store encoded for z-image, given to a flux1-dev training run: one line naming both."""
+    from storage.latent_store import LatentStore, StoreShape
+    from tasks.train_worker import check_store_backbone
+
+    shape = StoreShape(records=1, variants=1, latent_channels=16, latent_size=(8, 8), image_size=(64, 64))
+    LatentStore.create_or_open(tmp_path / "store.zarr", shape, {"backbone": "z-image"})
+    check_store_backbone(str(tmp_path / "store.zarr"), "z-image")
+    with pytest.raises(SystemExit, match="holds latents of backbone z-image, but this run's model.backbone is "
+                                         "flux1-dev"):
+        check_store_backbone(str(tmp_path / "store.zarr"), "flux1-dev")
