@@ -6,7 +6,7 @@ rank 64, activation checkpointing) and for one one-step 1024² upscale; the upsc
 floor (planned FLOPs / the card's dense bf16 peak); and the FTD step's model FLOP utilisation (planned FLOPs /
 step time / peak). One table; exit 2 with one line when there is no GPU.
 
-    .venv/bin/python bench/gpu_check.py                 # on a GPU: the four backbones, ~6 min on one H100
+    .venv/bin/python bench/gpu_check.py                 # on a GPU: the four backbones (not yet run on one)
     .venv/bin/python bench/gpu_check.py --dry           # here: the same path on CPU with the tiny configurations
 """
 
@@ -57,9 +57,9 @@ def check(backbone: str, device: torch.device, dtype: torch.dtype, dry: bool, tr
     cfg = config(backbone, dry)
     planned_train = plan_train(cfg, "ftd", resolution=train_res, dtype=dtype)
     planned_up = plan_upscale(cfg, "ftd", size=up_res, dtype=dtype)
-    t0 = time.perf_counter()
-    train_peak = measure(cfg, "ftd", train_res, None, device, dtype)  # the second step's peak (CUDA: allocator)
-    train_seconds = (time.perf_counter() - t0) / 2  # two steps, model build included: an upper bound on a step
+    timing: dict = {}
+    train_peak = measure(cfg, "ftd", train_res, None, device, dtype, timing)  # the second step (CUDA: allocator)
+    train_seconds = timing["step_seconds"]
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -86,8 +87,9 @@ def _hwm_bytes() -> int:
 
 
 def measure(cfg, method_name: str, resolution: int, arch: dict | None, device: torch.device,
-            dtype: torch.dtype) -> float:
-    """GiB at the peak of the second training step, measured by the machine (see the module docstring)."""
+            dtype: torch.dtype, timing: dict | None = None) -> float:
+    """GiB at the peak of the second training step, measured by the machine (see the module docstring);
+    ``timing``, when given, gets the second step's wall seconds (``"step_seconds"``, synchronised on CUDA)."""
     import ctypes
     import gc
 
@@ -122,12 +124,18 @@ def measure(cfg, method_name: str, resolution: int, arch: dict | None, device: t
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
         step(2)
         torch.cuda.synchronize()
+        if timing is not None:
+            timing["step_seconds"] = time.perf_counter() - t0
         return torch.cuda.max_memory_allocated() / GiB
     ctypes.CDLL("libc.so.6").malloc_trim(0)
     Path("/proc/self/clear_refs").write_text("5")  # the peak resident set starts again from now
+    t0 = time.perf_counter()
     step(2)
+    if timing is not None:
+        timing["step_seconds"] = time.perf_counter() - t0
     return (_hwm_bytes() - baseline) / GiB
 
 
