@@ -63,7 +63,6 @@ class Backbone:
     latent_channels: int  # channels of the normalised latent fluxsr stores and the transformer sees
     vae_factor: int  # image pixels per latent pixel
     token_patch: int  # latent pixels per token side: latent sizes are multiples of it
-    guidance_input: bool  # the full-size model has a guidance embedding (FLUX.1-dev) or not
     lora_targets: tuple[str, ...]  # its attention and MLP projections: LoRA's default targets
     condition_module: str  # the input projection an LR condition widens (LoRA covers it too)
     build_tiny: Callable[[int], tuple[Any, Any, Any]]  # seed -> (transformer, vae, scheduler), float32 on the CPU

@@ -141,7 +141,7 @@ _COMMON = dict(
 
 FLUX1_DEV = Backbone(
     name="flux1-dev", description="FLUX.1-dev (12 B, guidance-distilled: guidance embedding; non-commercial licence)",
-    hub_id=configs.FLUX_DEV_HUB_ID, licence="flux-1-dev-non-commercial-license", guidance_input=True, build_tiny=build_tiny, build_unloaded=build_unloaded,
+    hub_id=configs.FLUX_DEV_HUB_ID, licence="flux-1-dev-non-commercial-license", build_tiny=build_tiny, build_unloaded=build_unloaded,
     build_micro=build_micro,
     micro_prompt=(configs.MICRO_TRANSFORMER_CONFIG["joint_attention_dim"],
                   configs.MICRO_TRANSFORMER_CONFIG["pooled_projection_dim"], configs.MICRO_PROMPT_TOKENS),
@@ -149,7 +149,7 @@ FLUX1_DEV = Backbone(
 FLUX1_SCHNELL = Backbone(
     name="flux1-schnell", description="FLUX.1-schnell (12 B, timestep-distilled: no guidance embedding, unshifted "
                                       "schedule; Apache-2.0)",
-    hub_id=configs.FLUX_SCHNELL_HUB_ID, licence="apache-2.0", guidance_input=False,
+    hub_id=configs.FLUX_SCHNELL_HUB_ID, licence="apache-2.0",
     build_tiny=lambda seed: build_tiny(seed, guidance_embeds=False),
     build_unloaded=lambda size, overrides=None: build_unloaded(size, overrides, guidance_embeds=False), **_COMMON)
 

@@ -216,7 +216,7 @@ def sampling_sigmas(scheduler, tokens: int, steps: int) -> tuple[list[float], di
 FLUX2_KLEIN = Backbone(
     name="flux2-klein", description="FLUX.2 [klein] 4B (no guidance embedding; Apache-2.0)",
     transformer_class="Flux2Transformer2DModel", pipeline="Flux2KleinPipeline", hub_id=HUB_ID, licence="apache-2.0",
-    latent_channels=128, vae_factor=16, token_patch=1, guidance_input=False, lora_targets=LORA_TARGETS,
+    latent_channels=128, vae_factor=16, token_patch=1, lora_targets=LORA_TARGETS,
     condition_module=INPUT_PROJECTION, build_tiny=build_tiny, tiny_prompt=(48, 1, TINY_PROMPT_TOKENS), load=load,
     text_encoders=KleinTextEncoder, velocity_call=PackedVelocity,
     widen_input=widen_input, has_guidance=lambda transformer: False, time_embedding=time_embedding, blocks=blocks,

@@ -160,7 +160,7 @@ def sampling_sigmas(scheduler, tokens: int, steps: int) -> tuple[list[float], di
 Z_IMAGE = Backbone(
     name="z-image", description="Z-Image (6 B, Tongyi-MAI; no guidance embedding; Apache-2.0)",
     transformer_class="ZImageTransformer2DModel", pipeline="ZImagePipeline", hub_id=HUB_ID, licence="apache-2.0",
-    latent_channels=16, vae_factor=8, token_patch=PATCH, guidance_input=False, lora_targets=LORA_TARGETS,
+    latent_channels=16, vae_factor=8, token_patch=PATCH, lora_targets=LORA_TARGETS,
     condition_module=INPUT_PROJECTION, build_tiny=build_tiny, tiny_prompt=(16, 1, TINY_PROMPT_TOKENS), load=load,
     text_encoders=ZImageTextEncoder, velocity_call=ListVelocity,
     widen_input=widen_input, has_guidance=lambda transformer: False, time_embedding=time_embedding, blocks=blocks,
