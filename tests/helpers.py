@@ -152,7 +152,8 @@ def method_model(components, method_name: str, *, lora_rank: int | None = 4, see
     method.extend(model)
     if lora_rank is not None:
         cfg = LoraConfig(rank=lora_rank)
-        lora.add_lora(model.transformer, cfg.model_copy(update={"target_modules": method.lora_targets(cfg.target_modules, model.components.backbone)}),
+        targets = method.lora_targets(cfg.target_modules, model.components.backbone)
+        lora.add_lora(model.transformer, cfg.model_copy(update={"target_modules": targets}),
                       seed=seed)
     for module in method.trainable_modules(model).values():
         module.requires_grad_(True)
@@ -168,7 +169,8 @@ def as_if_trained(teacher, seed: int = 12):
     with torch.no_grad():
         weight = teacher.transformer.get_submodule(teacher.components.backbone.condition_module).weight
         condition = (weight == 0).all(dim=0)  # the columns widen_input added (wherever the backbone puts them)
-        noise = torch.empty(weight.shape[0], int(condition.sum())).normal_(0, 0.05, generator=torch.Generator().manual_seed(seed))
+        noise = torch.empty(weight.shape[0], int(condition.sum()))
+        noise.normal_(0, 0.05, generator=torch.Generator().manual_seed(seed))
         weight[:, condition] = noise.to(weight.dtype)
     return teacher
 

@@ -92,7 +92,7 @@ def _registry() -> dict[str, Backbone]:
     return {b.name: b for b in (*flux1.BACKBONES, *zimage.BACKBONES, *flux2.BACKBONES)}
 
 
-NAMES = ("flux1-dev", "flux1-schnell", "z-image", "flux2-klein")  # model.backbone's values (config.py validates against them)
+NAMES = ("flux1-dev", "flux1-schnell", "z-image", "flux2-klein")  # model.backbone's values (config.py's Literal)
 
 
 def get(name: str) -> Backbone:

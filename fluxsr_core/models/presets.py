@@ -110,7 +110,8 @@ def load_components(cfg: ModelConfig, *, offload: bool = False) -> FluxComponent
                 path, dtype=dtype, device=device, transformer_device=load_to, local_files_only=cfg.local_files_only
             )
         except (OSError, ValueError) as err:
-            where = "directory" if looks_like_local(path) else "hub id (local cache only)" if cfg.local_files_only else "hub id"
+            where = ("directory" if looks_like_local(path) else
+                     "hub id (local cache only)" if cfg.local_files_only else "hub id")
             raise ModelNotFoundError(
                 f"{backbone.description}: weights could not be loaded from {where} '{path}': "
                 f"{str(err).splitlines()[0]}\n"

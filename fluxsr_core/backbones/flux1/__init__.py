@@ -50,8 +50,8 @@ def build_unloaded(size: str, overrides: dict | None = None, guidance_embeds: bo
     from fluxsr_core.models.velocity import TextCondition
 
     tiny = size == "tiny"
-    tc = {**(configs.TINY_TRANSFORMER_CONFIG if tiny else configs.TRANSFORMER_CONFIG), "guidance_embeds": guidance_embeds,
-          **(overrides or {})}
+    tc = {**(configs.TINY_TRANSFORMER_CONFIG if tiny else configs.TRANSFORMER_CONFIG),
+          "guidance_embeds": guidance_embeds, **(overrides or {})}
     transformer = FluxTransformer2DModel(**tc).requires_grad_(False)
     vae = AutoencoderKL(**(configs.TINY_VAE_CONFIG if tiny else configs.VAE_CONFIG)).requires_grad_(False)
     tokens = configs.TINY_PROMPT_TOKENS if tiny else configs.MAX_SEQUENCE_LENGTH
@@ -121,8 +121,9 @@ def sampling_sigmas(scheduler, tokens: int, steps: int) -> tuple[list[float], di
         return sigmas, {}
     from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
-    return sigmas, {"mu": calculate_shift(tokens, cfg.get("base_image_seq_len", 256), cfg.get("max_image_seq_len", 4096),
-                                          cfg.get("base_shift", 0.5), cfg.get("max_shift", 1.15))}
+    return sigmas, {"mu": calculate_shift(tokens, cfg.get("base_image_seq_len", 256),
+                                          cfg.get("max_image_seq_len", 4096), cfg.get("base_shift", 0.5),
+                                          cfg.get("max_shift", 1.15))}
 
 
 def _velocity_call(transformer, height, width, cond, batch, guidance=None, device=None) -> PackedVelocity:
@@ -130,7 +131,8 @@ def _velocity_call(transformer, height, width, cond, batch, guidance=None, devic
 
 
 _COMMON = dict(
-    transformer_class="FluxTransformer2DModel", pipeline="FluxPipeline", latent_channels=16, vae_factor=8, token_patch=PATCH,
+    transformer_class="FluxTransformer2DModel", pipeline="FluxPipeline", latent_channels=16, vae_factor=8,
+    token_patch=PATCH,
     lora_targets=LORA_TARGETS, condition_module=INPUT_PROJECTION, load=load,
     text_encoders=FluxTextEncoders,
     velocity_call=_velocity_call, widen_input=widen_input, has_guidance=has_guidance, time_embedding=time_embedding,
@@ -141,7 +143,8 @@ _COMMON = dict(
 
 FLUX1_DEV = Backbone(
     name="flux1-dev", description="FLUX.1-dev (12 B, guidance-distilled: guidance embedding; non-commercial licence)",
-    hub_id=configs.FLUX_DEV_HUB_ID, licence="flux-1-dev-non-commercial-license", build_tiny=build_tiny, build_unloaded=build_unloaded,
+    hub_id=configs.FLUX_DEV_HUB_ID, licence="flux-1-dev-non-commercial-license", build_tiny=build_tiny,
+    build_unloaded=build_unloaded,
     build_micro=build_micro,
     micro_prompt=(configs.MICRO_TRANSFORMER_CONFIG["joint_attention_dim"],
                   configs.MICRO_TRANSFORMER_CONFIG["pooled_projection_dim"], configs.MICRO_PROMPT_TOKENS),
