@@ -54,8 +54,8 @@ def build(model: str, device: str):
 
     return FluxComponents(transformer=tr, vae=vae, prompt_encoder=RandomText(),
                           scheduler=FlowMatchEulerDiscreteScheduler(**flux_dev.SCHEDULER_CONFIG),
-                          identity="flux-dev-random",
-                          device=torch.device(device), dtype=dtype)
+                          identity="flux-dev-random", device=torch.device(device), dtype=dtype,
+                          backbone=flux1.FLUX1_DEV)
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from study_targets import centre_crops, psnr_y  # bench/ is the script's folder
+from study_targets import centre_crops, holdout_arguments, psnr_y  # bench/ is the script's folder
 
 
 def main() -> None:
@@ -32,11 +32,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/micro", help="the study's output root")
-    ap.add_argument("--hr", required=True)
-    ap.add_argument("--glob", default="*.png")
-    ap.add_argument("--images", type=int, default=8)
-    ap.add_argument("--crop", type=int, default=256)
-    ap.add_argument("--taef1", required=True)
+    holdout_arguments(ap, images=8)
     args = ap.parse_args()
     q = lambda x: (x.clamp(0, 1) * 255).round() / 255  # noqa: E731
     low = lambda e: F.interpolate(F.avg_pool2d(e, 4), scale_factor=4, mode="bilinear")  # noqa: E731

@@ -38,17 +38,22 @@ def centre_crops(folder: str, pattern: str, images: int, crop: int) -> torch.Ten
     return torch.cat(crops)
 
 
+def holdout_arguments(ap: argparse.ArgumentParser, images: int) -> None:
+    """The held-out crops' options both study scripts take: HR folder, file pattern, count, crop side, TAEF1."""
+    ap.add_argument("--hr", required=True)
+    ap.add_argument("--glob", default="*.png")
+    ap.add_argument("--images", type=int, default=images)
+    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--taef1", required=True)
+
+
 def main() -> None:
     from fluxsr_core.config import DegradeConfig
     from fluxsr_core.degrade import degrade_variants
     from fluxsr_core.models.taef1 import load_taef1
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--hr", required=True)
-    ap.add_argument("--glob", default="*.png")
-    ap.add_argument("--images", type=int, default=20)
-    ap.add_argument("--crop", type=int, default=256)
-    ap.add_argument("--taef1", required=True)
+    holdout_arguments(ap, images=20)
     args = ap.parse_args()
     torch.set_num_threads(1)
     vae = load_taef1(args.taef1)

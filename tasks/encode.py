@@ -73,7 +73,8 @@ def plan_encode(cfg: FluxSRConfig, root: str | Path) -> EncodePlan:
     shape = StoreShape(records=start, variants=K, latent_channels=backbone.latent_channels,
                        latent_size=(res // f, res // f), image_size=(res, res))
     attrs = {"stage_key": key, "model": encoder_settings(cfg.model), "backbone": backbone.name,
-             "normalisation": backbone.to_latent.__doc__.splitlines()[0], "dtype": "float16 (zarr has no bfloat16)"}
+             "normalisation": "the backbone's to_latent (fluxsr_core/backbones)",
+             "dtype": "float16 (zarr has no bfloat16)"}
     return EncodePlan(key=key, directory=directory, store_path=directory / STORE_NAME, units=units,
                       shape=shape, attrs=attrs, config=stage_cfg, inputs=inputs, manifest_name=deg.manifest_name)
 

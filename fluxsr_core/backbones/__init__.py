@@ -66,7 +66,7 @@ class Backbone:
     lora_targets: tuple[str, ...]  # its attention and MLP projections: LoRA's default targets
     condition_module: str  # the input projection an LR condition widens (LoRA covers it too)
     build_tiny: Callable[[int], tuple[Any, Any, Any]]  # seed -> (transformer, vae, scheduler), float32 on the CPU
-    tiny_prompt: tuple[int, int | None, int]  # the tiny byte prompt encoder: (sequence width, pooled width, tokens)
+    tiny_prompt: tuple[int, int, int]  # the tiny byte prompt encoder: (sequence width, pooled width, tokens)
     load: Callable[..., tuple[Any, Any, Any]]  # (path, dtype=, device=, local_files_only=, transformer_device=)
     text_encoders: Callable[[str, torch.dtype, bool], Any]  # (path, dtype, local_files_only) -> PromptEncoder
     velocity_call: Callable[..., VelocityCall]  # (transformer, h, w, cond, batch, guidance, device) -> call
@@ -77,13 +77,13 @@ class Backbone:
     block_image_tokens: Callable[[Any], torch.Tensor]  # a block's output -> its image tokens (B, N, D)
     sampling_sigmas: Callable[[Any, int, int], tuple[list[float], dict]]  # (scheduler, tokens, steps) -> the
     # pipeline's set_timesteps(sigmas=..., **kwargs) arguments
-    build_unloaded: Callable[[str, dict | None], tuple[Any, Any, Any, Any]] | None = None  # (size "tiny" or "full",
-    # transformer config overrides) -> (transformer, vae, scheduler, TextCondition) on the current default device and
-    # dtype, weights uninitialised: ``fluxsr plan`` builds them on the meta device
+    build_unloaded: Callable[[str, dict | None], tuple[Any, Any, Any, Any]]  # (size "tiny" or "full", transformer
+    # config overrides) -> (transformer, vae, scheduler, TextCondition) on the current default device and dtype,
+    # weights uninitialised: ``fluxsr plan`` builds them on the meta device
     to_latent: Callable[[Any, torch.Tensor], torch.Tensor] = scaled_latent  # (vae, raw VAE latent) -> fluxsr's
     from_latent: Callable[[Any, torch.Tensor], torch.Tensor] = unscaled_latent  # and back (what vae.decode takes)
     build_micro: Callable[[int], tuple[Any, Any]] | None = None  # the micro preset: seed -> (transformer, scheduler)
-    micro_prompt: tuple[int, int | None, int] | None = None
+    micro_prompt: tuple[int, int, int] | None = None
 
 
 def _registry() -> dict[str, Backbone]:

@@ -20,6 +20,22 @@ def load_folder(path: str, transformer_class: str, vae_class: str, *, dtype: tor
     return transformer.to(transformer_device or device), vae.to(device), scheduler
 
 
+def unloaded(transformer_class: str, transformer_config: dict, vae_class: str, vae_config: dict,
+             scheduler_config: dict, prompt: tuple[int, int, int]):
+    """(transformer, VAE, scheduler, an empty text condition) from configs, weights neither read nor initialised
+    beyond what the current default device does (``fluxsr plan`` builds on meta). ``prompt``: (tokens, sequence
+    width, pooled width) of the text condition."""
+    import diffusers
+
+    from fluxsr_core.models.velocity import TextCondition
+
+    transformer = getattr(diffusers, transformer_class)(**transformer_config).requires_grad_(False)
+    vae = getattr(diffusers, vae_class)(**vae_config).requires_grad_(False)
+    tokens, width, pooled = prompt
+    cond = TextCondition(torch.empty(1, tokens, width), torch.empty(1, pooled))
+    return transformer, vae, diffusers.FlowMatchEulerDiscreteScheduler(**scheduler_config), cond
+
+
 def append_zero_columns(transformer, name: str, extra: int) -> None:
     """Replace the Linear ``name`` of ``transformer`` by one with ``extra`` more input columns, zero, after the old
     ones (the condition's tokens concatenated after the state's), and record the width in the config as diffusers'

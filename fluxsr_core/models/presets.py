@@ -30,13 +30,9 @@ class FluxComponents:
     identity: str  # names the weights, for cache keys and store attributes
     device: torch.device
     dtype: torch.dtype
-    backbone: Backbone = None  # what differs between base models (``fluxsr_core.backbones``); flux1-dev if unset
+    backbone: Backbone  # what differs between base models (``fluxsr_core.backbones``)
     config: ModelConfig | None = None  # what it was loaded from (a trained model records its base from it)
     pretrained: str | None = None  # the digest of the pretrained base loaded over the seeded weights (micro)
-
-    def __post_init__(self):
-        if self.backbone is None:
-            self.backbone = backbones.get("flux1-dev")
 
     @property
     def patch_size(self) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from fluxsr_core.backbones import Backbone
-from fluxsr_core.backbones.common import TextPipeline, append_zero_columns, load_folder
+from fluxsr_core.backbones.common import TextPipeline, append_zero_columns, load_folder, unloaded
 from fluxsr_core.backbones.flux1 import configs
 from fluxsr_core.backbones.flux1.tokens import PATCH, PackedVelocity
 
@@ -45,19 +45,14 @@ def build_micro(seed: int):
 def build_unloaded(size: str, overrides: dict | None = None, guidance_embeds: bool = True):
     """(transformer, vae, scheduler, empty text condition) of the tiny or full size from the configs, on the
     current default device and dtype (``fluxsr plan`` on meta: nothing read or allocated)."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-
-    from fluxsr_core.models.velocity import TextCondition
-
     tiny = size == "tiny"
     tc = {**(configs.TINY_TRANSFORMER_CONFIG if tiny else configs.TRANSFORMER_CONFIG),
           "guidance_embeds": guidance_embeds, **(overrides or {})}
-    transformer = FluxTransformer2DModel(**tc).requires_grad_(False)
-    vae = AutoencoderKL(**(configs.TINY_VAE_CONFIG if tiny else configs.VAE_CONFIG)).requires_grad_(False)
     tokens = configs.TINY_PROMPT_TOKENS if tiny else configs.MAX_SEQUENCE_LENGTH
-    cond = TextCondition(torch.empty(1, tokens, tc["joint_attention_dim"]), torch.empty(1, tc["pooled_projection_dim"]))
-    scheduler = configs.SCHEDULER_CONFIG if guidance_embeds else configs.SCHNELL_SCHEDULER_CONFIG
-    return transformer, vae, FlowMatchEulerDiscreteScheduler(**scheduler), cond
+    return unloaded("FluxTransformer2DModel", tc, "AutoencoderKL",
+                    configs.TINY_VAE_CONFIG if tiny else configs.VAE_CONFIG,
+                    configs.SCHEDULER_CONFIG if guidance_embeds else configs.SCHNELL_SCHEDULER_CONFIG,
+                    (tokens, tc["joint_attention_dim"], tc["pooled_projection_dim"]))
 
 
 def random_transformer(config: dict = configs.TRANSFORMER_CONFIG, dtype: torch.dtype = torch.bfloat16,

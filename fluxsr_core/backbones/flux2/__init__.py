@@ -16,7 +16,7 @@ from contextlib import nullcontext
 import torch
 
 from fluxsr_core.backbones import Backbone
-from fluxsr_core.backbones.common import TextPipeline, append_zero_columns, load_folder
+from fluxsr_core.backbones.common import TextPipeline, append_zero_columns, load_folder, unloaded
 
 HUB_ID = "black-forest-labs/FLUX.2-klein-4B"
 INPUT_PROJECTION = "x_embedder"
@@ -40,10 +40,8 @@ TINY_TRANSFORMER_CONFIG = dict(
     patch_size=1, in_channels=128, out_channels=None, num_layers=1, num_single_layers=2, attention_head_dim=16,
     num_attention_heads=2, joint_attention_dim=48, timestep_guidance_channels=32, mlp_ratio=3.0,
     axes_dims_rope=(4, 4, 4, 4), rope_theta=2000, eps=1e-6, guidance_embeds=False)
-TINY_VAE_CONFIG = dict(
-    in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-    up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8, 8, 16, 16), layers_per_block=1,
-    latent_channels=32, norm_num_groups=4, sample_size=128, batch_norm_eps=1e-4, patch_size=(2, 2))
+TINY_VAE_CONFIG = dict(VAE_CONFIG, block_out_channels=(8, 8, 16, 16), layers_per_block=1, norm_num_groups=4,
+                       sample_size=128)
 TINY_PROMPT_TOKENS = 8
 MAX_SEQUENCE_LENGTH = 512
 
@@ -74,17 +72,11 @@ def build_tiny(seed: int):
 def build_unloaded(size: str, overrides: dict | None = None):
     """(transformer, vae, scheduler, empty text condition) from the configs on the current default device and
     dtype (``fluxsr plan`` on meta)."""
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
-
-    from fluxsr_core.models.velocity import TextCondition
-
     tiny = size == "tiny"
     tc = {**(TINY_TRANSFORMER_CONFIG if tiny else TRANSFORMER_CONFIG), **(overrides or {})}
-    transformer = Flux2Transformer2DModel(**tc).requires_grad_(False)
-    vae = AutoencoderKLFlux2(**(TINY_VAE_CONFIG if tiny else VAE_CONFIG)).requires_grad_(False)
     tokens = TINY_PROMPT_TOKENS if tiny else MAX_SEQUENCE_LENGTH
-    cond = TextCondition(torch.empty(1, tokens, tc["joint_attention_dim"]), torch.empty(1, 1))
-    return transformer, vae, FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG), cond
+    return unloaded("Flux2Transformer2DModel", tc, "AutoencoderKLFlux2", TINY_VAE_CONFIG if tiny else VAE_CONFIG,
+                    SCHEDULER_CONFIG, (tokens, tc["joint_attention_dim"], 1))
 
 
 def load(path: str, **kw):

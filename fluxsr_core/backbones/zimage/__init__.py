@@ -14,7 +14,7 @@ from contextlib import nullcontext
 import torch
 
 from fluxsr_core.backbones import Backbone
-from fluxsr_core.backbones.common import TextPipeline, load_folder
+from fluxsr_core.backbones.common import TextPipeline, load_folder, unloaded
 
 HUB_ID = "Tongyi-MAI/Z-Image-Turbo"
 PATCH = 2
@@ -56,19 +56,14 @@ def build_tiny(seed: int):
 
 def build_unloaded(size: str, overrides: dict | None = None):
     """(transformer, vae, scheduler, empty text condition) from the configs on the current default device and
-    dtype (``fluxsr plan`` on meta)."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImageTransformer2DModel
-
+    dtype (``fluxsr plan`` on meta); the VAE is FLUX.1's."""
     from fluxsr_core.backbones.flux1 import configs as flux1
-    from fluxsr_core.models.velocity import TextCondition
 
     tiny = size == "tiny"
     tc = {**(TINY_TRANSFORMER_CONFIG if tiny else TRANSFORMER_CONFIG), **(overrides or {})}
-    transformer = ZImageTransformer2DModel(**tc).requires_grad_(False)
-    vae = AutoencoderKL(**(flux1.TINY_VAE_CONFIG if tiny else flux1.VAE_CONFIG)).requires_grad_(False)
     tokens = TINY_PROMPT_TOKENS if tiny else MAX_SEQUENCE_LENGTH
-    cond = TextCondition(torch.empty(1, tokens, tc["cap_feat_dim"]), torch.empty(1, 1))
-    return transformer, vae, FlowMatchEulerDiscreteScheduler(**SCHEDULER_CONFIG), cond
+    return unloaded("ZImageTransformer2DModel", tc, "AutoencoderKL", flux1.TINY_VAE_CONFIG if tiny else flux1.VAE_CONFIG,
+                    SCHEDULER_CONFIG, (tokens, tc["cap_feat_dim"], 1))
 
 
 def load(path: str, **kw):
