@@ -74,9 +74,21 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
-def warmup_factor(warmup_steps: int) -> Callable[[int], float]:
-    """LambdaLR factor: step k (1-based, the scheduler's epoch k-1) runs at min(1, k / warmup) of the rate."""
-    return lambda epoch: min(1.0, (epoch + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+def lr_factor(warmup_steps: int, total_steps: int, decay: str = "constant") -> Callable[[int], float]:
+    """LambdaLR factor of step k (1-based; the scheduler's epoch k-1): linear warm-up min(1, k / warmup), then
+    ``decay`` over the remaining steps, with progress p = (k - warmup) / (total - warmup) in [0, 1]:
+    constant 1, linear 1 - p, cosine (1 + cos(pi p)) / 2 (SGDR's annealing, without restarts). The last step runs
+    at 0 under a decay, so the weights written at train.steps are those the rate settled."""
+    def factor(epoch: int) -> float:
+        k = epoch + 1
+        if warmup_steps > 0 and k < warmup_steps:
+            return k / warmup_steps
+        if decay == "constant":
+            return 1.0
+        span = total_steps - warmup_steps
+        p = min(1.0, max(0.0, (k - warmup_steps) / span)) if span > 0 else 1.0
+        return 1.0 - p if decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * p))
+    return factor
 
 
 def trainable_parameters(transformer) -> list[torch.nn.Parameter]:
@@ -172,7 +184,8 @@ class Trainer:
                                                      world=self.world, device=self.device)
         self.params = trainable_parameters(transformer)  # after FSDP, which replaced them by sharded (DTensor) ones
         self.optimizer = make_optimizer(self.params, train_cfg)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(train_cfg.lr_warmup_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(train_cfg.lr_warmup_steps,
+                                                                                   train_cfg.steps, train_cfg.lr_decay))
         self.step = 0  # completed steps
         self.history: list[dict[str, Any]] = []  # this process's steps
         self.resumed_recent: list[dict[str, Any]] = []  # the checkpoint's records of the steps before a resume
@@ -268,7 +281,7 @@ class Trainer:
     def settings(self) -> dict:
         """The training settings that shaped the weights (the model card's table): optimiser, schedule, batch, data
         parallelism."""
-        keep = ("batch_size", "learning_rate", "lr_warmup_steps", "optimizer", "seed", "gradient_checkpointing",
+        keep = ("batch_size", "learning_rate", "lr_warmup_steps", "lr_decay", "optimizer", "seed", "gradient_checkpointing",
                 "strategy")
         return {**self.train_cfg.model_dump(include=set(keep)), "processes": self.world}
 

@@ -126,7 +126,7 @@ def test_the_sr_teacher_learns_on_real_photos(micro_cfg, shared):
     from fluxsr_core.models.codec import decode_latents, encode_images
 
     cfg = load_config(base=micro_cfg, overrides=["train.batch_size=6", "train.learning_rate=1e-3",
-                                                 "train.lr_warmup_steps=0"])
+                                                 "train.lr_warmup_steps=0", "train.lr_decay=constant"])
     c = load_components(cfg.model)
 
     def latents(hr):

@@ -2,6 +2,7 @@
 resume is exact; a method with an extra fully trained module goes through the same loop."""
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from fluxsr_core.models.velocity import predict_velocity
 from fluxsr_core.perceptual import build_lpips
 from fluxsr_core.train import lora
 from fluxsr_core.train.checkpoint import latest_checkpoint
-from fluxsr_core.train.loop import Trainer
+from fluxsr_core.train.loop import Trainer, lr_factor
 from helpers import REPO, latent_samples
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -101,16 +102,26 @@ def test_exported_lora_round_trip(tmp_path, lpips_model):
     assert not torch.equal(a, base)  # the LoRA did change the model
 
 
+@pytest.mark.parametrize("decay, expected", [("constant", [0.25, 0.5, 0.75, 1, 1, 1, 1, 1]),
+                                             ("linear", [0.25, 0.5, 0.75, 1, 0.75, 0.5, 0.25, 0])])
+def test_learning_rate_factor_warms_up_then_decays_to_zero_at_the_last_step(decay, expected):
+    factor = lr_factor(warmup_steps=4, total_steps=8, decay=decay)
+    assert [factor(k - 1) for k in range(1, 9)] == pytest.approx(expected)  # LambdaLR's epoch k-1 is step k
+
+
 def test_kill_and_resume_repeats_the_loss_sequence(tmp_path, lpips_model):
-    full = _trainer(lpips_model, tmp_path / "full", steps=6, checkpoint_every=3, lr_warmup_steps=5)
+    full = _trainer(lpips_model, tmp_path / "full", steps=6, checkpoint_every=3, lr_warmup_steps=2, lr_decay="cosine")
     losses = [r["total"] for r in full.fit()]
     lrs = [r["lr"] for r in full.history]
-    assert lrs == pytest.approx([1e-3 * k / 5 for k in range(1, 6)] + [1e-3])  # warm-up, then constant
+    # warm-up over 2 steps, then a half cosine from step 2 (1) to step 6 (0)
+    assert lrs == pytest.approx([1e-3 * f for f in (0.5, 1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5,
+                                                      (1 - math.cos(math.pi / 4)) / 2, 0.0)])
     assert latest_checkpoint(tmp_path / "full").name == "step-000006"
     # a run "killed" after its step-3 checkpoint (plus a half-written checkpoint left behind)
     shutil.copytree(tmp_path / "full" / "step-000003", tmp_path / "killed" / "step-000003")
     (tmp_path / "killed" / "step-000004.tmp").mkdir()
-    resumed = _trainer(lpips_model, tmp_path / "killed", steps=6, checkpoint_every=3, lr_warmup_steps=5)
+    resumed = _trainer(lpips_model, tmp_path / "killed", steps=6, checkpoint_every=3, lr_warmup_steps=2,
+                       lr_decay="cosine")
     assert resumed.resume()
     assert resumed.step == 3 and not (tmp_path / "killed" / "step-000004.tmp").exists()
     again = [r["total"] for r in resumed.fit()]
