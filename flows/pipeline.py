@@ -14,10 +14,10 @@ from typing import Literal, get_args
 
 from prefect import flow
 
+from fluxsr_core.atomic import write_json
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import UsageError
 from fluxsr_core.methods import check_data_source, check_methods, method_class
-from storage.atomic import write_json
 from storage.layout import stage_dir
 from flows.benchmark import benchmark
 from flows.degrade import degrade

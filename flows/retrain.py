@@ -32,12 +32,12 @@ from flows.encode_latents import encode_latents
 from flows.generate_pairs import generate_pairs
 from flows.pipeline import teacher_testset
 from flows.train import train
+from fluxsr_core.atomic import write_json
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.methods import check_methods
 from fluxsr_core.metrics import metric_spec
 from fluxsr_core.model_folder import model_digest
 from fluxsr_core.promotion import not_worse
-from storage.atomic import write_json
 from storage.registry import ModelRegistry
 from tasks.pairs import plan_pairs
 

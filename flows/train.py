@@ -9,8 +9,8 @@ from pathlib import Path
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from fluxsr_core.atomic import sha256_file
 from fluxsr_core.config import FluxSRConfig
-from storage.atomic import sha256_file
 from tasks.caching import cache_options
 from tasks.train import CODE_MODULES, STAGE, plan_train, train_model, training_config
 from flows.units import publish_summary, run_units, unit_counts

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from storage.atomic import sha256_json
+from fluxsr_core.atomic import sha256_json
 
 KEY_LENGTH = 16
 

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fluxsr_core.atomic import sha256_file, sha256_json, write_json
 from fluxsr_core.errors import InputNotFoundError
-from storage.atomic import sha256_file, sha256_json, write_json
 
 MANIFEST_NAME = "manifest.json"
 VOLATILE = frozenset({"created"})  # keys older manifests wrote that are not content: ignored when read and hashed

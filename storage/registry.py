@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from fluxsr_core.atomic import write_json
 from fluxsr_core.errors import InputNotFoundError
 from fluxsr_core.model_folder import model_digest, model_dir
-from storage.atomic import write_json
 
 REGISTRY_DIR = "models"
 VERSION_FILE = "registry.json"

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fluxsr_core.atomic import atomic_path, sha256_file, write_json
 from fluxsr_core.errors import FluxSRError
-from storage.atomic import atomic_path, sha256_file, write_json
 from storage.manifest import FileEntry
 
 

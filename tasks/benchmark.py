@@ -6,9 +6,9 @@ from pathlib import Path
 
 from prefect import task
 
+from fluxsr_core.atomic import sha256_file, sha256_json
 from fluxsr_core.config import BenchConfig, DegradeConfig, FluxSRConfig
 from fluxsr_core.errors import InputNotFoundError
-from storage.atomic import sha256_file, sha256_json
 
 STAGE = "bench"
 # Code versions hash each named module and all it imports (tasks.caching.project_imports).
@@ -95,7 +95,7 @@ def teacher_images_key(pairs_dir: str | Path, manifest_name: str, limit: int) ->
 def extract_teacher_images(pairs_dir: str, manifest_name: str, directory: str, limit: int) -> dict:
     """The teacher images (hr.png) of the first ``limit`` pair records, as a folder of PNGs (the pipeline's
     default test set: seen in training, so a check that a model runs end to end, not a held-out score)."""
-    from storage.atomic import write_bytes
+    from fluxsr_core.atomic import write_bytes
     from storage.manifest import read_manifest
     from storage.shards import read_samples
 

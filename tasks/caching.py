@@ -32,7 +32,7 @@ import pydantic_core
 from prefect.cache_policies import CachePolicy
 from prefect.locking.filesystem import FileSystemLockManager
 
-from storage.atomic import sha256_json
+from fluxsr_core.atomic import sha256_json
 from storage.layout import results_dir
 
 CACHE_VERSION = 1

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 
+from fluxsr_core.atomic import sha256_file, sha256_json, write_json
 from fluxsr_core.config import FluxSRConfig, ModelConfig, PairsConfig
 from fluxsr_core.imageio import read_image
 from fluxsr_core.photos import Photo, PhotoCrop, cut_crop, photo_crops, scan_photos
 from fluxsr_core.prompts import load_prompt_lines, record_prompts
-from storage.atomic import sha256_file, sha256_json, write_json
 from storage.layout import stage_dir, stage_key
 from storage.manifest import FileEntry, dataset_manifest_name, dataset_sizes, read_manifest
 from storage.shards import shard_name, write_shard

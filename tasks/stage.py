@@ -11,7 +11,7 @@ from typing import Any
 
 from prefect import task
 
-from storage.atomic import remove_stale_temps
+from fluxsr_core.atomic import remove_stale_temps
 from storage.manifest import MANIFEST_NAME, Manifest, write_manifest
 from storage.shards import confirmed_shards
 

@@ -44,7 +44,7 @@ def vae_round_trip(directory: str, hr_dir: str, hr_digest: str, model: ModelConf
     from fluxsr_core.imageio import read_image, to_uint8
     from fluxsr_core.models import load_components
     from fluxsr_core.models.codec import decode_latents, encode_images
-    from storage.atomic import write_bytes
+    from fluxsr_core.atomic import write_bytes
 
     components = load_components(model)
     files = sorted(Path(hr_dir).glob("*.png"))

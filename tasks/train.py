@@ -12,11 +12,11 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
+from fluxsr_core.atomic import sha256_file, write_bytes
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import InputNotFoundError, UsageError
 from fluxsr_core.methods import check_data_source, method_class
 from fluxsr_core.model_folder import main_weights, model_digest, model_dir, read_info
-from storage.atomic import sha256_file, write_bytes
 from storage.layout import stage_dir, stage_key
 from storage.manifest import manifest_digest
 from storage.registry import ModelRegistry

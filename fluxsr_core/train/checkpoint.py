@@ -11,7 +11,7 @@ Layout of ``<run_dir>/step-000012/``::
 
 The directory is written as ``step-000012.tmp`` and renamed when complete, so a
 directory named ``step-N`` is always a whole checkpoint; ``*.tmp`` leftovers of a
-killed writer are removed by ``latest_checkpoint(clean=True)``. (``storage.atomic``
+killed writer are removed by ``latest_checkpoint(clean=True)``. (``fluxsr_core.atomic``
 does the same for files; ``fluxsr_core`` may not import ``storage``.)
 """
 

@@ -48,7 +48,7 @@ print(json.dumps({"file": str(file), "loaded": loaded, "lora_params": len(lora.l
 
 WRITE_MANIFEST = """
 import sys
-from storage.atomic import sha256_file
+from fluxsr_core.atomic import sha256_file
 from storage.manifest import FileEntry, Manifest, write_manifest
 shard = sys.argv[1] + "/pairs-000000.tar"
 open(shard, "wb").write(bytes(range(256)) * 4)

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from storage.atomic import TMP_MARK
+from fluxsr_core.atomic import TMP_MARK
 from storage.manifest import Manifest, manifest_digest, read_manifest, verify_files, write_manifest
 from storage.shards import ShardError, check_shard, read_samples, sidecar_path, write_shard
 
