@@ -11,11 +11,11 @@ It is written beside DIR and renamed into place, so DIR is never half-written.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 from fluxsr_core import model_folder
+from fluxsr_core.atomic import atomic_dir
 from fluxsr_core.benchmark import rows_of_model
 from fluxsr_core.errors import InputNotFoundError, UsageError
 
@@ -65,19 +65,11 @@ def export_model(source: str | Path, out: str | Path, *, root: str | Path | None
     last = json.loads(summary_path.read_text()).get("last") if summary_path.is_file() else None
     plot = model_folder.PLOT_FILE if (folder / model_folder.PLOT_FILE).is_file() else None
 
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out, temp=out.with_name(f".{out.name}.partial")) as tmp:  # hidden in the user's folder
         for name in model_folder.MODEL_FILES:
             if name != model_folder.CARD_FILE and (folder / name).is_file():
                 shutil.copyfile(folder / name, tmp / name)
         card = model_folder.model_card(info, last, plot, benchmark=found[0] if found else None)
         (tmp / model_folder.CARD_FILE).write_text(card)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return {"model": str(folder), "out": str(out), "method": info.method, "digest": digest,
             "files": sorted(p.name for p in out.iterdir()), "benchmark": str(found[1]) if found else None}

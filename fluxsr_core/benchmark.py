@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import contextmanager
@@ -31,7 +30,8 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from fluxsr_core.errors import FluxSRError, storage_full
+from fluxsr_core.atomic import atomic_path
+from fluxsr_core.errors import FluxSRError
 from fluxsr_core.imageio import (
     IMAGE_SUFFIXES,
     quantize_8bit,
@@ -281,14 +281,10 @@ COST_NOTE = ("NFE: network (transformer) evaluations per image, counted as they 
 
 
 def _write_text(path: Path, text: str) -> None:
-    """A report file written whole or not at all (temporary name, rename); a full disk names the report."""
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with storage_full(f"benchmark report {path}", str(path.parent), "nothing half-written is left"):
-            tmp.write_text(text)
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """A report file written whole or not at all (under ``.<name>.partial``, renamed); a full disk names the report."""
+    with atomic_path(path, temp=path.with_name(f".{path.name}.partial"), what=f"benchmark report {path}",
+                     kept="nothing half-written is left") as tmp:
+        tmp.write_text(text)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], metrics: Sequence[str]) -> None:

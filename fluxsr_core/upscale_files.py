@@ -12,7 +12,6 @@ written as 8-bit). Outputs are written to a temporary name and renamed, so
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,9 @@ from typing import Literal
 
 from PIL import Image
 
+from fluxsr_core.atomic import atomic_path
 from fluxsr_core.config import InferConfig
-from fluxsr_core.errors import InputNotFoundError, UnreadableImageError, UsageError, storage_full
+from fluxsr_core.errors import InputNotFoundError, UnreadableImageError, UsageError
 from fluxsr_core.imageio import IMAGE_SUFFIXES, read_image
 
 
@@ -97,18 +97,6 @@ def _png_bit_depth(path: Path) -> int | None:
     return head[24] if len(head) > 24 and head.startswith(b"\x89PNG") else None
 
 
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp)`` to a temporary name, then rename; a full disk is a ``StorageFullError`` naming the file (it
-    stops the batch: every later output would fail the same way)."""
-    tmp = path.with_name(f".{path.stem}.partial.png")
-    try:
-        with storage_full(str(path), str(path.parent), "the outputs written before it are kept"):
-            write(tmp)
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def upscale_files(student, inputs: list[Path], out_dir: str | Path, cfg: InferConfig, *,
                   on_error: Literal["skip", "stop"] = "skip", progress=None,
                   knobs: dict | None = None) -> list[Outcome]:
@@ -126,7 +114,11 @@ def upscale_files(student, inputs: list[Path], out_dir: str | Path, cfg: InferCo
         else:
             target = out_dir / f"{src.stem}.png"
             start = time.perf_counter()
-            _write_atomic(target, lambda tmp: student.upscale_to_png(image, cfg, tmp, **(knobs or {})))
+            # a full disk stops the batch (every later output would fail the same way); the temporary keeps
+            # the .png suffix its writer goes by
+            with atomic_path(target, temp=target.with_name(f".{target.stem}.partial.png"),
+                             kept="the outputs written before it are kept") as tmp:
+                student.upscale_to_png(image, cfg, tmp, **(knobs or {}))
             outcome.seconds = time.perf_counter() - start
             outcome.output = target
         outcomes.append(outcome)

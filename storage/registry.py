@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 import shutil
 import uuid
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from fluxsr_core.atomic import write_json
+from fluxsr_core.atomic import TMP_MARK, atomic_dir, remove_stale_temps, write_json
 from fluxsr_core.errors import InputNotFoundError
 from fluxsr_core.model_folder import model_digest, model_dir
 
@@ -119,14 +118,12 @@ class ModelRegistry:
     def _add_version(self, method: str, folder: Path, record: dict[str, Any]) -> Version:
         versions = self.method_dir(method) / "versions"
         versions.mkdir(parents=True, exist_ok=True)
-        for stale in versions.glob(".tmp-*"):  # a copy a killed run left
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = versions / f".tmp-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(folder, tmp)
+        remove_stale_temps(versions)  # a copy a killed run left
         number = max((int(v.name[1:]) for v in self.versions(method)), default=0) + 1
         name = f"v{number:04d}"
-        write_json(tmp / VERSION_FILE, {**record, "version": name})
-        os.rename(tmp, versions / name)
+        with atomic_dir(versions / name, temp=versions / f"{TMP_MARK}{uuid.uuid4().hex[:8]}") as tmp:
+            shutil.copytree(folder, tmp, dirs_exist_ok=True)
+            write_json(tmp / VERSION_FILE, {**record, "version": name})
         return Version(method, name, versions / name, {**record, "version": name})
 
     def _decision_path(self, method: str, digest: str) -> Path:

@@ -32,7 +32,7 @@ import pydantic_core
 from prefect.cache_policies import CachePolicy
 from prefect.locking.filesystem import FileSystemLockManager
 
-from fluxsr_core.atomic import sha256_json
+from fluxsr_core.atomic import sha256_json, write_bytes
 from storage.layout import results_dir
 
 CACHE_VERSION = 1
@@ -230,9 +230,8 @@ class UnitLockManager(FileSystemLockManager):
         if ok:
             path = Path(self._lock_path_for_key(key))
             info = pydantic_core.from_json(path.read_bytes())
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(pydantic_core.to_json({**info, "host": socket.gethostname(), "pid": os.getpid()}))
-            os.replace(tmp, path)  # never a half-written lock of ours
+            # the lock is ours (Prefect created it exclusively): rewrite it whole, never half-written
+            write_bytes(path, pydantic_core.to_json({**info, "host": socket.gethostname(), "pid": os.getpid()}))
         return ok
 
     def _get_lock_info(self, key: str, use_cache: bool = True):

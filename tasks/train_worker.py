@@ -85,7 +85,7 @@ def _distributed(args) -> int:
 
 
 def train(args, device: str | None = None) -> int:
-    from fluxsr_core import model_folder
+    from fluxsr_core import atomic, model_folder
     from fluxsr_core.config import FluxSRConfig
     from fluxsr_core.methods import build_method
     from fluxsr_core.models import load_components
@@ -128,22 +128,21 @@ def train(args, device: str | None = None) -> int:
     elif args.init_from:
         trainer.warm_start(args.init_from)
     trainer.fit()
-    tmp = run_dir / "final.tmp"
-    if trainer.rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-    weights_file = trainer.export(tmp)  # every rank: a collective when FSDP shards the weights
+    final = run_dir / "final"
     if trainer.rank != 0:
+        trainer.export(atomic.dir_temp(final))  # a collective when FSDP shards the weights: rank 0 writes
         return 0
-    records = _records(log_path)
-    plot_losses(records, run_dir / model_folder.PLOT_FILE, method.term_names)
-    shutil.copyfile(run_dir / model_folder.PLOT_FILE, tmp / model_folder.PLOT_FILE)
-    last = {k: v for k, v in (records[-1] if records else {}).items() if k not in TIMING_KEYS}
-    (tmp / model_folder.CARD_FILE).write_text(model_folder.model_card(trainer.model_info(), last, model_folder.PLOT_FILE))
-    (tmp / model_folder.SUMMARY_FILE).write_text(json.dumps({"method": method.name, "steps": trainer.step, "last": last,
-                                                  "terms": list(method.term_names), "weights": weights_file.name},
-                                                 indent=2, sort_keys=True) + "\n")
-    shutil.rmtree(run_dir / "final", ignore_errors=True)
-    os.replace(tmp, run_dir / "final")
+    with atomic.atomic_dir(final) as tmp:  # final.tmp, renamed to final when whole (a previous final replaced)
+        weights_file = trainer.export(tmp)
+        records = _records(log_path)
+        plot_losses(records, run_dir / model_folder.PLOT_FILE, method.term_names)
+        shutil.copyfile(run_dir / model_folder.PLOT_FILE, tmp / model_folder.PLOT_FILE)
+        last = {k: v for k, v in (records[-1] if records else {}).items() if k not in TIMING_KEYS}
+        card = model_folder.model_card(trainer.model_info(), last, model_folder.PLOT_FILE)
+        (tmp / model_folder.CARD_FILE).write_text(card)
+        summary = {"method": method.name, "steps": trainer.step, "last": last, "terms": list(method.term_names),
+                   "weights": weights_file.name}
+        (tmp / model_folder.SUMMARY_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return 0
 
 

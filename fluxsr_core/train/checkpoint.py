@@ -9,16 +9,14 @@ Layout of ``<run_dir>/step-000012/``::
     rng.safetensors                    torch CPU RNG state (uint8)
     state.json                         step, optimizer param_groups, LR scheduler state, a user dict
 
-The directory is written as ``step-000012.tmp`` and renamed when complete, so a
-directory named ``step-N`` is always a whole checkpoint; ``*.tmp`` leftovers of a
-killed writer are removed by ``latest_checkpoint(clean=True)``. (``fluxsr_core.atomic``
-does the same for files; ``fluxsr_core`` may not import ``storage``.)
+The directory is written as ``step-000012.tmp`` and renamed when complete
+(``fluxsr_core.atomic.atomic_dir``), so a directory named ``step-N`` is always a whole
+checkpoint; ``*.tmp`` leftovers of a killed writer are removed by ``latest_checkpoint(clean=True)``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -26,8 +24,7 @@ from typing import Any
 
 import torch
 
-from fluxsr_core import model_folder
-from fluxsr_core.errors import storage_full
+from fluxsr_core import atomic, model_folder
 from fluxsr_core.train import lora
 
 STATE_FILE = "state.json"
@@ -38,17 +35,6 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 def step_dir(run_dir: str | Path, step: int) -> Path:
     return Path(run_dir) / f"step-{step:06d}"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -111,11 +97,9 @@ def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: t
     final = step_dir(run_dir, step)
     if not write:
         return final
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    # a finished checkpoint of the same step (a re-run) is replaced whole
+    with atomic.atomic_dir(final, what=f"checkpoint {final}",
+                           kept="the last complete checkpoint is kept and training resumes from it") as tmp:
         model_folder.write_weights(tmp, transformer, weights, module_weights, pipeline)
         if info is not None:
             model_folder.write_info(tmp, info)
@@ -124,19 +108,6 @@ def save_checkpoint(run_dir: str | Path, step: int, *, transformer, optimizer: t
         state = {"step": step, "param_groups": groups, "extra": extra or {},
                  "scheduler": scheduler.state_dict() if scheduler is not None else None}
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        _fsync_dir(tmp)
-        if final.exists():  # a finished checkpoint of the same step (a re-run): replace it
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        with storage_full(f"checkpoint {final}", str(final.parent),
-                          "the last complete checkpoint is kept and training resumes from it"):
-            raise
     return final
 
 
@@ -147,7 +118,7 @@ def latest_checkpoint(run_dir: str | Path, clean: bool = False) -> Path | None:
         return None
     best: tuple[int, Path] | None = None
     for p in run_dir.iterdir():
-        if clean and p.is_dir() and p.name.startswith("step-") and p.name.endswith(".tmp"):
+        if clean and p.is_dir() and p.name.startswith("step-") and p.name.endswith(atomic.DIR_TMP_SUFFIX):
             shutil.rmtree(p, ignore_errors=True)
             continue
         m = _STEP_DIR.match(p.name)

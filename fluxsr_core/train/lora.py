@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from fluxsr_core.atomic import atomic_path
 from fluxsr_core.config import LoraConfig
 from fluxsr_core.errors import InputNotFoundError, UsageError
 
@@ -182,13 +183,11 @@ def canonical_safetensors_header(path: str | Path) -> None:
             f.seek(8)
             f.write(raw)
         return
-    tmp = path.with_name(path.name + ".canonical")
-    with open(path, "rb") as src, open(tmp, "wb") as dst:
+    with atomic_path(path) as tmp, open(path, "rb") as src, open(tmp, "wb") as dst:
         src.seek(8 + n)
         dst.write(struct.pack("<Q", len(raw)) + raw)
         while block := src.read(1 << 24):
             dst.write(block)
-    tmp.replace(path)
 
 
 def weight_file(path: str | Path) -> Path:
