@@ -22,7 +22,12 @@ quality) come from the device's generator and differ. ``inputs`` says which HR i
 """
 
 from fluxsr_core.degrade.inputs import min_hr_side
-from fluxsr_core.degrade.pipeline import PARAMS_SCHEMA, degrade_batch, degrade_image, degrade_variants
+from fluxsr_core.degrade.pipeline import (
+    PARAMS_SCHEMA,
+    degrade_batch,
+    degrade_image,
+    degrade_variants,
+)
 from fluxsr_core.degrade.seeds import variant_seed
 
 __all__ = ["PARAMS_SCHEMA", "degrade_batch", "degrade_image", "degrade_variants", "min_hr_side", "variant_seed"]
