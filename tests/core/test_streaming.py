@@ -63,10 +63,10 @@ def test_streamed_png_is_the_in_memory_tiled_upscale(model, tmp_path, monkeypatc
     # 76 x 53 -> 304 x 212: VAE tiles of 64 px (3 x 5 of them, blended), transformer tiles of 8 latent px, and
     # colour-correction blocks that do not divide the image (one column of them, or 6 x 7 with wavelet context
     # crossing block edges)
-    import fluxsr_core.streaming as streaming
+    from fluxsr_core.streaming import output
 
-    monkeypatch.setattr(streaming, "BAND_ROWS", band_rows)
-    monkeypatch.setattr(streaming, "BLOCK_COLS", block_cols)
+    monkeypatch.setattr(output, "BAND_ROWS", band_rows)
+    monkeypatch.setattr(output, "BLOCK_COLS", block_cols)
     got, expected = _both(model, _photo(76, 53), tmp_path, scale=4.0, tile=8, overlap=2, color_fix=color_fix,
                           knobs={"step_fraction": 0.8})
     np.testing.assert_array_equal(got, expected)
@@ -87,18 +87,18 @@ def test_one_tile_image_streams_without_vae_tiling(model, tmp_path):
 def test_a_pointwise_one_step_method_never_holds_its_whole_latent(model, tmp_path, monkeypatch):
     """FTD is one velocity evaluation of z_L and a pixel-wise step: encode, the tiled transformer and decode pass
     it on in bands, so the most latent rows any stage holds is a small part of the image's (and the PNG is the
-    same). Counted on the real buffers (``streaming.Rows``)."""
-    import fluxsr_core.streaming as streaming
+    same). Counted on the real buffers (``streaming.bands.Rows``)."""
+    from fluxsr_core.streaming.bands import Rows
 
     held: list[int] = []
-    read = streaming.Rows.__call__
+    read = Rows.__call__
 
     def counted(self, a, b):
         rows = read(self, a, b)
         held.append(self.buf.shape[2])
         return rows
 
-    monkeypatch.setattr(streaming.Rows, "__call__", counted)
+    monkeypatch.setattr(Rows, "__call__", counted)
     got, expected = _both(model, _photo(160, 40), tmp_path, scale=4.0, tile=8, overlap=2, color_fix="none",
                           knobs={"step_fraction": 0.5})
     np.testing.assert_array_equal(got, expected)

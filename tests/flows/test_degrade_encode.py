@@ -72,7 +72,7 @@ def test_changing_degrade_config_reruns_degrade_and_encode_only(prefect_env, fin
     shutil.copytree(finished[0], root)
     first = finished[1]
     again = summary_of(run_cli_here(prefect_env, "run", "--until", "encode-latents", "--out", str(root), *CFG,
-                                    "--set", "degrade.jpeg_range=[50,95]"))
+                                    "--set", "degrade.first.jpeg_range=[50,95]"))
     assert again["pairs"]["cached"] == 6 and again["pairs"]["computed"] == 0
     assert again["pairs"]["key"] == first["pairs"]["key"]
     assert again["degrade"]["computed"] == 6 and again["degrade"]["key"] != first["degrade"]["key"]

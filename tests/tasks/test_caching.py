@@ -110,7 +110,7 @@ def _append(path: str, text: str = "\n# touched by test_caching\n"):
 # name -> (edit of a copy, extra modules whose closure the probe prints)
 EDITS = {
     "fluxsr_core/latents.py": (_append("fluxsr_core/latents.py"), ()),
-    "fluxsr_core/degrade.py": (_append("fluxsr_core/degrade.py"), ()),
+    "fluxsr_core/degrade/kernels.py": (_append("fluxsr_core/degrade/kernels.py"), ()),
     "tasks/degrade.py": (_append("tasks/degrade.py"), ()),
     "fluxsr_core/colorfix.py": (_append("fluxsr_core/colorfix.py"), ()),
     "fluxsr_core/train/loop.py": (_append("fluxsr_core/train/loop.py"), ()),
@@ -241,8 +241,10 @@ def test_moved_checkout_keeps_its_keys(probes):
 FACTS = {
     # the teacher (pairs) runs it, and so does everything after it, the benchmark's student included
     "fluxsr_core/latents.py": ("fluxsr_core.latents", set(PIPELINE) | {"bench", "bench-models"}, set()),
-    # the degradation: degrade and the stages after it, the benchmark's synthetic test set; never pairs
-    "fluxsr_core/degrade.py": ("fluxsr_core.degrade", {"lr", "latents", "train", "testsets"}, {"pairs"}),
+    # the degradation (a module of its package, reached through the package's __init__): degrade and the stages
+    # after it, the benchmark's synthetic test set; never pairs
+    "fluxsr_core/degrade/kernels.py": ("fluxsr_core.degrade.kernels", {"lr", "latents", "train", "testsets"},
+                                       {"pairs"}),
     # the degrade task module decodes the HR array encode stores (encode imports it): degrade onwards, not pairs
     "tasks/degrade.py": ("tasks.degrade", {"lr", "latents", "train"}, {"pairs"} | set(BENCH)),
     # colour fix is inference: the benchmark's model rows; nothing that makes training data
