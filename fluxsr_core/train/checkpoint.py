@@ -28,7 +28,7 @@ import torch
 
 from fluxsr_core import model_folder
 from fluxsr_core.errors import storage_full
-from fluxsr_core.train import lora
+from fluxsr_core.models import lora
 
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
