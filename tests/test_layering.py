@@ -82,11 +82,9 @@ def find_cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
                 low[v] = min(low[v], low[w])
             elif w in stack:
                 low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = set()
-            while not component or w != v:
-                w = stack.pop()
-                component.add(w)
+        if low[v] == index[v]:  # v is the root of a component: it and what is above it on the stack
+            component = set(stack[stack.index(v):])
+            del stack[stack.index(v):]
             if len(component) > 1:
                 components.append(component)
 
