@@ -27,11 +27,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.benchmark import benchmark
-from flows.degrade import degrade
-from flows.encode_latents import encode_latents
-from flows.generate_pairs import generate_pairs
-from flows.pipeline import teacher_testset
-from flows.train import train
+from flows.pipeline import run_stages, teacher_testset
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.methods import check_methods
 from fluxsr_core.metrics import metric_spec
@@ -124,13 +120,10 @@ def retrain(out: str = "runs/nightly", config: FluxSRConfig | None = None) -> di
         return _finish(out, summary)
     grown = cfg.model_copy(update={"pairs": cfg.pairs.model_copy(update={"num_records": size})})
     log.info("dataset grows from %s to %d records", summary["previous_records"] or 0, size)
-    for name, stage in (("pairs", generate_pairs), ("degrade", degrade), ("encode-latents", encode_latents)):
-        summary[name] = stage(out=out, config=grown)
+    summary.update(run_stages(out, grown, methods))
     testset, bench_cfg = fixed_testset(out, grown)
-    summary["train"], summary["promotion"] = {}, {}
-    for method in methods:
-        summary["train"][method] = trained = train(out=out, config=grown, method=method)
-        summary["promotion"][method] = promote_by_benchmark(out, bench_cfg, method, trained["model"], testset)
+    summary["promotion"] = {m: promote_by_benchmark(out, bench_cfg, m, summary["train"][m]["model"], testset)
+                            for m in methods}
     summary["retrained"] = methods
     write_json(Path(out) / STATE_FILE, {"pairs_key": plan.key, "records": size})  # last: the run is done
     return _finish(out, summary)
