@@ -5,6 +5,7 @@ patch), how to build it tiny from a seed or load it full-size, its prompt encode
 time convention, how to widen its input for an LR condition, its blocks (FSDP, checkpointing, NF4/fp8, FTD's ADL
 tokens), its time embedding (MeanFlow's extra scalar inputs) and its default LoRA targets. Everything outside
 ``fluxsr_core/backbones/`` speaks to this record; nothing there names a base's tensors (``tests/test_layering.py``).
+The record is defined in ``backbones.spec``; this module is the registry of the bases (``get``, ``NAMES``).
 
 fluxsr's convention, for every backbone: a latent z is normalised (the space the transformer works in), t ∈ [0, 1]
 with t = 0 data and t = 1 noise, x_t = (1 - t)·x_0 + t·ε, and the velocity is v = dx_t/dt = ε - x_0. A backbone
