@@ -48,8 +48,8 @@ def main() -> None:
 
     from fluxsr_core.config import DegradeConfig, ModelConfig
     from fluxsr_core.models import load_components
+    from fluxsr_core.models.codec import encode_lr
     from storage.latent_store import LatentStore, StoreShape
-    from tasks.encode import encode_lr
 
     S, lat = args.size, args.size // 8
     print(f"data benchmark: HR {S}², CPU ({torch.get_num_threads()} threads), median of {args.repeats}")

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_step import timed  # noqa: E402
+from train_step import flux_dev_random, timed  # noqa: E402
 
 
 def build(model: str, device: str):
@@ -33,29 +33,7 @@ def build(model: str, device: str):
 
     if model == "tiny":
         return load_components(ModelConfig(preset="tiny", device=device))
-    # Full FLUX.1-dev architecture with random weights (no weights can be downloaded here).
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
-
-    from fluxsr_core.backbones import flux1
-    from fluxsr_core.backbones.flux1 import configs as flux_dev
-    from fluxsr_core.models.presets import FluxComponents
-
-    dtype = torch.bfloat16
-    tr = flux1.random_transformer(dtype=dtype, device=device).eval().requires_grad_(False)
-    with torch.device(device):
-        vae = AutoencoderKL(**flux_dev.VAE_CONFIG).to(dtype).eval().requires_grad_(False)
-
-    class RandomText:
-        def encode(self, prompts, dev):
-            g = torch.Generator("cpu").manual_seed(0)
-            n = len(prompts)
-            return (torch.randn(n, flux_dev.MAX_SEQUENCE_LENGTH, 4096, generator=g).to(dev, dtype),
-                    torch.randn(n, 768, generator=g).to(dev, dtype))
-
-    return FluxComponents(transformer=tr, vae=vae, prompt_encoder=RandomText(),
-                          scheduler=FlowMatchEulerDiscreteScheduler(**flux_dev.SCHEDULER_CONFIG),
-                          identity="flux-dev-random", device=torch.device(device), dtype=dtype,
-                          backbone=flux1.FLUX1_DEV)
+    return flux_dev_random(device)
 
 
 def main() -> None:

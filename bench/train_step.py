@@ -76,10 +76,34 @@ def build_components(model: str, cfg, device: str):
 
         cfg.model.device = device
         return load_components(cfg.model)
-    # bench/pairs.py: random FLUX.1-dev transformer + VAE, random text embeddings
-    from pairs import build
+    return flux_dev_random(device)
 
-    return build("flux-dev-random", device)
+
+def flux_dev_random(device: str):
+    """The full FLUX.1-dev architecture (transformer + VAE) with random weights in bf16 and random text embeddings
+    (no weights can be downloaded here): what every ``--model flux-dev-random`` benchmark runs."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+
+    from fluxsr_core.backbones import flux1
+    from fluxsr_core.backbones.flux1 import configs as flux_dev
+    from fluxsr_core.models.presets import FluxComponents
+
+    dtype = torch.bfloat16
+    tr = flux1.random_transformer(dtype=dtype, device=device).eval().requires_grad_(False)
+    with torch.device(device):
+        vae = AutoencoderKL(**flux_dev.VAE_CONFIG).to(dtype).eval().requires_grad_(False)
+
+    class RandomText:
+        def encode(self, prompts, dev):
+            g = torch.Generator("cpu").manual_seed(0)
+            n = len(prompts)
+            return (torch.randn(n, flux_dev.MAX_SEQUENCE_LENGTH, 4096, generator=g).to(dev, dtype),
+                    torch.randn(n, 768, generator=g).to(dev, dtype))
+
+    return FluxComponents(transformer=tr, vae=vae, prompt_encoder=RandomText(),
+                          scheduler=FlowMatchEulerDiscreteScheduler(**flux_dev.SCHEDULER_CONFIG),
+                          identity="flux-dev-random", device=torch.device(device), dtype=dtype,
+                          backbone=flux1.FLUX1_DEV)
 
 
 def default_device() -> str:

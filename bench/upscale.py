@@ -196,8 +196,8 @@ def main() -> None:
 
     from fluxsr_core.infer import upscale
     from fluxsr_core.methods import build_method
+    from fluxsr_core.models import lora
     from fluxsr_core.models.sr_model import SRModel
-    from fluxsr_core.train import lora
 
     cfg = config_for(args.model)
     rank = cfg.lora.rank if args.rank is None else args.rank

@@ -46,13 +46,8 @@ def pipeline(out: str = "runs/demo", config: FluxSRConfig | None = None, methods
     cfg = config or FluxSRConfig()
     methods = with_teachers(check_methods(methods or ["ftd"]))
     check_data_source(methods, cfg.pairs.source)
-    summary: dict = {}
-    for name, stage in zip(STAGES, (generate_pairs, degrade, encode_latents)):
-        summary[name] = stage(out=out, config=cfg)
-        if name == until:
-            return _finish(out, summary)
-    summary["train"] = {m: train(out=out, config=cfg, method=m) for m in methods}
-    if until == "train":
+    summary = run_stages(out, cfg, methods, until)
+    if until != "benchmark":
         return _finish(out, summary)
     testset = dict(lr_dir=bench_lr_dir, hr_dir=bench_hr_dir, synthetic_from=bench_synthetic_from)
     bench_cfg = cfg
@@ -62,6 +57,19 @@ def pipeline(out: str = "runs/demo", config: FluxSRConfig | None = None, methods
     result = benchmark(**testset, models=models, method_knobs=cfg.bench.knobs, out=out, config=bench_cfg)
     summary["benchmark"] = {k: v for k, v in result.items() if k != "unavailable"}
     return _finish(out, summary)
+
+
+def run_stages(out: str, cfg: FluxSRConfig, methods: list[str], until: Stage = "train") -> dict:
+    """The stage chain, as ``pipeline`` and ``retrain`` run it: generate-pairs -> degrade -> encode-latents -> train
+    each of ``methods`` in order, stopping after ``until``. Returns each stage's summary by name (``train``: by
+    method); what is scored after (a benchmark table, a promotion) is the caller's."""
+    summary: dict = {}
+    for name, stage in zip(STAGES, (generate_pairs, degrade, encode_latents)):
+        summary[name] = stage(out=out, config=cfg)
+        if name == until:
+            return summary
+    summary["train"] = {m: train(out=out, config=cfg, method=m) for m in methods}
+    return summary
 
 
 def with_teachers(methods: list[str]) -> list[str]:

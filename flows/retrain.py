@@ -27,17 +27,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.benchmark import benchmark
-from flows.degrade import degrade
-from flows.encode_latents import encode_latents
-from flows.generate_pairs import generate_pairs
-from flows.pipeline import teacher_testset
-from flows.train import train
+from flows.pipeline import run_stages, teacher_testset
 from fluxsr_core.atomic import write_json
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.methods import check_methods
 from fluxsr_core.metrics import metric_spec
 from fluxsr_core.model_folder import model_digest
-from fluxsr_core.promotion import not_worse
+from fluxsr_core.promotion import PromotionRule, decide
 from storage.registry import ModelRegistry
 from tasks.pairs import plan_pairs
 
@@ -84,23 +80,14 @@ def promote_by_benchmark(out: str, cfg: FluxSRConfig, method: str, candidate: st
         bench_cfg = cfg.model_copy(update={"bench": cfg.bench.model_copy(update={"metrics": metrics})})
         models = {"candidate": candidate, **({"current": str(current.path)} if current else {})}
         scores = benchmark(**testset, models=models, out=out, config=bench_cfg)["summary"]
-        cand, cur = scores["candidate"].get(r.metric), scores["current"].get(r.metric) if current else None
-        if cand is None:
-            promote, reason = False, f"{r.metric} could not be computed for the candidate (see the benchmark)"
-        elif current is None:
-            promote, reason = True, f"no current {method} model"
-        else:
-            lower = metric_spec(r.metric).lower_better
-            promote = not_worse(cand, cur, lower_better=lower, tolerance=r.tolerance)
-            sign = "≤" if lower else "≥"
-            bound = cur + r.tolerance if lower else cur - r.tolerance
-            reason = (f"{r.metric} {cand:.4f} {sign if promote else 'not ' + sign} {bound:.4f} "
-                      f"(current {current.name} {cur:.4f}, tolerance {r.tolerance})")
+        rule = PromotionRule(r.metric, r.tolerance, metric_spec(r.metric).lower_better)
+        d = decide(method, scores["candidate"], scores["current"] if current else None, rule,
+                   current.name if current else None)
         decision = registry.record_decision(method, {
             "method": method, "candidate": candidate, "candidate_digest": digest, "metric": r.metric,
-            "candidate_score": cand, "current": current.name if current else None,
-            "current_digest": current.digest if current else None, "current_score": cur,
-            "tolerance": r.tolerance, "decision": "promoted" if promote else "kept", "reason": reason,
+            "candidate_score": d["candidate_score"], "current": current.name if current else None,
+            "current_digest": current.digest if current else None, "current_score": d["current_score"],
+            "tolerance": r.tolerance, "decision": d["decision"], "reason": d["reason"],
             "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     if decision["decision"] == "promoted":
         decision = {**decision, "version": registry.promote(method, candidate, decision).name}
@@ -133,13 +120,10 @@ def retrain(out: str = "runs/nightly", config: FluxSRConfig | None = None) -> di
         return _finish(out, summary)
     grown = cfg.model_copy(update={"pairs": cfg.pairs.model_copy(update={"num_records": size})})
     log.info("dataset grows from %s to %d records", summary["previous_records"] or 0, size)
-    for name, stage in (("pairs", generate_pairs), ("degrade", degrade), ("encode-latents", encode_latents)):
-        summary[name] = stage(out=out, config=grown)
+    summary.update(run_stages(out, grown, methods))
     testset, bench_cfg = fixed_testset(out, grown)
-    summary["train"], summary["promotion"] = {}, {}
-    for method in methods:
-        summary["train"][method] = trained = train(out=out, config=grown, method=method)
-        summary["promotion"][method] = promote_by_benchmark(out, bench_cfg, method, trained["model"], testset)
+    summary["promotion"] = {m: promote_by_benchmark(out, bench_cfg, m, summary["train"][m]["model"], testset)
+                            for m in methods}
     summary["retrained"] = methods
     write_json(Path(out) / STATE_FILE, {"pairs_key": plan.key, "records": size})  # last: the run is done
     return _finish(out, summary)

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from fluxsr_core import model_folder
@@ -55,31 +55,18 @@ def method_of(folder: str) -> str:
 
 
 class ModelCache:
-    """Students by model folder, each loaded once; the least recently used beyond ``keep`` is dropped."""
+    """Students by model folder, each loaded once by ``load`` (``load_student``: config, folder or None for the base
+    model); the least recently used beyond ``keep`` is dropped."""
 
-    def __init__(self, cfg: FluxSRConfig, keep: int = 2):
-        self.cfg, self.keep = cfg, keep
+    def __init__(self, cfg: FluxSRConfig, keep: int = 2, load: Callable[..., Student] = load_student):
+        self.cfg, self.keep, self.load = cfg, keep, load
         self.loaded: OrderedDict[str, Student] = OrderedDict()
-        self.loads = 0  # how many times a model was loaded (the test checks "once per folder")
-        self.active = self.most_at_once = 0  # requests running now / at most at once (the queue keeps it 1)
         self.lock = threading.Lock()
-
-    @contextmanager
-    def running(self):
-        with self.lock:
-            self.active += 1
-            self.most_at_once = max(self.most_at_once, self.active)
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.active -= 1
 
     def get(self, folder: str) -> Student:
         with self.lock:
             if folder not in self.loaded:
-                self.loaded[folder] = load_student(self.cfg, folder or None)
-                self.loads += 1
+                self.loaded[folder] = self.load(self.cfg, folder or None)
                 while len(self.loaded) > self.keep:
                     self.loaded.popitem(last=False)
             self.loaded.move_to_end(folder)
@@ -104,14 +91,16 @@ def _report(outcomes, total: float) -> str:
     return f"{done} of {len(outcomes)} upscaled in {total:.2f} s.\n\n" + "\n".join(rows)
 
 
-def build_app(cfg: FluxSRConfig, root: str | Path = "runs", initial: str | None = None, keep: int = 2):
-    """The Blocks app (not launched). ``initial``: a model folder to select first (default the newest found)."""
+def build_app(cfg: FluxSRConfig, root: str | Path = "runs", initial: str | None = None, keep: int = 2,
+              load: Callable[..., Student] = load_student):
+    """The Blocks app (not launched). ``initial``: a model folder to select first (default the newest found);
+    ``load``: how a model folder becomes a ``Student`` (``ModelCache``)."""
     import gradio as gr
     from PIL import Image
 
     from fluxsr_core.upscale_files import upscale_files
 
-    models = ModelCache(cfg, keep)
+    models = ModelCache(cfg, keep, load)
     found = find_models(root)
     if initial is not None:
         initial = str(model_folder.model_dir(initial).resolve())  # a wrong --lora fails here, naming the file
@@ -144,10 +133,9 @@ def build_app(cfg: FluxSRConfig, root: str | Path = "runs", initial: str | None 
         settings = infer.model_copy(update={"scale": float(scale), "tile": int(tile) or None, "color_fix": color_fix})
         out = Path(tempfile.mkdtemp(prefix="fluxsr-serve-"))
         outcomes, start = [], time.perf_counter()
-        with models.running():
-            for i, path in enumerate(paths):  # one sub-folder each: two uploads of one name never collide
-                progress(i / len(paths), desc=f"{path.name} ({i + 1} of {len(paths)})")
-                outcomes += upscale_files(student, [path], out / f"{i:03d}", settings, knobs=knobs)
+        for i, path in enumerate(paths):  # one sub-folder each: two uploads of one name never collide
+            progress(i / len(paths), desc=f"{path.name} ({i + 1} of {len(paths)})")
+            outcomes += upscale_files(student, [path], out / f"{i:03d}", settings, knobs=knobs)
         total = time.perf_counter() - start
         written = [o for o in outcomes if o.output]
         compare = None
@@ -195,6 +183,5 @@ def build_app(cfg: FluxSRConfig, root: str | Path = "runs", initial: str | None 
         go.click(run, inputs=[files, model, scale, tile, color_fix, *knob_controls], outputs=[compare, downloads, report],
                  api_name="upscale", concurrency_limit=1)
     demo.queue(default_concurrency_limit=1)
-    demo.models, demo.root = models, Path(root)  # for callers and tests (a folder loads once; where models are)
     return demo
 

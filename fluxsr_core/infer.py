@@ -41,8 +41,9 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
-def _ramp(length: int, lead: int, trail: int, device, dtype) -> torch.Tensor:
-    """1-D weight: cosine ramp up over ``lead`` entries, down over ``trail``, 1 elsewhere (all > 0)."""
+def tile_ramp(length: int, lead: int, trail: int, device, dtype) -> torch.Tensor:
+    """A tile's blending weight along one axis: cosine ramp up over ``lead`` entries, down over ``trail``, 1
+    elsewhere (all > 0); a tile's weight is the product of its row and column ramps."""
     w = torch.ones(length, device=device, dtype=dtype)
     if lead > 0:
         x = (torch.arange(lead, device=device, dtype=dtype) + 0.5) / lead
@@ -93,7 +94,7 @@ def tiled_velocity_rows(velocity: Velocity, rows: Callable[[int, int], torch.Ten
     for k, y in enumerate(ys):
         z = rows(y, y + th)
         # ramp only on sides that overlap a neighbour (i.e. not on the image border)
-        wy = _ramp(th, overlap if y > 0 else 0, overlap if y + th < h else 0, z.device, z.dtype)
+        wy = tile_ramp(th, overlap if y > 0 else 0, overlap if y + th < h else 0, z.device, z.dtype)
         need = y + th - base
         for x in xs:
             v = velocity(z[:, :, :, x:x + tw], t)
@@ -103,7 +104,7 @@ def tiled_velocity_rows(velocity: Velocity, rows: Callable[[int, int], torch.Ten
             elif acc.shape[2] < need:  # the carried rows, grown down to this tile row's bottom
                 acc = torch.cat([acc, acc.new_zeros(*acc.shape[:2], need - acc.shape[2], w)], dim=2)
                 wsum = torch.cat([wsum, wsum.new_zeros(1, 1, need - wsum.shape[2], w)], dim=2)
-            wx = _ramp(tw, overlap if x > 0 else 0, overlap if x + tw < w else 0, z.device, z.dtype)
+            wx = tile_ramp(tw, overlap if x > 0 else 0, overlap if x + tw < w else 0, z.device, z.dtype)
             wt = wy[:, None] * wx[None, :]
             acc[:, :, y - base:y - base + th, x:x + tw] += v * wt
             wsum[:, :, y - base:y - base + th, x:x + tw] += wt

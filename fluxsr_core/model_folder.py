@@ -24,7 +24,7 @@ import torch
 
 from fluxsr_core import backbones
 from fluxsr_core.errors import FluxSRError, InputNotFoundError
-from fluxsr_core.train import lora
+from fluxsr_core.models import lora
 
 INFO_FILE = "fluxsr_model.json"
 MODULES_FILE = "fluxsr_modules.safetensors"

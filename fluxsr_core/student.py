@@ -24,10 +24,9 @@ from fluxsr_core.infer import upscale
 from fluxsr_core.methods import build_method, method_class, method_from_metadata
 from fluxsr_core.methods.base import Method
 from fluxsr_core.model_folder import ModelInfo, ModelMismatchError
-from fluxsr_core.models import load_components
+from fluxsr_core.models import load_components, lora
 from fluxsr_core.models.sr_model import SRModel
 from fluxsr_core.streaming import can_stream, upscale_to_png
-from fluxsr_core.train import lora
 
 log = logging.getLogger(__name__)
 DEFAULT_METHOD = "ftd"

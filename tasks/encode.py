@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from prefect import task
 
 from fluxsr_core import backbones
@@ -100,18 +99,11 @@ def _lr_tensor(png: bytes, source: str) -> torch.Tensor:
     return torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0
 
 
-@torch.no_grad()
-def encode_lr(components, lrs: torch.Tensor, size: int) -> torch.Tensor:
-    """LR (N, 3, h, w) in [0, 1] -> bicubic to (size, size) -> VAE -> normalised z_L (N, 16, size/8, size/8)."""
-    from fluxsr_core.models.codec import encode_images
-
-    up = F.interpolate(lrs, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-    return encode_images(components, up).float().cpu()
-
-
 def _encode_records(store: LatentStore, components, pairs_shard: str, lr_shard: str, todo: np.ndarray,
                     first_record: int, batch_size: int, source: int) -> None:
     """Encode the records of one shard pair still marked to do, writing each record as it completes."""
+    from fluxsr_core.models.codec import encode_lr
+
     K, size = store.shape.variants, store.shape.image_size[0]
     lr_by_key = {s["__key__"]: s for s in read_samples(lr_shard)}
     for s in read_samples(pairs_shard):
@@ -125,21 +117,20 @@ def _encode_records(store: LatentStore, components, pairs_shard: str, lr_shard: 
         except KeyError as err:
             raise ShardError(f"{lr_shard}: LR variant {err} of record {r} missing; re-run degrade") from None
         with fixed_cpu_threads(components.device):
-            z_L = torch.cat([encode_lr(components, lrs[i:i + batch_size], size) for i in range(0, K, batch_size)])
+            z_L = encode_lr(components, lrs, size, batch_size)
             z0, noise = record_latents(components, s, hr)
         store.write_record(r, z0=z0, noise=noise, hr=(hr * 255).round().to(torch.uint8).numpy(), z_L=z_L.numpy(),
                            source=source)
 
 
-@torch.no_grad()
 def record_latents(components, sample: dict, hr: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(z_0, ε) of a record: the teacher's (latent.npy, noise.npy), or for a photo record z_0 = E(x_0) and ε all
     NaN (it has none: a method needing the teacher's coupling is refused before it trains on it)."""
-    from fluxsr_core.models.codec import encode_images
+    from fluxsr_core.models.codec import encode_hr
 
     if "latent.npy" in sample:
         return np.load(io.BytesIO(sample["latent.npy"])), np.load(io.BytesIO(sample["noise.npy"]))
-    z0 = encode_images(components, hr[None]).float().cpu().numpy()[0]
+    z0 = encode_hr(components, hr).numpy()
     return z0, np.full_like(z0, np.nan)
 
 

@@ -21,9 +21,8 @@ from safetensors.torch import save_file
 from fluxsr_core.config import FluxSRConfig, LoraConfig, ModelConfig, TrainConfig
 from fluxsr_core.methods import build_method
 from fluxsr_core.methods.ftd import FTD
-from fluxsr_core.models import load_components
+from fluxsr_core.models import load_components, lora
 from fluxsr_core.models.sr_model import SRModel
-from fluxsr_core.train import lora
 from fluxsr_core.train.loop import Trainer
 from helpers import as_if_trained, latent_samples
 

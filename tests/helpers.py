@@ -94,10 +94,9 @@ def make_lora(directory: Path, seed: int = 1) -> Path:
     from fluxsr_core.config import LoraConfig, ModelConfig
     from fluxsr_core.configs import tiny
     from fluxsr_core.methods.ftd import FTD
-    from fluxsr_core.models import load_components
+    from fluxsr_core.models import load_components, lora
     from fluxsr_core.models.sr_model import SRModel
     from fluxsr_core.backbones.flux1 import LORA_TARGETS
-    from fluxsr_core.train import lora
 
     model = SRModel(load_components(ModelConfig()))
     tr = model.transformer
@@ -144,8 +143,8 @@ def method_model(components, method_name: str, *, lora_rank: int | None = 4, see
 
     from fluxsr_core.config import FluxSRConfig, LoraConfig
     from fluxsr_core.methods import build_method
+    from fluxsr_core.models import lora
     from fluxsr_core.models.sr_model import SRModel
-    from fluxsr_core.train import lora
 
     model = SRModel(replace(components, transformer=copy.deepcopy(components.transformer)))
     method = build_method(method_name, FluxSRConfig())

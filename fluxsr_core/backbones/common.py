@@ -24,15 +24,13 @@ def unloaded(transformer_class: str, transformer_config: dict, vae_class: str, v
              scheduler_config: dict, prompt: tuple[int, int, int]):
     """(transformer, VAE, scheduler, an empty text condition) from configs, weights neither read nor initialised
     beyond what the current default device does (``fluxsr plan`` builds on meta). ``prompt``: (tokens, sequence
-    width, pooled width) of the text condition."""
+    width, pooled width) of the text condition, returned as a prompt encoder's ``(embeds, pooled)``."""
     import diffusers
-
-    from fluxsr_core.models.velocity import TextCondition
 
     transformer = getattr(diffusers, transformer_class)(**transformer_config).requires_grad_(False)
     vae = getattr(diffusers, vae_class)(**vae_config).requires_grad_(False)
     tokens, width, pooled = prompt
-    cond = TextCondition(torch.empty(1, tokens, width), torch.empty(1, pooled))
+    cond = (torch.empty(1, tokens, width), torch.empty(1, pooled))
     return transformer, vae, diffusers.FlowMatchEulerDiscreteScheduler(**scheduler_config), cond
 
 

@@ -14,7 +14,7 @@ def load_base(transformer, path) -> str:
     """Set ``transformer`` to the weights of the train-base model folder ``path``; returns its digest (the base's
     identity). A folder of another method or architecture is an error naming it."""
     from fluxsr_core import model_folder
-    from fluxsr_core.train.lora import full_modules
+    from fluxsr_core.models.lora import full_modules
 
     info = model_folder.read_info(path)
     folder = model_folder.model_dir(path)

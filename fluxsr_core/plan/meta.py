@@ -53,6 +53,7 @@ def meta_components(preset: str, dtype: torch.dtype, weights: str = "full", arch
     from fluxsr_core.config import ModelConfig
     from fluxsr_core.models import low_vram
     from fluxsr_core.models.presets import FluxComponents
+    from fluxsr_core.models.velocity import TextCondition
 
     spec = backbones.get(backbone)
     meta = torch.device("meta")
@@ -60,8 +61,8 @@ def meta_components(preset: str, dtype: torch.dtype, weights: str = "full", arch
     torch.set_default_dtype(dtype)  # built in the dtype: no float32 copy first
     try:
         with meta:
-            transformer, vae, scheduler, cond = spec.build_unloaded("tiny" if preset == "tiny" else "full",
-                                                                    architecture)
+            transformer, vae, scheduler, prompt = spec.build_unloaded("tiny" if preset == "tiny" else "full",
+                                                                      architecture)
     finally:
         torch.set_default_dtype(previous)
     low_vram.apply_weights(transformer, spec.blocks(transformer), weights, meta, dtype)
@@ -69,7 +70,7 @@ def meta_components(preset: str, dtype: torch.dtype, weights: str = "full", arch
                                 identity=f"{preset}-meta", device=meta,
                                 dtype=dtype, backbone=spec,
                                 config=ModelConfig(preset=preset, weights=weights, backbone=backbone))
-    return components, cond
+    return components, TextCondition(*prompt)
 
 
 def meta_sample(resolution: int, backbone) -> dict[str, torch.Tensor]:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from fluxsr_core import atomic, model_folder
-from fluxsr_core.train import lora
+from fluxsr_core.models import lora
 
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"

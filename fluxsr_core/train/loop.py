@@ -39,9 +39,10 @@ from fluxsr_core import model_folder
 from fluxsr_core.config import LoraConfig, TrainConfig
 from fluxsr_core.errors import UsageError
 from fluxsr_core.methods.base import RUNTIME_NEEDS, Method
+from fluxsr_core.models import lora
 from fluxsr_core.models.sr_model import SRModel
 from fluxsr_core.train import checkpoint as ckpt
-from fluxsr_core.train import lora, parallelize
+from fluxsr_core.train import parallelize
 
 log = logging.getLogger(__name__)
 

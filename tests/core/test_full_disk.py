@@ -53,7 +53,7 @@ def test_latent_store_record_is_left_not_done(tmp_path):
 
 
 def test_training_checkpoint_is_not_left_half_written(tmp_path, tiny_components):
-    from fluxsr_core.train import lora
+    from fluxsr_core.models import lora
     from fluxsr_core.train.checkpoint import latest_checkpoint, save_checkpoint
     from helpers import method_model
 

@@ -42,9 +42,8 @@ def test_weights_gradients_and_adamw_state_are_what_the_counts_say():
 
     from fluxsr_core.config import ModelConfig
     from fluxsr_core.methods import build_method
-    from fluxsr_core.models import load_components
+    from fluxsr_core.models import load_components, lora
     from fluxsr_core.models.sr_model import SRModel
-    from fluxsr_core.train import lora
 
     model = SRModel(load_components(ModelConfig()))
     method = build_method("sr-teacher", cfg)

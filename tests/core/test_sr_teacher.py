@@ -7,8 +7,8 @@ import torch
 
 from fluxsr_core.methods.sr_teacher import (cfg_velocity, evaluations, flow_loss, hr_estimate, noisy_source, solve,
                                             sr_path, sr_target)
+from fluxsr_core.models import lora
 from fluxsr_core.models.sr_model import SRModel
-from fluxsr_core.train import lora
 from helpers import method_model
 
 

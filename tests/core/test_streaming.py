@@ -109,7 +109,7 @@ def test_a_pointwise_one_step_method_never_holds_its_whole_latent(model, tmp_pat
 def _blend_whole(velocity, z, t, tile, overlap):
     """The tiled velocity as first written, on the whole latent at once: every tile's ramp-weighted velocity added
     into one image-sized sum in tile order, divided by the summed weights (the reference for the row-wise one)."""
-    from fluxsr_core.infer import _ramp, tile_windows
+    from fluxsr_core.infer import tile_ramp, tile_windows
 
     _, _, h, w = z.shape
     wins = tile_windows(h, w, tile, overlap)
@@ -117,8 +117,8 @@ def _blend_whole(velocity, z, t, tile, overlap):
     for y, x, th, tw in wins:
         v = velocity(z[:, :, y:y + th, x:x + tw], t)
         acc = v.new_zeros(v.shape[0], v.shape[1], h, w) if acc is None else acc
-        wt = (_ramp(th, overlap if y > 0 else 0, overlap if y + th < h else 0, z.device, z.dtype)[:, None]
-              * _ramp(tw, overlap if x > 0 else 0, overlap if x + tw < w else 0, z.device, z.dtype)[None, :])
+        wt = (tile_ramp(th, overlap if y > 0 else 0, overlap if y + th < h else 0, z.device, z.dtype)[:, None]
+              * tile_ramp(tw, overlap if x > 0 else 0, overlap if x + tw < w else 0, z.device, z.dtype)[None, :])
         acc[:, :, y:y + th, x:x + tw] += v * wt
         wsum[:, :, y:y + th, x:x + tw] += wt
     return acc / wsum

@@ -12,11 +12,10 @@ import torch
 
 from fluxsr_core.config import LoraConfig, ModelConfig, TrainConfig
 from fluxsr_core.methods.ftd import FTD
-from fluxsr_core.models import load_components
+from fluxsr_core.models import load_components, lora
 from fluxsr_core.models.sr_model import SRModel, encode_empty_prompt
 from fluxsr_core.models.velocity import predict_velocity
 from fluxsr_core.perceptual import build_lpips
-from fluxsr_core.train import lora
 from fluxsr_core.train.checkpoint import latest_checkpoint
 from fluxsr_core.train.loop import Trainer, lr_factor
 from helpers import REPO, latent_samples

@@ -166,9 +166,8 @@ def test_two_process_train_then_rerun_is_cached_and_lora_loads(prefect_env, trai
     assert again["cached"] == 1 and again["computed"] == 0 and again["weights"] == s["weights"]
 
     from fluxsr_core.config import ModelConfig
-    from fluxsr_core.models import load_components
+    from fluxsr_core.models import load_components, lora
     from fluxsr_core.models.velocity import TextCondition, predict_velocity
-    from fluxsr_core.train import lora
 
     c = load_components(ModelConfig())
     z, t = torch.randn(1, 16, 12, 12), torch.tensor([0.5])

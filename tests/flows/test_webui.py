@@ -5,6 +5,7 @@ model (the base model, with a note) behind ``--auth``."""
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -30,6 +31,36 @@ def lr_image(tmp_path_factory) -> Path:
     return path
 
 
+class Observed:
+    """The app's model loader (``build_app(load=...)``), seen from the test: the real ``load_student``, counting the
+    loads per folder, with each student's upscaling timed so that overlapping requests would show."""
+
+    def __init__(self):
+        self.loads: list[str | None] = []
+        self.running = self.most_at_once = 0
+        self.lock = threading.Lock()
+
+    def load(self, cfg, folder):
+        from fluxsr_core.student import load_student
+
+        self.loads.append(folder)
+        student = load_student(cfg, folder)
+        upscale_to_png = student.upscale_to_png
+
+        def observed(*args, **kwargs):
+            with self.lock:
+                self.running += 1
+                self.most_at_once = max(self.most_at_once, self.running)
+            try:
+                return upscale_to_png(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+        student.upscale_to_png = observed
+        return student
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, one_torch_thread):
     """The app on a free loopback port, over a root holding a trained model of every method."""
@@ -38,17 +69,18 @@ def app(tmp_path_factory, one_torch_thread):
 
     root = tmp_path_factory.mktemp("runs")
     models = train_tiny_models(root)
-    demo = build_app(tiny(), root=root)
+    observed = Observed()
+    demo = build_app(tiny(), root=root, load=observed.load)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield {"url": f"http://127.0.0.1:{port}/", "models": models, "demo": demo}
+    yield {"url": f"http://127.0.0.1:{port}/", "models": models, "root": root, "observed": observed}
     demo.close()
 
 
-def _label(demo, folder) -> str:
+def _label(root, folder) -> str:
     from flows.serve import find_models
 
-    return next(label for label, path in find_models(demo.root) if Path(path) == Path(folder).resolve())
+    return next(label for label, path in find_models(root) if Path(path) == Path(folder).resolve())
 
 
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=NO_BROWSER)
@@ -68,7 +100,7 @@ def test_in_a_real_browser_upload_choose_oftsr_run_and_get_a_4x_image(app, lr_im
         wait = WebDriverWait(driver, 120)
         driver.get(app["url"])
         wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, "#model input"))).click()
-        label = _label(app["demo"], app["models"]["oftsr"])
+        label = _label(app["root"], app["models"]["oftsr"])
         wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, f'[role=option][aria-label="{label}"]'))).click()
         wait.until(lambda d: d.find_element(By.ID, "model-note").text.startswith("oftsr model"))
         wait.until(lambda d: d.find_element(By.ID, "tau").is_displayed())  # OFTSR's control shown
@@ -112,12 +144,12 @@ def test_through_gradio_client_bad_uploads_are_named_models_load_once_and_reques
     (out,) = downloads
     with Image.open(out) as sr, Image.open(compare[0]) as before:
         assert sr.size == (80, 96) and before.size == sr.size
-    cache = app["demo"].models
-    loads = cache.loads
+    observed = app["observed"]
+    assert observed.loads.count(folder) == 1
     jobs = [client.submit(files=[handle_file(lr_image)] * 3, **args) for _ in range(2)]  # two people at once
     results = [j.result(timeout=120) for j in jobs]
-    assert cache.loads == loads  # the folder was loaded once
-    assert cache.most_at_once == 1  # the queue ran them one after the other
+    assert observed.loads.count(folder) == 1  # the folder was loaded once
+    assert observed.most_at_once == 1  # the queue ran them one after the other
     with Image.open(results[0][1][0]) as a, Image.open(results[1][1][0]) as b, Image.open(out) as first:
         assert a.tobytes() == b.tobytes() == first.tobytes()  # same knobs and seed, same image
     with pytest.raises(Exception, match="no trained model at"):  # a typed path that is no model: the page says so

@@ -24,9 +24,8 @@ SAVE_LORA = """
 import json, sys, torch
 torch.set_num_threads(1)
 from fluxsr_core.config import LoraConfig, ModelConfig
-from fluxsr_core.models import load_components
+from fluxsr_core.models import load_components, lora
 from fluxsr_core.backbones.flux1 import LORA_TARGETS
-from fluxsr_core.train import lora
 tr = load_components(ModelConfig()).transformer
 lora.add_lora(tr, LoraConfig(rank=4, target_modules=list(LORA_TARGETS)), seed=0)
 file = lora.save_lora(tr, sys.argv[1], "FluxPipeline")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from fluxsr_core.backbones import Backbone
+from fluxsr_core.backbones.spec import Backbone
 from fluxsr_core.backbones.common import TextPipeline, append_zero_columns, load_folder, unloaded
 from fluxsr_core.backbones.flux1 import configs
 from fluxsr_core.backbones.flux1.tokens import PATCH, PackedVelocity

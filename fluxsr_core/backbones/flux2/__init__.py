@@ -15,7 +15,7 @@ from contextlib import nullcontext
 
 import torch
 
-from fluxsr_core.backbones import Backbone
+from fluxsr_core.backbones.spec import Backbone
 from fluxsr_core.backbones.common import TextPipeline, append_zero_columns, load_folder, unloaded
 
 HUB_ID = "black-forest-labs/FLUX.2-klein-4B"

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 
 import torch
 
-from fluxsr_core.backbones import Backbone
+from fluxsr_core.backbones.spec import Backbone
 from fluxsr_core.backbones.common import TextPipeline, load_folder, unloaded
 
 HUB_ID = "Tongyi-MAI/Z-Image-Turbo"
