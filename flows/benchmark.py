@@ -9,8 +9,8 @@ from prefect.artifacts import create_table_artifact
 
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import UsageError
-from fluxsr_core.methods import knob_rows
-from fluxsr_core.model_folder import model_digest, model_dir
+from fluxsr_core.methods import knob_rows, method_class
+from fluxsr_core.model_folder import model_digest, model_dir, read_info
 from storage.layout import stage_dir, stage_key
 from tasks.benchmark import (CODE_MODULES, MODEL_MODULES, STAGE, SYNTH_MODULES, SYNTH_STAGE, folder_digest,
                              score_testset, synthesize_testset)
@@ -36,9 +36,12 @@ def synthetic_testset(cfg, hr_source: str, out: str) -> tuple[str, str]:
     return str(directory / entry["lr_dir"]), str(directory / entry["hr_dir"])
 
 
-# what a model row depends on besides the model folder: the preset, the infer settings, and the config's method
-# parameters (checked against the model's by ``fluxsr_core.student``)
-STUDENT_SECTIONS = {"preset", "model", "loss", "train", "teacher", "oftsr", "meanflow", "infer"}
+
+
+def student_sections(methods: set[str]) -> set[str]:
+    """What a model row depends on besides the model folder: the preset, the model and infer settings, and the
+    config sections of its method's parameters (checked against the model's by ``fluxsr_core.student``)."""
+    return {"preset", "model", "infer"}.union(*(method_class(m).config_sections() for m in methods))
 
 
 @flow(name="benchmark")
@@ -78,9 +81,10 @@ def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[
                **{f"method:{k}": folder_digest(v) for k, v in peers.items()},
                **{f"model:{k}": model_digest(v) for k, v in model_dirs.items()}}
     # the student's sections only (the others at their preset's values), so e.g. a pairs setting is not in the key
-    student = FluxSRConfig.model_validate(cfg.model_dump(include=STUDENT_SECTIONS)) if runs else None
+    used = student_sections({read_info(d).method for d in model_dirs.values()})
+    student = FluxSRConfig.model_validate(cfg.model_dump(include=used)) if runs else None
     identity = {"bench": cfg.bench.model_dump(mode="json"), "models": {m: list(r) for m, r in runs.items()},
-                **({"student": student.model_dump(mode="json", include=STUDENT_SECTIONS)} if runs else {})}
+                **({"student": student.model_dump(mode="json", include=used)} if runs else {})}
     key = stage_key(identity, code_version(*CODE_MODULES, *(MODEL_MODULES if runs else ())), digests)
     directory = stage_dir(out, STAGE, key)
     if not synthetic_from:

@@ -4,7 +4,7 @@ The folder holds the LoRA (diffusers' FLUX format), the modules a method trains 
 identity (``fluxsr_model.json``: method, parameters, base, training settings), the loss plot and a
 model card (``README.md``, YAML header a model hub reads) with the training settings, the last
 losses, the plot and, when the model was scored by a benchmark under the same output root, its
-rows of that table. ``fluxsr upscale --lora DIR`` and ``FluxSRPipeline.from_pretrained(DIR)`` read it.
+rows of that table. ``fluxsr upscale --model DIR`` and ``FluxSRPipeline.from_pretrained(DIR)`` read it.
 It is written beside DIR and renamed into place, so DIR is never half-written.
 """
 

@@ -3,14 +3,15 @@
 Uploads go through ``fluxsr_core.upscale_files.upscale_files`` with a ``Student`` (what
 ``fluxsr upscale`` runs), so a file that is not an image, is truncated or declares more
 pixels than ``infer.max_input_pixels`` is a line in the page's report while the others are
-written. The controls of the chosen model's method are shown (FTD: step fraction; OFTSR: τ;
-MeanFlow: steps and guidance; the SR teacher: steps and CFG scale); the others are hidden.
+written. One control per inference knob of the registered methods (``Method.knobs``: its type, range and help),
+shown with the chosen model's method's defaults when that method has it and hidden otherwise.
 Requests queue one at a time (one event, concurrency 1: two people never run a model at
 once), and each model folder loads once (``ModelCache`` keeps the last ``keep`` loaded).
 """
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 import threading
 import time
@@ -21,15 +22,38 @@ from pathlib import Path
 from fluxsr_core import model_folder
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import FluxSRError
-from fluxsr_core.methods import method_class
+from fluxsr_core.methods import METHODS, method_class
 from fluxsr_core.student import DEFAULT_METHOD, Student, load_student
 
 BASE = ""  # the dropdown's value for the untrained base model
 BASE_LABEL = "base model (untrained: a smoke test, not super-resolution)"
 # Where trained models sit under --root: a pipeline output root, or a folder of them, and exported folders.
 MODEL_PATTERNS = ("train/*/final", "*/train/*/final", "models/*/versions/*", "*/models/*/versions/*", "*")
-KNOBS = ("step_fraction", "tau", "steps", "guidance", "guidance_scale", "seed")  # every method's, in page order
-STEPS = (1, 2, 4)  # MeanFlow's intervals of [0, 1]; the SR teacher takes any count
+
+
+def all_knobs() -> dict:
+    """Every registered method's inference knobs by name, in registry order (a name two methods share is one
+    control: the first declaration gives its range and help)."""
+    out = {}
+    for name in METHODS:
+        for knob in method_class(name).knobs:
+            out.setdefault(knob.name, knob)
+    return out
+
+
+def knob_control(knob, value):
+    """The Gradio control of one knob: a slider for a bounded float, a number box for an int, a dropdown for
+    choices."""
+    import gradio as gr
+
+    label, elem_id = f"{knob.name}: {knob.help}", knob.name.replace("_", "-")
+    if knob.choices is not None:
+        return gr.Dropdown(list(knob.choices), value=value, label=label, elem_id=elem_id)
+    if knob.kind is float and knob.low is not None and knob.high is not None:
+        step = 0.01 if knob.high - knob.low <= 1 else 0.1
+        return gr.Slider(knob.low, knob.high, value=value, step=step, label=label, elem_id=elem_id)
+    return gr.Number(value=value, label=label, minimum=knob.low, maximum=knob.high,
+                     precision=0 if knob.kind is int else None, elem_id=elem_id)
 
 
 def find_models(root: str | Path) -> list[tuple[str, str]]:
@@ -103,22 +127,24 @@ def build_app(cfg: FluxSRConfig, root: str | Path = "runs", initial: str | None 
     models = ModelCache(cfg, keep, load)
     found = find_models(root)
     if initial is not None:
-        initial = str(model_folder.model_dir(initial).resolve())  # a wrong --lora fails here, naming the file
+        initial = str(model_folder.model_dir(initial).resolve())  # a wrong --model fails here, naming the file
         if initial not in dict((v, k) for k, v in found):
             found.insert(0, (f"{model_folder.read_info(initial).method} · {initial}", initial))
     choices = [*found, (BASE_LABEL, BASE)]
     first = initial or (found[0][1] if found else BASE)
     infer = cfg.infer
+    knobs_shown = all_knobs()
 
     def visible(folder: str) -> list:
         try:
-            knobs, note = method_class(method_of(folder)).knobs, _note(folder)
+            method, note = method_class(method_of(folder)), _note(folder)
+            defaults = {**method.knob_defaults(), **{k: v for k, v in infer.knobs.items() if k in method.knob_defaults()}}
         except FluxSRError as err:  # a typed path that is not a model folder: said on the page
-            knobs, note = {}, f"**Not a model folder:** {err}"
-        return [gr.update(visible=k in knobs) for k in KNOBS] + [gr.update(value=note)]
+            defaults, note = {}, f"**Not a model folder:** {err}"
+        return ([gr.update(visible=k in defaults, **({"value": defaults[k]} if k in defaults else {}))
+                 for k in knobs_shown] + [gr.update(value=note)])
 
-    def run(files, folder, scale, tile, color_fix, step_fraction, tau, steps, guidance, guidance_scale, seed,
-            progress=gr.Progress()):
+    def run(files, folder, scale, tile, color_fix, *knob_values, progress=gr.Progress()):
         if not files:
             raise gr.Error("Upload one or more images first.")
         paths = [Path(f if isinstance(f, str) else f.name) for f in files]
@@ -127,9 +153,11 @@ def build_app(cfg: FluxSRConfig, root: str | Path = "runs", initial: str | None 
             student = models.get(folder or BASE)
         except FluxSRError as err:  # a wrong path or a model of another base: a message, not a traceback
             raise gr.Error(str(err)) from None
-        given = {"step_fraction": step_fraction, "tau": tau, "steps": int(steps), "guidance": guidance,
-                 "guidance_scale": guidance_scale, "seed": int(seed)}
-        knobs = {k: v for k, v in given.items() if k in student.method.knobs}
+        mine = student.method.knob_defaults()
+        try:
+            knobs = student.method.check_knobs({k: v for k, v in zip(knobs_shown, knob_values) if k in mine})
+        except FluxSRError as err:  # a value out of the knob's range: said on the page
+            raise gr.Error(str(err)) from None
         settings = infer.model_copy(update={"scale": float(scale), "tile": int(tile) or None, "color_fix": color_fix})
         out = Path(tempfile.mkdtemp(prefix="fluxsr-serve-"))
         outcomes, start = [], time.perf_counter()
@@ -146,6 +174,12 @@ def build_app(cfg: FluxSRConfig, root: str | Path = "runs", initial: str | None 
             compare = (str(before), str(written[0].output))
         return compare, [str(o.output) for o in written] or None, _report(outcomes, total)
 
+    # the API's parameters by name (gradio_client's predict(tau=..., steps=...)): one per knob, as the page's controls
+    fixed = inspect.signature(run).parameters
+    run.__signature__ = inspect.Signature(
+        [*(p for n, p in fixed.items() if n not in ("knob_values", "progress")),
+         *(inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in knobs_shown), fixed["progress"]])
+
     with gr.Blocks(title="fluxsr") as demo:
         gr.Markdown("# fluxsr: one-step real-world super-resolution\nUpload LR images, pick a model, run.")
         with gr.Row():
@@ -159,28 +193,16 @@ def build_app(cfg: FluxSRConfig, root: str | Path = "runs", initial: str | None 
                     tile = gr.Number(value=infer.tile or 0, label="Tile (latent px, 0 = whole image)", minimum=0,
                                      precision=0)
                     color_fix = gr.Dropdown(["adain", "wavelet", "none"], value=infer.color_fix, label="Colour fix")
-                controls = {
-                    "step_fraction": gr.Slider(0, 1, value=infer.step_fraction, step=0.05,
-                                               label="Step fraction (FTD: 1 = the model, 0 = the bicubic input)",
-                                               elem_id="step-fraction"),
-                    "tau": gr.Slider(0, 1, value=0.99 if infer.tau is None else infer.tau, step=0.01,
-                                     label="τ (OFTSR: 0 = fidelity, 1 = realism)", elem_id="tau"),
-                    "steps": gr.Dropdown(list(STEPS) + [8], value=infer.steps or 1, label="Steps"),
-                    "guidance": gr.Slider(1, 5, value=infer.guidance or 1.0, step=0.1,
-                                          label="Guidance w (MeanFlow: distilled CFG, 1 = none)"),
-                    "guidance_scale": gr.Slider(1, 5, value=infer.guidance_scale or 1.0, step=0.1,
-                                                label="CFG scale (SR teacher: w != 1 costs 2 evaluations a step)"),
-                    "seed": gr.Number(value=infer.seed, label="Seed (source noise)", precision=0),
-                }
+                controls = [knob_control(knob, infer.knobs.get(name, knob.default))
+                            for name, knob in knobs_shown.items()]
                 go = gr.Button("Upscale", variant="primary", elem_id="run")
             with gr.Column():
                 compare = gr.ImageSlider(label="Before (bicubic) / after", type="filepath", elem_id="compare")
                 downloads = gr.File(label="Download", file_count="multiple", elem_id="downloads")
                 report = gr.Markdown(elem_id="report")
-        knob_controls = [controls[k] for k in KNOBS]
-        model.change(visible, inputs=model, outputs=[*knob_controls, note])
-        demo.load(visible, inputs=model, outputs=[*knob_controls, note])
-        go.click(run, inputs=[files, model, scale, tile, color_fix, *knob_controls], outputs=[compare, downloads, report],
+        model.change(visible, inputs=model, outputs=[*controls, note])
+        demo.load(visible, inputs=model, outputs=[*controls, note])
+        go.click(run, inputs=[files, model, scale, tile, color_fix, *controls], outputs=[compare, downloads, report],
                  api_name="upscale", concurrency_limit=1)
     demo.queue(default_concurrency_limit=1)
     return demo

@@ -29,7 +29,9 @@ class ConfigError(FluxSRError, ValueError):
 
 MAX_INPUT_PIXELS = 64_000_000  # infer.max_input_pixels' default (an 8000x8000 input)
 # Keys that were renamed: the old name is an error naming the new one.
-RENAMED_KEYS = {"infer.t": "infer.step_fraction"}
+RENAMED_KEYS = {"infer.t": "infer.knobs.step_fraction", "infer.step_fraction": "infer.knobs.step_fraction",
+                "infer.tau": "infer.knobs.tau", "infer.steps": "infer.knobs.steps",
+                "infer.guidance_scale": "infer.knobs.guidance_scale", "infer.seed": "infer.knobs.seed"}
 
 
 class _Section(BaseModel):
@@ -524,24 +526,16 @@ class InferConfig(_Section):
     color_fix: Literal["none", "wavelet", "adain"] = Field(
         "adain", description="Colour correction towards the bicubic input: 'adain' (per-channel mean/std, as OSEDiff), "
                              "'wavelet' (the input's low frequencies, as StableSR), 'none'.")
-    step_fraction: float = Field(
-        1.0, ge=0.0, le=1.0, description="FTD models: fraction of the one step taken, z_L + f·(G(z_L) - z_L): 1 = the "
-                                         "model, 0 = the VAE round trip of the bicubic input (a fidelity knob).")
     tile: int | None = Field(128, ge=4, description="Latent tile size for the transformer and VAE (8 px per latent px; "
                                                     "even); larger images are tiled and blended. null = whole image.")
     overlap: int = Field(16, ge=0, description="Latent overlap between tiles (even, < tile).")
-    guidance: float | None = Field(None, ge=0.0, description="Guidance-embedding value; null = the trained model's "
-                                                             "(train.guidance for a base model without one). MeanFlow "
-                                                             "models: the distilled CFG scale w (default 1).")
-    tau: float | None = Field(None, ge=0.0, le=1.0, description="OFTSR models: the fidelity-realism knob τ (0 = "
-                                                              "fidelity, 1 = realism); null = the model's default 0.99.")
-    steps: int | None = Field(None, ge=1, description="Multi-step models: sampling steps (the SR teacher's solver "
-                                                      "steps, MeanFlow's intervals of [0, 1]); null = the method's "
-                                                      "default (4, 1).")
-    guidance_scale: float | None = Field(None, ge=0.0, description="The SR teacher: classifier-free guidance scale w "
-                                                                 "(1 = conditional only, one evaluation a step).")
-    seed: int = Field(0, description="Seed of the source noise of methods that start from a noisy LR latent, so a "
-                                     "result is reproducible.")
+    knobs: dict[str, float | int] = Field(
+        default_factory=dict, description="The model's inference knobs, e.g. {tau: 0.3} for OFTSR, {steps: 2} for "
+                                          "MeanFlow, {step_fraction: 0.5} for FTD; each method's knobs, types, ranges "
+                                          "and defaults: `fluxsr methods`. A knob the model's method lacks is refused "
+                                          "by name.")
+    guidance: float | None = Field(None, ge=0.0, description="Guidance-embedding value the network runs with; null = "
+                                                             "the trained model's (train.guidance for a base model).")
     offload: bool = Field(False, description="Keep the transformer's weights in CPU memory and move each block to "
                                             "the GPU only while it runs (diffusers' group offloading, one block at a "
                                             "time: the weights' GPU memory falls to one block's, for PCIe transfers).")

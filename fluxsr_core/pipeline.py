@@ -32,7 +32,6 @@ from fluxsr_core.imageio import quantize_8bit, to_uint8
 from fluxsr_core.student import Student, load_student
 
 OUTPUT_TYPES = ("pil", "np", "pt")
-KNOBS = ("step_fraction", "tau", "steps", "guidance", "guidance_scale")
 
 
 def _as_tensor(image: Any) -> torch.Tensor:
@@ -114,32 +113,32 @@ class FluxSRPipeline(DiffusionPipeline):
     def method(self) -> str:
         return self.student.method.name
 
+    @property
+    def knobs(self) -> tuple:
+        """The inference knobs of the model's method (``Knob``: name, type, range, default, help): what ``__call__``
+        takes as keyword arguments."""
+        return self.student.method.knobs
+
     @torch.no_grad()
-    def __call__(self, image: Any, *, step_fraction: float | None = None, tau: float | None = None,
-                 steps: int | None = None, guidance: float | None = None, guidance_scale: float | None = None,
-                 scale: float | None = None, tile: int | None | str = "config", overlap: int | None = None,
-                 color_fix: str | None = None,
-                 generator: torch.Generator | None = None, seed: int | None = None, output_type: str = "pil",
-                 return_dict: bool = True):
+    def __call__(self, image: Any, *, scale: float | None = None, tile: int | None | str = "config",
+                 overlap: int | None = None, color_fix: str | None = None, generator: torch.Generator | None = None,
+                 output_type: str = "pil", return_dict: bool = True, **knobs: Any):
         """Upscale one image or a list of them (PIL, numpy (H, W, 3) or tensors in [0, 1]).
 
-        Knobs of the model's method (others are refused by name): FTD ``step_fraction``; OFTSR ``tau``;
-        MeanFlow ``steps`` (1, 2, 4) and ``guidance``; the SR teacher ``steps`` and ``guidance_scale``.
+        ``knobs``: the inference knobs of the model's method by name (``pipe.knobs`` lists them, as `fluxsr
+        methods` does; another name or a value out of range is refused by name), e.g. ``tau=0.3`` (OFTSR),
+        ``steps=2`` (MeanFlow), ``step_fraction=0.5`` (FTD), ``seed=3``. ``generator``: its seed is the ``seed``
+        knob of a method that starts from noise, as ``fluxsr upscale --knob seed=N``.
         ``tile``/``overlap`` in latent pixels (``tile=None`` = whole image; defaults the config's), ``color_fix``
-        none | wavelet | adain. ``generator``: its seed seeds each image's source noise, as ``fluxsr upscale
-        --seed`` does (``seed=`` says it directly). ``output_type``: "pil" (8-bit, as the CLI writes), "np"
+        none | wavelet | adain. ``output_type``: "pil" (8-bit, as the CLI writes), "np"
         ((B, H, W, 3) float in [0, 1], rounded to 8 bits) or "pt" ((B, 3, H, W), likewise)."""
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, not {output_type!r}")
-        if generator is not None and seed is not None:
+        if generator is not None and "seed" in knobs:
             raise ValueError("give generator or seed, not both")
-        given = {"step_fraction": step_fraction, "tau": tau, "steps": steps, "guidance": guidance,
-                 "guidance_scale": guidance_scale}
-        knobs = {k: v for k, v in given.items() if v is not None}
-        if generator is not None:
-            seed = generator.initial_seed()
-        if seed is not None:
-            knobs["seed"] = int(seed)
+        if generator is not None and any(k.name == "seed" for k in self.knobs):
+            knobs["seed"] = generator.initial_seed()
+        knobs = self.student.method.check_knobs(knobs)
         infer = self.fluxsr_config.infer.model_copy(update={
             k: v for k, v in (("scale", scale), ("color_fix", color_fix), ("overlap", overlap)) if v is not None})
         if tile != "config":

@@ -70,8 +70,9 @@ class Student:
 
 
 def config_knobs(method: Method, cfg: InferConfig) -> dict[str, Any]:
-    """The method's inference knobs as set in the ``infer`` section (a knob is named like its key)."""
-    return {k: getattr(cfg, k) for k in method.knobs if getattr(cfg, k, None) is not None}
+    """Every inference knob of the method: its defaults with ``infer.knobs`` over them, checked against its knob
+    list (a knob it lacks or a value out of range is an error naming them)."""
+    return method.check_knobs(cfg.knobs)
 
 
 def checked_params(info: ModelInfo, cfg: FluxSRConfig, where: Path) -> dict[str, Any]:

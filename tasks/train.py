@@ -28,7 +28,13 @@ from tasks.gpu import gpu_slot, scheduling_enabled, slot_count
 STAGE = "train"
 CONFIG_FILE = "train-config.json"  # the training sections the worker processes read (tasks.train_worker --config)
 CODE_MODULES = ("tasks.train", "tasks.train_worker")  # + imports; the worker runs via `python -m`, not an import
-SECTIONS = {"preset", "model", "loss", "lora", "train", "teacher", "oftsr", "meanflow"}
+TRAINER_SECTIONS = frozenset({"preset", "model", "lora", "train"})  # what every training reads; a method adds the
+# sections of its parameters (``Method.config_sections``): FTD's key holds no OFTSR setting, and so on
+
+
+def sections(method: str) -> set[str]:
+    """The config sections the training of ``method`` reads: its task input and cache key."""
+    return set(TRAINER_SECTIONS | method_class(method).config_sections())
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ def plan_train(cfg: FluxSRConfig, root: str | Path, method: str = "ftd") -> Trai
     init_dir = resolve_init(cfg, root, method) or teacher_dir  # a distilled student starts as its teacher
     init_digest = model_digest(init_dir) if init_dir else None
     teacher_digest = model_digest(teacher_dir) if teacher_dir else None
-    identity = {"method": method, **training_config(cfg, method).model_dump(mode="json", include=SECTIONS)}
+    identity = {"method": method, **training_config(cfg, method).model_dump(mode="json", include=sections(method))}
     key = stage_key(identity, code_version(*CODE_MODULES),
                     {"latents": digest, "init": init_digest or "none", "teacher": teacher_digest or "none"})
     return TrainPlan(method=method, key=key, directory=stage_dir(root, STAGE, key), store_path=enc.store_path,
@@ -93,10 +99,10 @@ def resolve_init(cfg: FluxSRConfig, root: str | Path, method: str) -> Path | Non
 
 
 def training_config(cfg: FluxSRConfig, method: str) -> FluxSRConfig:
-    """The sections training reads (``SECTIONS``), the others at their preset's values: the task's input, so a
+    """The sections training reads (``sections``), the others at their preset's values: the task's input, so a
     setting training never reads (a benchmark metric, say) leaves its cache key alone. ``train.init_from`` is
     replaced by what it resolves to (``TrainPlan.init_digest`` in the key), since 'latest' moves."""
-    data = cfg.model_dump(include=SECTIONS)
+    data = cfg.model_dump(include=sections(method))
     data["train"]["init_from"] = "none"
     data["train"]["steps"] = cfg.train.method_steps.get(method, cfg.train.steps)  # this method's own, so a
     data["train"]["method_steps"] = {}  # student's steps never change its teacher's key

@@ -1,7 +1,8 @@
 """Training methods behind one seam (``base.Method``); the registry the CLI, pipeline and inference use.
 
 Adding a method: a module here with its equations as small functions at the top and a
-``Method`` subclass at the bottom, named in ``METHODS`` (see the README, "Adding a method").
+``Method`` subclass at the bottom, named in ``METHODS`` (docs/methods.md, "Adding a method"). Its ``knobs`` and
+``config_keys`` are what the CLI, the WebUI, the pipeline, the benchmark and the stage keys read.
 The registry names classes by import path, so checking a method name (the CLI does it
 before anything starts) imports no torch.
 """
@@ -21,6 +22,14 @@ METHODS: dict[str, str] = {  # --method name -> "module:Class"
     "meanflow": "fluxsr_core.methods.meanflow:MeanFlow",
     "base": "fluxsr_core.methods.pretrain:BaseFlow",  # the train-base stage: the base model itself, not an SR model
 }
+
+
+def register_method(name: str, path: str) -> None:
+    """Add the method ``name`` ("module:Class") to the registry, e.g. from a plug-in or a test (a method of
+    fluxsr is one line of ``METHODS`` instead)."""
+    if name in METHODS and METHODS[name] != path:
+        raise UsageError(f"method {name!r} is already registered as {METHODS[name]}")
+    METHODS[name] = path
 
 
 def check_methods(names: list[str]) -> list[str]:
@@ -73,12 +82,27 @@ def knob_rows(models: dict[str, str | Path], knob_values: dict[str, list[Any]],
 
     rows: dict[str, tuple[str, dict]] = {}
     for name, path in models.items():
-        method = read_info(path).method
-        defaults = method_class(method).knobs
-        values = {**knob_values, **(method_knobs or {}).get(method, {})}
-        mine = {k: [type(defaults[k])(v) for v in vs] for k, vs in values.items() if k in defaults}
+        method = method_class(read_info(path).method)
+        knobs = {k.name: k for k in method.knobs}
+        values = {**knob_values, **(method_knobs or {}).get(method.name, {})}
+        mine = {k: [knobs[k].check(v, method.name) for v in vs] for k, vs in values.items() if k in knobs}
         combos = [dict(zip(mine, c)) for c in product(*mine.values())] if mine else [{}]
-        for knobs in combos:
-            label = " ".join(f"{k}={v:g}" for k, v in knobs.items())
-            rows[f"{name} {label}" if label and len(combos) > 1 else name] = (name, knobs)
+        for combo in combos:
+            label = " ".join(f"{k}={v:g}" for k, v in combo.items())
+            rows[f"{name} {label}" if label and len(combos) > 1 else name] = (name, combo)
     return rows
+
+
+def methods_table() -> str:
+    """Every registered method with its knobs (``fluxsr methods``): inference knobs first, then the training
+    parameters and the config key each is set by."""
+    lines = []
+    for name in sorted(METHODS):
+        cls = method_class(name)
+        summary = " ".join((cls.__doc__ or "").split()).split(". ")[0].rstrip(".")
+        lines.append(f"{name}: {summary}.")
+        for knob in cls.knobs:
+            lines.append(f"  --knob {knob.describe()}. {knob.help}")
+        for knob in cls.training_knobs():
+            lines.append(f"  --set {knob.key}: {knob.kind.__name__} {knob.range_text()}, default {knob.default!r}")
+    return "\n".join(lines)

@@ -15,7 +15,9 @@ A method (FTD, later the SR teacher, OFTSR, MeanFlow) is one object that says
   are logged as ``<name>_mean``;
 - ``loss(model, batch, times)``: the named terms of a batch as tensors;
 - ``sample(model, z_L, **knobs)``: inference in latent space (one step, k steps, or a knob), with
-  ``knobs`` (name -> default) saying which knobs exist;
+  ``knobs`` (``knobs.Knob``: name, type, range, default, help) saying which knobs exist;
+- ``config_keys``: each training parameter and the config key it is read from (``from_config``); with
+  ``knobs`` the one list every front end reads (``training_knobs``, ``fluxsr methods``);
 - ``needs``: what it asks of the runtime (e.g. ``{"forward_ad"}``), checked before a run starts;
 - ``needs_teacher_pairs``: whether it needs the teacher's (ε, z_0) of each record (FTD), so no photo records;
 - ``metadata()``: what is saved with a trained model and read back at inference (``from_metadata``).
@@ -30,6 +32,8 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from fluxsr_core.errors import UsageError
+from fluxsr_core.methods.knobs import Knob, field_knob
 from fluxsr_core.models.sr_model import SRModel
 
 Batch = dict[str, torch.Tensor]  # z_L (B, 16, h, w), z0, noise (same), hr (B, 3, 8h, 8w) in [0, 1]
@@ -50,8 +54,8 @@ class Method(ABC):
     name: ClassVar[str]
     term_names: ClassVar[tuple[str, ...]]  # "total" first
     needs: ClassVar[frozenset[str]] = frozenset()
-    knobs: ClassVar[dict[str, float | int]] = {}  # inference knob -> default (named like its ``infer`` key)
-    config_keys: ClassVar[dict[str, str]] = {}  # parameter -> the config key it is set by (for messages)
+    knobs: ClassVar[tuple[Knob, ...]] = ()  # inference knobs (``infer.knobs``, ``--knob``, the WebUI, the pipeline)
+    config_keys: ClassVar[dict[str, str]] = {}  # training parameter -> the config key ``from_config`` reads
     inference_params: ClassVar[tuple[str, ...]] = ()  # parameters that change what ``sample`` computes
     init_methods: ClassVar[tuple[str, ...]] = ()  # methods whose models it may start from (besides its own)
     distils: ClassVar[str | None] = None  # the method of the frozen teacher it is distilled from (``set_teacher``)
@@ -60,6 +64,28 @@ class Method(ABC):
     super_resolves: ClassVar[bool] = True  # False: not an SR model (the base), so no benchmark row
 
     guidance: float = 3.5  # the guidance-embedding value the network is run with
+
+    @classmethod
+    def from_config(cls, cfg, **extra: Any) -> "Method":
+        """The method with each parameter read from its config key (``config_keys``) of a ``FluxSRConfig``."""
+        return cls(**{param: config_value(cfg, key) for param, key in cls.config_keys.items()}, **extra)
+
+    @classmethod
+    def knob_defaults(cls) -> dict[str, Any]:
+        """Inference knob -> default (what a saved model's ``fluxsr_model.json`` lists)."""
+        return {k.name: k.default for k in cls.knobs}
+
+    @classmethod
+    def training_knobs(cls) -> tuple[Knob, ...]:
+        """The training parameters as knobs (``trains``), typed and bounded by their config fields."""
+        from fluxsr_core.config import FluxSRConfig
+
+        return tuple(field_knob(param, key, FluxSRConfig) for param, key in cls.config_keys.items())
+
+    @classmethod
+    def config_sections(cls) -> frozenset[str]:
+        """The config sections its parameters come from: what a training stage's key must hold for it."""
+        return frozenset(key.split(".")[0] for key in cls.config_keys.values())
 
     def extend(self, model: SRModel) -> None:
         """Architecture changes besides LoRA, made to ``model.transformer`` in place (none by default)."""
@@ -107,9 +133,19 @@ class Method(ABC):
     def from_metadata(cls, params: dict[str, Any]) -> "Method":
         """The method a saved model was trained with."""
 
-    def check_knobs(self, knobs: dict[str, Any]) -> dict[str, Any]:
-        """``knobs`` completed with defaults; an unknown knob is an error naming the method's knobs."""
-        unknown = sorted(set(knobs) - set(self.knobs))
+    @classmethod
+    def check_knobs(cls, knobs: dict[str, Any]) -> dict[str, Any]:
+        """``knobs`` typed, range-checked and completed with defaults; an unknown or out-of-range knob is an error
+        naming the method's knobs."""
+        by_name = {k.name: k for k in cls.knobs}
+        unknown = sorted(set(knobs) - set(by_name))
         if unknown:
-            raise ValueError(f"method {self.name!r} has no inference knob {unknown}; its knobs: {sorted(self.knobs)}")
-        return {**self.knobs, **knobs}
+            raise UsageError(f"method {cls.name!r} has no inference knob {unknown}; its knobs: "
+                             f"{', '.join(k.describe() for k in cls.knobs) or 'none'} (fluxsr methods lists them)")
+        return {**cls.knob_defaults(), **{name: by_name[name].check(v, cls.name) for name, v in knobs.items()}}
+
+
+def config_value(cfg, key: str) -> Any:
+    """The value of the config key ``section.field`` in a ``FluxSRConfig``."""
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)

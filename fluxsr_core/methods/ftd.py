@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from fluxsr_core.losses import adl, capture_block_tokens, tv_lpips
 from fluxsr_core.methods.base import Batch, Method, Terms, Times, per_sample
+from fluxsr_core.methods.knobs import Knob
 from fluxsr_core.models.codec import decode_latents
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -98,7 +99,9 @@ class FTD(Method):
 
     name: ClassVar[str] = "ftd"
     term_names: ClassVar[tuple[str, ...]] = ("total", "ftd", "mse", "tv_lpips", "adl")
-    knobs: ClassVar[dict[str, float]] = {"step_fraction": 1.0}
+    knobs: ClassVar[tuple[Knob, ...]] = (
+        Knob("step_fraction", float, 1.0, "Fraction of the one step taken, z_L + f·(G(z_L) - z_L): 1 = the model, "
+             "0 = the VAE round trip of the bicubic input (a fidelity knob, no training).", low=0.0, high=1.0),)
     inference_params: ClassVar[tuple[str, ...]] = ("T_L", "guidance")
     needs_teacher_pairs: ClassVar[bool] = True  # eq. 16 mixes in the record's own ε, of which z_0 is the sample
     config_keys: ClassVar[dict[str, str]] = {  # parameter -> the config key it comes from
@@ -122,12 +125,7 @@ class FTD(Method):
     @classmethod
     def from_config(cls, cfg, lpips_model=None) -> "FTD":
         """From a FluxSRConfig: the ``loss`` section and ``train.guidance``/``train.adl_source``."""
-        loss = cfg.loss
-        return cls(T_L=loss.T_L, lambda_ftd=loss.lambda_ftd, guidance=cfg.train.guidance,
-                   lambda_tv_lpips=loss.lambda_tv_lpips,
-                   gamma_tv=loss.gamma_tv, mu_adl=loss.mu_adl, adl_source=cfg.train.adl_source,
-                   lpips_net=loss.lpips_net, lpips_backbone_path=loss.lpips_backbone_path,
-                   allow_random_lpips_backbone=loss.allow_random_lpips_backbone, lpips_model=lpips_model)
+        return super().from_config(cfg, lpips_backbone_path=cfg.loss.lpips_backbone_path, lpips_model=lpips_model)
 
     def setup_training(self, model) -> None:
         if self.lpips_model is None and self.lambda_tv_lpips > 0:

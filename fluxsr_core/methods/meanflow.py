@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 
 from fluxsr_core.methods.base import Batch, Method, Terms, Times, per_sample
+from fluxsr_core.methods.knobs import Knob
 from fluxsr_core.methods.sr_teacher import (ConditionedOnLR, cfg_velocity, noise_from_seed, noisy_source, seeded_noise,
                                             sr_path)
 
@@ -171,7 +172,12 @@ class MeanFlow(ConditionedOnLR, Method):
     name: ClassVar[str] = "meanflow"
     term_names: ClassVar[tuple[str, ...]] = ("total", "mf_mse")
     needs: ClassVar[frozenset[str]] = frozenset({"forward_ad"})
-    knobs: ClassVar[dict[str, float | int]] = {"steps": 1, "guidance": 1.0, "seed": 0}  # infer.steps/guidance/seed
+    knobs: ClassVar[tuple[Knob, ...]] = (
+        Knob("steps", int, 1, "Intervals of [0, 1], each one network evaluation (trained for 1, 2 and 4).", low=1,
+             high=1000),
+        Knob("guidance", float, 1.0, "The distilled classifier-free guidance scale w (trained on "
+             "meanflow.guidance_min..guidance_max).", low=0.0, high=20.0),
+        Knob("seed", int, 0, "Seed of the source noise (the noisy LR latent it starts from), so a result is reproducible.", low=0))
     inference_params: ClassVar[tuple[str, ...]] = ("sigma_p",)
     init_methods: ClassVar[tuple[str, ...]] = ("sr-teacher",)
     distils: ClassVar[str] = "sr-teacher"
@@ -191,13 +197,6 @@ class MeanFlow(ConditionedOnLR, Method):
     guidance_max: float = 3.0
     teacher_guidance: float = 3.5  # the guidance-embedding value the teacher was trained and is run with
     teacher: Any = field(default=None, repr=False, compare=False)  # the frozen SR teacher's SRModel (training only)
-
-    @classmethod
-    def from_config(cls, cfg) -> "MeanFlow":
-        m = cfg.meanflow
-        return cls(sigma_p=cfg.teacher.sigma_p, time_mean=m.time_mean, time_std=m.time_std,
-                   equal_fraction=m.equal_fraction, power=m.power, c=m.c, guidance_min=m.guidance_min,
-                   guidance_max=m.guidance_max, teacher_guidance=cfg.train.guidance)
 
     def extend(self, model) -> None:
         super().extend(model)

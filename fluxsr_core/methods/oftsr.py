@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import torch
 
 from fluxsr_core.methods.base import Batch, Method, Terms, Times, per_sample
+from fluxsr_core.methods.knobs import Knob
 from fluxsr_core.methods.sr_teacher import ConditionedOnLR, noise_from_seed, noisy_source, seeded_noise
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, time (B,)) -> velocity, in one convention
@@ -131,7 +132,10 @@ class OFTSR(ConditionedOnLR, Method):
 
     name: ClassVar[str] = "oftsr"
     term_names: ClassVar[tuple[str, ...]] = ("total", "distill", "align", "bc")
-    knobs: ClassVar[dict[str, float | int]] = {"tau": 0.99, "seed": 0}  # infer.tau, infer.seed
+    knobs: ClassVar[tuple[Knob, ...]] = (
+        Knob("tau", float, 0.99, "The fidelity-realism knob τ: 0 = fidelity, 1 = realism (one network evaluation "
+             "either way).", low=0.0, high=1.0),
+        Knob("seed", int, 0, "Seed of the source noise (the noisy LR latent it starts from), so a result is reproducible.", low=0))
     inference_params: ClassVar[tuple[str, ...]] = ("sigma_p", "guidance")
     init_methods: ClassVar[tuple[str, ...]] = ("sr-teacher",)  # it starts as the teacher
     distils: ClassVar[str] = "sr-teacher"
@@ -149,12 +153,6 @@ class OFTSR(ConditionedOnLR, Method):
     tau_max: float = 0.99
     guidance: float = 3.5
     teacher: Any = field(default=None, repr=False, compare=False)  # the frozen SR teacher's SRModel (training only)
-
-    @classmethod
-    def from_config(cls, cfg) -> "OFTSR":
-        o = cfg.oftsr
-        return cls(sigma_p=cfg.teacher.sigma_p, dtau=o.dtau, solver=o.solver, lambda_align=o.lambda_align,
-                   lambda_bc=o.lambda_bc, tau_min=o.tau_min, tau_max=o.tau_max, guidance=cfg.train.guidance)
 
     def set_teacher(self, teacher) -> None:
         teacher.transformer.requires_grad_(False)

@@ -46,10 +46,6 @@ class BaseFlow(Method):
     guidance: float = 3.5  # the guidance-embedding value it is trained with: what generate-pairs samples at
     time_sampling: str = "logit_normal"
 
-    @classmethod
-    def from_config(cls, cfg) -> "BaseFlow":
-        return cls(guidance=cfg.train.guidance)
-
     def sample_times(self, n: int, generator: torch.Generator) -> Times:
         """t and the seed of each sample's noise ε."""
         return {"t": sample_s(n, generator, self.time_sampling),

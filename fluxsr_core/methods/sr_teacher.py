@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import torch
 
 from fluxsr_core.methods.base import Batch, Method, Terms, Times, per_sample
+from fluxsr_core.methods.knobs import Knob
 from fluxsr_core.models.codec import decode_latents
 
 
@@ -132,7 +133,11 @@ class SRTeacher(ConditionedOnLR, Method):
 
     name: ClassVar[str] = "sr-teacher"
     term_names: ClassVar[tuple[str, ...]] = ("total", "flow", "pixel")  # pixel: 0 when lambda_pixel is 0
-    knobs: ClassVar[dict[str, float | int]] = {"steps": 4, "guidance_scale": 1.0, "seed": 0}  # infer.* keys
+    knobs: ClassVar[tuple[Knob, ...]] = (
+        Knob("steps", int, 4, "Solver steps from the noisy LR latent to HR.", low=1, high=1000),
+        Knob("guidance_scale", float, 1.0, "Classifier-free guidance scale w (1 = conditional only, one evaluation "
+             "a step; otherwise two).", low=0.0, high=20.0),
+        Knob("seed", int, 0, "Seed of the source noise (the noisy LR latent it starts from), so a result is reproducible.", low=0))
     inference_params: ClassVar[tuple[str, ...]] = ("sigma_p", "solver", "guidance")
     config_keys: ClassVar[dict[str, str]] = {
         "sigma_p": "teacher.sigma_p", "norm": "teacher.norm", "time_sampling": "teacher.time_sampling",
@@ -147,13 +152,6 @@ class SRTeacher(ConditionedOnLR, Method):
     guidance: float = 3.5
     lambda_pixel: float = 0.0
     pixel_samples: int = 2
-
-    @classmethod
-    def from_config(cls, cfg) -> "SRTeacher":
-        t = cfg.teacher
-        return cls(sigma_p=t.sigma_p, norm=t.norm, time_sampling=t.time_sampling, cond_dropout=t.cond_dropout,
-                   solver=t.solver, guidance=cfg.train.guidance, lambda_pixel=t.lambda_pixel,
-                   pixel_samples=t.pixel_samples)
 
     def sample_times(self, n: int, generator: torch.Generator) -> Times:
         """s, whether each sample keeps its condition (1 - teacher.cond_dropout of them), and the seed of its

@@ -274,7 +274,7 @@ class Trainer:
         return model_folder.ModelInfo(
             method=self.method.name, method_params=self.method.metadata(), base=self.identity["base"],
             lora=model_folder.lora_settings(self.transformer), modules=sorted(self.modules),
-            knobs=dict(self.method.knobs), steps=self.step,
+            knobs=self.method.knob_defaults(), steps=self.step,
             trained_on={**self.identity.get("trained_on", {}), "samples": len(self.dataset)},
             init_from=self.identity.get("init_from", {}), training=self.settings(),
             super_resolves=self.method.super_resolves)

@@ -93,11 +93,13 @@ def test_a_config_is_a_preset_plus_overrides():
         configs.named("flux-schnell")
 
 
-def test_renamed_key_names_the_new_one(tmp_path):
-    with pytest.raises(ConfigError, match="'infer.t' was renamed 'infer.step_fraction'"):
-        load_config(overrides=["infer.t=0.5"])
+@pytest.mark.parametrize("old, knob", [("t", "step_fraction"), ("step_fraction", "step_fraction"), ("tau", "tau"),
+                                       ("steps", "steps"), ("guidance_scale", "guidance_scale"), ("seed", "seed")])
+def test_a_knob_key_of_the_infer_section_names_its_place_in_infer_knobs(tmp_path, old, knob):
+    with pytest.raises(ConfigError, match=f"'infer.{old}' was renamed 'infer.knobs.{knob}'"):
+        load_config(overrides=[f"infer.{old}=0.5"])
     p = tmp_path / "old.yaml"
-    p.write_text("infer:\n  t: 0.5\n")
-    with pytest.raises(ConfigError, match=f"{p}.*infer.step_fraction"):
+    p.write_text(f"infer:\n  {old}: 0.5\n")
+    with pytest.raises(ConfigError, match=f"{p}.*infer.knobs.{knob}"):
         load_config(p)
-    assert load_config(overrides=["infer.step_fraction=0.5"]).infer.step_fraction == 0.5
+    assert load_config(overrides=[f"infer.knobs.{knob}=0.5"]).infer.knobs == {knob: 0.5}

@@ -82,7 +82,7 @@ def test_resume_equals_uninterrupted_and_the_folder_round_trips(teachers, method
     loaded = load_student(_cfg(backbone), tmp_path / "final")
     assert loaded.info.base["backbone"] == backbone
     z_L = torch.randn(latent_shape(loaded.model.components, batch=1), generator=torch.Generator().manual_seed(6))
-    knobs = {"steps": 1} if "steps" in full.method.knobs else {}
+    knobs = {"steps": 1} if "steps" in full.method.knob_defaults() else {}
     full.transformer.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded.method.sample(loaded.model, z_L, **knobs),
@@ -96,10 +96,30 @@ def test_one_step_upscale_of_odd_sizes_with_tiles(teachers, method_name):
 
     backbone, folders = teachers
     student = load_student(_cfg(backbone), folders[method_name])
-    knobs = {"steps": 1} if "steps" in student.method.knobs else {}
+    knobs = {"steps": 1} if "steps" in student.method.knob_defaults() else {}
     g = torch.Generator().manual_seed(7)
     for h, w in ((240, 320), (333, 517)):
         image = torch.rand(1, 3, h // 4, w // 4, generator=g)
         with torch.no_grad():
             out = upscale(student.model, student.method, image, scale=4.0, tile=16, overlap=4, knobs=knobs)
         assert out.shape == (1, 3, round(h // 4 * 4.0), round(w // 4 * 4.0)) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("method_name", (*TRAINED_METHODS, "base"))
+def test_knobs_are_declared_once_typed_and_range_checked(method_name):
+    """Every knob's default passes its own check, a value past its range is refused naming method, knob and range,
+    and each training parameter reads a config key that exists (``training_knobs`` builds from it)."""
+    from fluxsr_core.errors import UsageError
+    from fluxsr_core.methods import method_class
+
+    cls = method_class(method_name)
+    names = [k.name for k in cls.knobs]
+    assert len(names) == len(set(names))
+    assert cls.check_knobs({}) == cls.knob_defaults()
+    for knob in cls.knobs:
+        assert knob.check(knob.default, method_name) == knob.default and type(knob.default) is knob.kind
+        for bad in (knob.low - 1 if knob.low is not None else None, knob.high + 1 if knob.high is not None else None):
+            if bad is not None:
+                with pytest.raises(UsageError, match=f"{method_name} knob {knob.name}=.* is out of range"):
+                    cls.check_knobs({knob.name: bad})
+    assert {k.key for k in cls.training_knobs()} == set(cls.config_keys.values())

@@ -106,8 +106,9 @@ def test_upscale_knobs_give_different_images_each_reproducible(prefect_env, trai
     card = (exported / "README.md").read_text()
     assert "## Benchmark" in card and "| oftsr tau=0.5 |" in card and "| bicubic |" in card
     assert "| ftd |" not in card  # only this model's rows, beside bicubic
-    cases = {"oftsr": (exported, ["--t", "0.9"], {"tau": 0.9}, {"tau": 0.1}),
-             "meanflow": (Path(s["train"]["meanflow"]["directory"]) / "final", ["--steps", "4", "--guidance", "2"],
+    cases = {"oftsr": (exported, ["--knob", "tau=0.9"], {"tau": 0.9}, {"tau": 0.1}),
+             "meanflow": (Path(s["train"]["meanflow"]["directory"]) / "final",
+                          ["--knob", "steps=4", "--knob", "guidance=2"],
                           {"steps": 4, "guidance": 2.0}, {})}
     from PIL import Image
 
@@ -117,8 +118,8 @@ def test_upscale_knobs_give_different_images_each_reproducible(prefect_env, trai
     from fluxsr_core.student import load_student
 
     for method, (model, flags, knobs, other) in cases.items():
-        run_cli_here(prefect_env, "upscale", str(lr), "--out", str(tmp_path / method), "--lora", str(model), *flags,
-                "--seed", "3")
+        run_cli_here(prefect_env, "upscale", str(lr), "--out", str(tmp_path / method), "--model", str(model), *flags,
+                "--knob", "seed=3")
         saved = read_image(tmp_path / method / f"{lr.stem}.png")
         student = load_student(tiny(), Path(s["train"][method]["directory"]) / "final")
         with torch.inference_mode():  # the image is a function of its knobs and seed: made again here

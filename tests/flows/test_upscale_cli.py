@@ -25,7 +25,7 @@ def test_stop_on_first_error_and_bad_lora(hostile, tmp_path):
                 "--on-error", "stop", *TILES, check=False)
     assert r.returncode == 1 and "1 not attempted" in r.stdout + r.stderr
     assert not list((tmp_path / "a").iterdir())
-    r = run_cli_here(ENV, "upscale", str(folder / "thin.png"), "-o", str(tmp_path / "b"), "--lora", str(tmp_path / "nope"),
+    r = run_cli_here(ENV, "upscale", str(folder / "thin.png"), "-o", str(tmp_path / "b"), "--model", str(tmp_path / "nope"),
                 check=False)
     assert r.returncode == 2 and str(tmp_path / "nope") in r.stderr
     r = run_cli_here(ENV, "upscale", str(tmp_path / "missing.png"), "-o", str(tmp_path / "c"), check=False)
@@ -67,7 +67,7 @@ def hostile(shared, tmp_path_factory):
 def test_hostile_inputs_each_written_or_failed_by_name_by_the_trained_model(hostile, lora_dir, tmp_path):
     folder, bare, expect = hostile
     out = tmp_path / "sr"
-    r = run_cli_here(ENV, "upscale", str(folder), str(bare), "-o", str(out), "--lora", str(lora_dir), *TILES, check=False)
+    r = run_cli_here(ENV, "upscale", str(folder), str(bare), "-o", str(out), "--model", str(lora_dir), *TILES, check=False)
     text = r.stdout + r.stderr
     assert r.returncode == 1, text  # some inputs failed, and the exit status says so
     for stem, want in expect.items():

@@ -116,7 +116,7 @@ EDITS = {
     "fluxsr_core/train/loop.py": (_append("fluxsr_core/train/loop.py"), ()),
     "tasks/train_worker.py": (_append("tasks/train_worker.py"), ()),
     "storage/latent_dataset.py": (_append("storage/latent_dataset.py"), ()),
-    "unrelated": (lambda root: [_append(p)(root) for p in ("flows/cli.py", "deployments/setup.py",
+    "unrelated": (lambda root: [_append(p)(root) for p in ("flows/cli_stages.py", "deployments/setup.py",
                                                            "fluxsr_core/upscale_files.py",
                                                            "fluxsr_core/models/zz_nobody_imports.py")], ()),
     # a lazy import added inside a function brings its module into the key; relative imports resolve;
