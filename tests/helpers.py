@@ -230,7 +230,6 @@ def bomb_png(path, width=60000, height=60000):
 def pipeline_latents(components, noise, prompt_embeds, pooled, *, steps: int, guidance: float, size: int):
     """z_0 by the backbone's own diffusers pipeline (tiny parts, no text encoder: ``docs/backbones.md`` section 7)
     from the normalised noise (B, C, h, w), returned unpacked: the reference the seam's sampler must equal."""
-    import torch
 
     c, name = components, components.backbone.name
     if name.startswith("flux1"):

@@ -110,7 +110,7 @@ def test_a_bug_is_a_traceback_not_a_usage_error():
     import pytest
     import typer
 
-    from flows import cli
+    from flows import cli_app
     from fluxsr_core.errors import UsageError
 
     def buggy():
@@ -120,7 +120,7 @@ def test_a_bug_is_a_traceback_not_a_usage_error():
         raise UsageError("bad value")
 
     with pytest.raises(KeyError):
-        cli._run(buggy)
+        cli_app.run_flow(buggy)
     with pytest.raises(typer.Exit) as exit_:
-        cli._run(usage)
+        cli_app.run_flow(usage)
     assert exit_.value.exit_code == 2
