@@ -65,7 +65,7 @@ class Report:
     problems: list[Problem]
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_report_text(path: Path, text: str) -> None:
     """A report file written whole or not at all (under ``.<name>.partial``, renamed); a full disk names the report."""
     with atomic_path(path, temp=path.with_name(f".{path.name}.partial"), what=f"benchmark report {path}",
                      kept="nothing half-written is left") as tmp:
@@ -79,7 +79,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], metrics: Sequence[str]) -
     for r in rows:
         w.writerow([r["method"], r["image"], *("" if r[m] is None else f"{r[m]:.6f}" for m in metrics),
                     *("" if r[c] is None else f"{r[c]:g}" for c in COST_COLUMNS)])
-    _write_text(path, f.getvalue())
+    write_report_text(path, f.getvalue())
 
 
 def _markdown(title: str, header: list[str], methods: list[str], metrics: Sequence[str],
@@ -108,7 +108,7 @@ def write_reports(out: Path, r: Report, rows: list[dict[str, Any]], crops: list[
               "↑ higher is better, ↓ lower is better. Means over the images above.", COST_NOTE]
     md_path, csv_path, json_path = out / "summary.md", out / "per_image.csv", out / "summary.json"
     _write_csv(csv_path, rows, r.metrics)
-    _write_text(md_path, _markdown(r.title, header, [m.name for m in r.methods], r.metrics, r.summary, r.cost,
+    write_report_text(md_path, _markdown(r.title, header, [m.name for m in r.methods], r.metrics, r.summary, r.cost,
                                    r.unavailable, r.problems))
     specs = {m: metric_spec(m) for m in r.metrics}
     payload = {
@@ -124,6 +124,6 @@ def write_reports(out: Path, r: Report, rows: list[dict[str, Any]], crops: list[
         "files": {"per_image_csv": csv_path.name, "summary_md": md_path.name,
                   "crops": [str(p.relative_to(out)) for p in crops]},
     }
-    _write_text(json_path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    write_report_text(json_path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     return BenchmarkResult(out, csv_path, md_path, json_path, crops, r.summary, r.unavailable, r.problems,
                            r.images, r.cost)

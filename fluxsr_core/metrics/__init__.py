@@ -51,12 +51,11 @@ from fluxsr_core.metrics.specs import (
 )
 from fluxsr_core.metrics.weights import (
     MetricUnavailable,
-    check_metric,
     find_weights,
     search_paths,
 )
 
 __all__ = [
-    "PYIQA_PREFIX", "DownloadBlocked", "MetricSpec", "MetricUnavailable", "Need", "Scorer", "check_metric",
+    "PYIQA_PREFIX", "DownloadBlocked", "MetricSpec", "MetricUnavailable", "Need", "Scorer",
     "find_weights", "metric_spec", "offline", "protocol_lines", "resolve_metrics", "score", "search_paths",
 ]

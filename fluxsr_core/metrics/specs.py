@@ -71,9 +71,6 @@ _NEEDS: dict[str, tuple[Need, ...]] = {
 _IMPORTS = {"clipiqa": ("pyiqa.archs.clip_imports",), "qalign": ("icecream",)}
 _EXTRA_OPTIONS = {"topiq_nr": {"backbone_pretrain": False}}  # the checkpoint holds the backbone: no timm download
 _VERIFY_KEYS = {"lpips", "lpips-vgg", "dists"}
-# Measured to build without any file (library-facts.md); anything else unknown is built under the download guard.
-WEIGHT_FREE = frozenset({"psnr", "psnry", "ssim", "ssimc", "ms_ssim", "cw_ssim", "fsim", "gmsd", "vif", "vsi",
-                         "nlpd", "mad", "piqe", "entropy"})
 
 NIQE_BLOCK = 96  # basicsr's NIQE fits the statistics of 96 x 96 blocks, and needs two of them at least
 _BRISQUE_OPENCV_NEEDS = (

@@ -7,14 +7,13 @@ Why: pyiqa downloads weights on first use; here a missing file makes the metric 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fluxsr_core.metrics.specs import MetricSpec, Need, metric_spec
+from fluxsr_core.metrics.specs import MetricSpec, Need
 
 
 class MetricUnavailable(RuntimeError):
@@ -72,17 +71,6 @@ def find_weights(spec: MetricSpec, weights_dir: str | Path | None = None) -> tup
         except Exception as err:  # noqa: BLE001 - any import failure makes the metric unavailable
             missing.append(f"needs the Python module '{module}', which does not import: {type(err).__name__}: {err}")
     return found, missing
-
-
-def check_metric(name: str, weights_dir: str | Path | None = None,
-                 model_paths: Mapping[str, str | Path] | None = None) -> str | None:
-    """None when a metric's files are all present, else why it is unavailable (nothing is built)."""
-    spec = metric_spec(name)
-    given = (model_paths or {}).get(name)
-    if given is not None:
-        return None if Path(given).is_file() else f"{name}: pretrained_model_path {given} is not a file"
-    _, missing = find_weights(spec, weights_dir)
-    return f"{name}: " + "; ".join(missing) if missing else None
 
 
 def locate(spec: MetricSpec, weights_dir: str | Path | None, model_path: str | Path | None,

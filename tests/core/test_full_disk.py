@@ -73,10 +73,10 @@ def test_training_checkpoint_is_not_left_half_written(tmp_path, tiny_components)
 
 
 def test_benchmark_report_is_whole_or_absent(tmp_path):
-    from fluxsr_core.benchmark.report import _write_text
+    from fluxsr_core.benchmark.report import write_report_text
 
     target = tmp_path / "summary.md"
-    said = _with_a_full_disk(lambda: _write_text(target, "| row |\n" * 20_000), 10_000)
+    said = _with_a_full_disk(lambda: write_report_text(target, "| row |\n" * 20_000), 10_000)
     assert "(StorageFullError)" in said and f"benchmark report {target}" in said
     assert list(tmp_path.iterdir()) == []
 
