@@ -87,7 +87,7 @@ def main() -> None:
 
 def train_rate(store_path: Path, batch: int, steps: int) -> float:
     """Samples/s the tiny preset's training step (Algorithm 1, LoRA, AlexNet LPIPS) consumes."""
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from fluxsr_core.models import load_components
     from fluxsr_core.train.loop import Trainer
     from storage.latent_dataset import LatentDataset

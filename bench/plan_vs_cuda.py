@@ -140,7 +140,7 @@ def measure(cfg, method_name: str, resolution: int, arch: dict | None, device: t
 
 
 def run_case(name: str, device: torch.device, method: str | None = None) -> dict:
-    from fluxsr_core import configs
+    from fluxsr_core.config import presets as configs
     from fluxsr_core.plan import plan_train
 
     preset, arch_name, resolution, default_method, _ = CASES[name]

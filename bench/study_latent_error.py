@@ -25,7 +25,7 @@ from study_targets import centre_crops, holdout_arguments, psnr_y  # bench/ is t
 def main() -> None:
     from fluxsr_core.colorfix import color_correct
     from fluxsr_core.config import DegradeConfig, FluxSRConfig
-    from fluxsr_core.configs import micro
+    from fluxsr_core.config import micro
     from fluxsr_core.degrade import degrade_variants
     from fluxsr_core.models.codec import decode_latents, encode_images
     from fluxsr_core.student import load_student

@@ -26,7 +26,7 @@ from study_targets import centre_crops, holdout_arguments, psnr_y  # bench/ is t
 def main() -> None:
     from fluxsr_core.colorfix import color_correct
     from fluxsr_core.config import DegradeConfig, FluxSRConfig
-    from fluxsr_core.configs import micro
+    from fluxsr_core.config import micro
     from fluxsr_core.degrade import degrade_variants
     from fluxsr_core.methods import build_method
     from fluxsr_core.model_folder import read_info

@@ -61,7 +61,7 @@ MODE_NAMES = {"ftd": "FluxSR step (Algorithm 1)", "sr-teacher": "SR-teacher flow
 # -- model --------------------------------------------------------------------------------------------
 def config_for(model: str):
     """The named config the benchmark starts from: tiny() or flux_dev()."""
-    from fluxsr_core import configs
+    from fluxsr_core.config import presets as configs
 
     cfg = configs.tiny() if model == "tiny" else configs.flux_dev()
     # The LPIPS backbone may be absent (no downloads); a random one costs exactly the same FLOPs.

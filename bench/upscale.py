@@ -92,7 +92,7 @@ def one_huge(megapixels: float, way: str, out: Path) -> dict:
     """In this (fresh) process: a 4x upscale to ``megapixels`` the ``way`` given ('streamed' or 'in-memory')."""
     import math
 
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from fluxsr_core.imageio import write_image
     from fluxsr_core.student import load_student
 

@@ -2,7 +2,7 @@
 
 Walks ``FluxSRConfig``'s fields (each section a pydantic model, nested ones recursed into) and prints, per
 section, every key with its type, constraints, default and ``Field(description=...)``, then what each preset in
-``PRESET_VALUES`` sets over those defaults. Nothing here names a key, so a key added to ``fluxsr_core/config.py``
+``PRESET_VALUES`` sets over those defaults. Nothing here names a key, so a key added to ``fluxsr_core/config/``
 appears on the next run: ``python -m flows.config_reference > docs/configuration.md``
 (tests/flows/test_config_reference.py fails while the checked-in page differs).
 """
@@ -25,7 +25,7 @@ REGENERATE = "python -m flows.config_reference > docs/configuration.md"
 INTRO = f"""\
 # Configuration reference
 
-Generated from `fluxsr_core/config.py` by `{REGENERATE}`; edit the models' `Field(description=...)`, not this page.
+Generated from `fluxsr_core/config/` by `{REGENERATE}`; edit the models' `Field(description=...)`, not this page.
 
 A config is a preset plus values over it. Every command takes `--preset NAME`, `--config FILE.yaml` (sections as
 below, layered over the preset) and `--set KEY=VALUE` (repeatable; the value is read as YAML). A file or
@@ -144,6 +144,25 @@ def preset_table() -> list[str]:
     return rows
 
 
+def method_knob_tables() -> list[str]:
+    """Per registered method, its knobs as the method declares them (``Method.knobs``, ``config_keys``)."""
+    from fluxsr_core.methods import METHODS, method_class
+
+    rows = ["## Method knobs", "",
+            "Declared by each method (`fluxsr methods` prints the same). Inference knobs: `infer.knobs.NAME`, "
+            "`fluxsr upscale --knob NAME=VALUE`, the WebUI, `FluxSRPipeline(image, NAME=VALUE)`, `bench.knobs`. "
+            "Training parameters: the config key each is read from (in the training stage's key).", ""]
+    for name in sorted(METHODS):
+        cls = method_class(name)
+        rows += [f"### {name}", "", "| knob | kind | type | range | default | what it does |", "|---|---|---|---|---|---|"]
+        rows += [f"| `{k.name}` | inference | {k.kind.__name__} | {_cell(k.range_text())} | `{k.default!r}` | "
+                 f"{_cell(k.help)} |" for k in cls.knobs]
+        rows += [f"| `{k.name}` | training: `{k.key}` | {k.kind.__name__} | {_cell(k.range_text())} | "
+                 f"`{k.default!r}` | see `{k.key}` above |" for k in cls.training_knobs()]
+        rows.append("")
+    return rows
+
+
 def render() -> str:
     """The whole page."""
     lines = [INTRO]
@@ -157,6 +176,7 @@ def render() -> str:
     lines += ["## Presets", "",
               "What each preset sets over the defaults above; every other key keeps its default.", "",
               *preset_table(), ""]
+    lines += [*method_knob_tables(), ""]
     if RENAMED_KEYS:
         lines += ["## Renamed keys", "", "An old name is an error that names the new one.", "",
                   "| old | new |", "|---|---|",

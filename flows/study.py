@@ -17,7 +17,7 @@ from prefect import flow
 
 from fluxsr_core.atomic import write_bytes, write_json
 from fluxsr_core.config import FluxSRConfig
-from fluxsr_core.configs import micro
+from fluxsr_core.config import micro
 from fluxsr_core.errors import UsageError
 from fluxsr_core.model_folder import model_digest
 from fluxsr_core.study_report import INIT, claims, fidelity_realism_plot, loss_curves_plot, markdown

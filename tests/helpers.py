@@ -92,7 +92,7 @@ def make_lora(directory: Path, seed: int = 1) -> Path:
 
     from fluxsr_core import model_folder
     from fluxsr_core.config import LoraConfig, ModelConfig
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from fluxsr_core.methods.ftd import FTD
     from fluxsr_core.models import load_components, lora
     from fluxsr_core.models.sr_model import SRModel
@@ -185,7 +185,7 @@ def train_tiny_models(root, steps: int = 2, backbone: str = "flux1-dev") -> dict
     from pathlib import Path
 
     from fluxsr_core import model_folder
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from fluxsr_core.methods import build_method
     from fluxsr_core.models import load_components
     from fluxsr_core.models.sr_model import SRModel

@@ -24,7 +24,7 @@ def _registry() -> dict[str, Backbone]:
     return {b.name: b for b in (*flux1.BACKBONES, *zimage.BACKBONES, *flux2.BACKBONES)}
 
 
-NAMES = ("flux1-dev", "flux1-schnell", "z-image", "flux2-klein")  # model.backbone's values (config.py's Literal)
+NAMES = ("flux1-dev", "flux1-schnell", "z-image", "flux2-klein")  # model.backbone's values (config.model's Literal)
 
 
 def get(name: str) -> Backbone:

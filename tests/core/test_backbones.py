@@ -51,7 +51,7 @@ def test_packing_is_inverse_and_matches_the_pipelines(backbone_components):
 def test_a_model_of_one_backbone_is_refused_on_another(tmp_path):
     """A model folder records its backbone; loaded on another, a one-line error names both and the fix."""
     from fluxsr_core import model_folder
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from fluxsr_core.student import load_student
     from helpers import train_tiny_models
 

@@ -1,6 +1,6 @@
 import pytest
 
-from fluxsr_core import configs
+from fluxsr_core.config import presets as configs
 from fluxsr_core.config import ConfigError, FluxSRConfig, dump_config, load_config
 
 

@@ -14,7 +14,7 @@ CASES = [(m, b) for b in BACKBONES for m in TRAINED_METHODS]
 
 
 def _cfg(backbone: str):
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
 
     cfg = tiny()
     cfg.model.backbone = backbone

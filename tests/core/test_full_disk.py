@@ -84,7 +84,7 @@ def test_benchmark_report_is_whole_or_absent(tmp_path):
 def test_upscale_stops_on_a_full_disk_naming_the_output(tmp_path):
     from PIL import Image
 
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from fluxsr_core.student import load_student
     from fluxsr_core.upscale_files import upscale_files
 

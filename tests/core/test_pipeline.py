@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from fluxsr_core import model_folder
-from fluxsr_core.configs import tiny
+from fluxsr_core.config import tiny
 from fluxsr_core.pipeline import FluxSRPipeline
 from fluxsr_core.student import load_student
 from fluxsr_core.upscale_files import upscale_files

@@ -90,7 +90,7 @@ def _real_ftd_peak(cfg, resolution: int) -> float:
 
 
 def test_full_flux_dev_plans_on_meta_and_flash_attention_is_smaller_than_math():
-    from fluxsr_core import configs
+    from fluxsr_core.config import presets as configs
 
     cfg = configs.flux_dev()
     cfg.train.batch_size = 1

@@ -46,7 +46,7 @@ def test_benchmark_table_models_peer_cache_and_unavailable_metric(prefect_env, s
     # the model rows are the student of `fluxsr upscale`, same LoRA and settings, to 8-bit rounding
     import torch
 
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from fluxsr_core.imageio import read_image
     from fluxsr_core.student import load_student
 

@@ -16,7 +16,7 @@ PAGE = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 def test_checked_in_page_is_the_generators_output():
     assert PAGE.read_text() == config_reference.render(), (
-        f"docs/configuration.md is out of date with fluxsr_core/config.py: regenerate it with "
+        f"docs/configuration.md is out of date with fluxsr_core/config/: regenerate it with "
         f"`{config_reference.REGENERATE}`")
 
 

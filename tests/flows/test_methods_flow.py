@@ -112,7 +112,7 @@ def test_upscale_knobs_give_different_images_each_reproducible(prefect_env, trai
                           {"steps": 4, "guidance": 2.0}, {})}
     from PIL import Image
 
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from fluxsr_core.imageio import read_image
     from fluxsr_core.pipeline import FluxSRPipeline
     from fluxsr_core.student import load_student

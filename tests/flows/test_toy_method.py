@@ -55,7 +55,7 @@ class Toy(Method):
 def toy_model(tmp_path_factory, one_torch_thread):
     """The toy method registered (for this module only), trained 6 steps on the tiny preset and exported; with the
     losses of its training."""
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from fluxsr_core.methods import METHODS, build_method, register_method
     from fluxsr_core.models import load_components
     from fluxsr_core.models.sr_model import SRModel
@@ -109,7 +109,7 @@ def test_the_toy_knob_is_checked_by_its_range(toy_model):
 def test_the_webui_has_a_control_for_the_toy_knob_that_reaches_its_sampler(toy_model, tmp_path):
     from gradio_client import Client, handle_file
 
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from flows.serve import build_app
 
     root, folder, _ = toy_model
@@ -136,7 +136,7 @@ def test_the_webui_has_a_control_for_the_toy_knob_that_reaches_its_sampler(toy_m
 
 def test_a_benchmark_row_per_toy_knob_value(toy_model, tmp_path):
     from fluxsr_core.config import BenchConfig
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from fluxsr_core.methods import knob_rows
     from tasks.benchmark import score_testset
 

@@ -88,7 +88,7 @@ def test_hostile_inputs_each_written_or_failed_by_name_by_the_trained_model(host
 
     # the CLI ran exactly the library's student (same LoRA, same settings), to the 8-bit rounding of the file
     from fluxsr_core.config import InferConfig
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from fluxsr_core.imageio import read_image
     from fluxsr_core.student import load_student
 

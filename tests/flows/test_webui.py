@@ -64,7 +64,7 @@ class Observed:
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, one_torch_thread):
     """The app on a free loopback port, over a root holding a trained model of every method."""
-    from fluxsr_core.configs import tiny
+    from fluxsr_core.config import tiny
     from flows.serve import build_app
 
     root = tmp_path_factory.mktemp("runs")
