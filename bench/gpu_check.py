@@ -52,11 +52,11 @@ def check(backbone: str, device: torch.device, dtype: torch.dtype, dry: bool, tr
 
     from fluxsr_core.infer import upscale
     from fluxsr_core.methods import build_method
-    from fluxsr_core.plan import plan_train, plan_upscale
+    from fluxsr_core.plan import size_train_step, size_upscale
 
     cfg = config(backbone, dry)
-    planned_train = plan_train(cfg, "ftd", resolution=train_res, dtype=dtype)
-    planned_up = plan_upscale(cfg, "ftd", size=up_res, dtype=dtype)
+    planned_train = size_train_step(cfg, "ftd", resolution=train_res, dtype=dtype)
+    planned_up = size_upscale(cfg, "ftd", size=up_res, dtype=dtype)
     timing: dict = {}
     train_peak = measure(cfg, "ftd", train_res, None, device, dtype, timing)  # the second step (CUDA: allocator)
     train_seconds = timing["step_seconds"]

@@ -38,7 +38,7 @@ def configured(backbone: str, weights: str):
 
 def main() -> None:
     from fluxsr_core import backbones
-    from fluxsr_core.plan import plan_train, plan_upscale
+    from fluxsr_core.plan import size_train_step, size_upscale
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbones", nargs="*", default=list(backbones.NAMES))
@@ -52,8 +52,8 @@ def main() -> None:
     for name in args.backbones:
         for label, weights in WEIGHTS.items():
             cfg = configured(name, weights)
-            train = [plan_train(cfg, "ftd", resolution=r) for r in res]
-            up = [plan_upscale(cfg, "ftd", size=r) for r in res]
+            train = [size_train_step(cfg, "ftd", resolution=r) for r in res]
+            up = [size_upscale(cfg, "ftd", size=r) for r in res]
             cells = [f"{p.peak_gib:.1f}, {fits(p.peak_gib)}" for p in (*train, *up)]
             print(f"| {name} | {train[0].parameters / 1e9:.2f} B | {label} | " + " | ".join(cells)
                   + f" | {train[-1].tflop:.0f} / {up[-1].tflop:.0f} |", flush=True)

@@ -44,7 +44,7 @@ def configured(overrides: list[str]):
 def main() -> None:
     from fluxsr_core.errors import FluxSRError
     from fluxsr_core.methods import METHODS
-    from fluxsr_core.plan import plan_train, plan_upscale
+    from fluxsr_core.plan import size_train_step, size_upscale
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", nargs="*", default=list(METHODS))
@@ -58,7 +58,7 @@ def main() -> None:
     for method in args.methods:
         for label, overrides in TRAIN_OPTIONS.items():
             try:
-                plans = [plan_train(configured(overrides), method, resolution=r) for r in args.resolutions]
+                plans = [size_train_step(configured(overrides), method, resolution=r) for r in args.resolutions]
             except FluxSRError as err:  # an option the method refuses (MeanFlow's JVP and quantised weights)
                 print(f"| {method}, {label} | refused: {str(err).split(':')[0]} |" + " |" * (2 * len(args.resolutions)), flush=True)
                 continue
@@ -68,7 +68,7 @@ def main() -> None:
     print(f"| `fluxsr upscale` (tile {args.tile}) | " + " | ".join(f"{s}² peak GiB | fits" for s in args.sizes) + " | TFLOP |")
     print("|---|" + "---|---|" * len(args.sizes) + "---|")
     for label, (overrides, offload) in UPSCALE_OPTIONS.items():
-        plans = [plan_upscale(configured(overrides), size=s, tile=args.tile, offload=offload) for s in args.sizes]
+        plans = [size_upscale(configured(overrides), size=s, tile=args.tile, offload=offload) for s in args.sizes]
         cells = " | ".join(f"{p.peak_gib:.1f} | {fits(p.peak_gib)}" for p in plans)
         print(f"| {label} | {cells} | {' / '.join(f'{p.tflop:.0f}' for p in plans)} |", flush=True)
     print(f"\n({time.perf_counter() - t0:.0f} s; attention as the flash kernel runs it; peaks per process)",

@@ -141,7 +141,7 @@ def measure(cfg, method_name: str, resolution: int, arch: dict | None, device: t
 
 def run_case(name: str, device: torch.device, method: str | None = None) -> dict:
     from fluxsr_core.config import presets as configs
-    from fluxsr_core.plan import plan_train
+    from fluxsr_core.plan import size_train_step
 
     preset, arch_name, resolution, default_method, _ = CASES[name]
     cfg = configs.tiny() if preset == "tiny" else configs.flux_dev()
@@ -149,7 +149,7 @@ def run_case(name: str, device: torch.device, method: str | None = None) -> dict
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     arch = architecture(arch_name)
     method = method or default_method
-    planned = plan_train(cfg, method, resolution=resolution, dtype=dtype, architecture=arch)
+    planned = size_train_step(cfg, method, resolution=resolution, dtype=dtype, architecture=arch)
     measured = measure(cfg, method, resolution, arch, device, dtype)
     return {"case": name, "method": method, "device": str(device), "dtype": str(dtype).removeprefix("torch."),
             "resolution": resolution, "parameters": planned.parameters, "planned_peak_gib": planned.peak_gib,

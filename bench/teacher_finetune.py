@@ -2,7 +2,7 @@
 schedule changes, measured without retraining the whole study.
 
 On the study's own photo latents (the store the teacher trained on), from its final weights: ``--steps`` steps of
-``--batch-size`` with the teacher's loss as configured (``--norm``; ``--pixel W`` sets ``teacher.lambda_pixel`` W on
+``--batch-size`` with the teacher's loss as configured (``--norm``; ``--pixel W`` sets ``sr_teacher.lambda_pixel`` W on
 every sample of the batch), the learning rate ``--lr`` constant or, with ``--decay``, decayed linearly to 0. Then
 the one- and four-step PSNR-Y on centre crops of held-out HR photos degraded by the degrade stage's pipeline
 (seed 0), raw and with AdaIN colour correction, beside bicubic's, and the latent MSE to z_0.
@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--decay", action="store_true", help="decay the learning rate linearly to 0 over --steps")
     ap.add_argument("--norm", choices=["l1", "l2"], default="l1")
-    ap.add_argument("--pixel", type=float, default=0.0, help="teacher.lambda_pixel, on every sample of a batch")
+    ap.add_argument("--pixel", type=float, default=0.0, help="sr_teacher.lambda_pixel, on every sample of a batch")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -52,7 +52,7 @@ def main() -> None:
               for d in glob.glob(f"{args.out}/train/*/final")}
     data = micro().model_dump(mode="json")
     data["model"].update(path=str(finals["base"]), taef1_path=args.taef1)
-    data["teacher"].update(norm=args.norm, lambda_pixel=args.pixel, pixel_samples=args.batch_size)
+    data["sr_teacher"].update(norm=args.norm, lambda_pixel=args.pixel, pixel_samples=args.batch_size)
     data["train"].update(steps=args.steps, learning_rate=args.lr, lr_warmup_steps=0, batch_size=args.batch_size)
     cfg = FluxSRConfig.model_validate(data)
     store = Path(args.out) / "latents" / read_info(finals["sr-teacher"]).trained_on["latents_key"] / "store.zarr"

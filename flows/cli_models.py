@@ -185,12 +185,12 @@ def plan_cmd(method: Optional[list[str]] = typer.Option(
                  *([f"train.optimizer={optimizer}"] if optimizer else [])]
     cfg = preflight(preset, config, overrides)
     names = method or list(METHODS)
-    from fluxsr_core.plan import plan_train, plan_upscale, seconds_at
+    from fluxsr_core.plan import size_train_step, size_upscale, seconds_at
 
     try:
         seconds_at(0.0, gpu, mfu)  # a bad --gpu or --mfu fails before minutes of planning
-        plans = [plan_upscale(cfg, size=resolution, attention=attention, tile=tile, offload=offload) if m == "upscale"
-                 else plan_train(cfg, check_method_names([m])[0], resolution=resolution, attention=attention)
+        plans = [size_upscale(cfg, size=resolution, attention=attention, tile=tile, offload=offload) if m == "upscale"
+                 else size_train_step(cfg, check_method_names([m])[0], resolution=resolution, attention=attention)
                  for m in names]
     except ValueError as err:
         fail(err)

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from fluxsr_core.config import PRESET_VALUES, RENAMED_KEYS, FluxSRConfig
+from fluxsr_core.config import PRESET_VALUES, RENAMED_KEYS, RENAMED_SECTIONS, FluxSRConfig
 
 REGENERATE = "python -m flows.config_reference > docs/configuration.md"
 
@@ -180,7 +180,7 @@ def render() -> str:
     if RENAMED_KEYS:
         lines += ["## Renamed keys", "", "An old name is an error that names the new one.", "",
                   "| old | new |", "|---|---|",
-                  *(f"| `{old}` | `{new}` |" for old, new in RENAMED_KEYS.items()), ""]
+                  *(f"| `{old}` | `{new}` |" for old, new in {**RENAMED_SECTIONS, **RENAMED_KEYS}.items()), ""]
     return "\n".join(lines)
 
 

@@ -271,7 +271,7 @@ fluxsr upscale photo.png -o out/ --lora THIS_FOLDER --preset {info.base.get('pre
 As a diffusers pipeline (the same pixels as `fluxsr upscale`):
 
 ```python
-from fluxsr_core.pipeline import FluxSRPipeline
+from fluxsr_core.diffusers_pipeline import FluxSRPipeline
 pipe = FluxSRPipeline.from_pretrained("THIS_FOLDER")
 image = pipe(low_res_image).images[0]
 ```

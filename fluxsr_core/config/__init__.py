@@ -23,6 +23,7 @@ from fluxsr_core.config.data import (
 )
 from fluxsr_core.config.loading import (
     RENAMED_KEYS,
+    RENAMED_SECTIONS,
     build_config,
     dump_config,
     load_config,
@@ -44,14 +45,14 @@ from fluxsr_core.config.training import (
     LossConfig,
     MeanflowConfig,
     OftsrConfig,
-    TeacherConfig,
+    SRTeacherConfig,
     TrainConfig,
 )
 
 __all__ = [
-    "MAX_INPUT_PIXELS", "NAMED", "PRESET_VALUES", "RENAMED_KEYS", "BenchConfig", "ConfigError", "DegradationPass",
+    "MAX_INPUT_PIXELS", "NAMED", "PRESET_VALUES", "RENAMED_KEYS", "RENAMED_SECTIONS", "BenchConfig", "ConfigError", "DegradationPass",
     "DegradeConfig", "EncodeConfig", "FluxSRConfig", "InferConfig", "LoraConfig", "LossConfig", "MeanflowConfig",
     "ModelConfig", "OftsrConfig", "PairsConfig", "PresetName", "RetrainConfig", "RunnerConfig", "Section",
-    "TeacherConfig", "TrainConfig", "build_config", "check_tiles", "dump_config", "flux_dev", "load_config", "micro",
+    "SRTeacherConfig", "TrainConfig", "build_config", "check_tiles", "dump_config", "flux_dev", "load_config", "micro",
     "named", "parse_overrides", "tiny",
 ]

@@ -17,6 +17,8 @@ from fluxsr_core.config.root import PRESET_VALUES, FluxSRConfig
 RENAMED_KEYS = {"infer.t": "infer.knobs.step_fraction", "infer.step_fraction": "infer.knobs.step_fraction",
                 "infer.tau": "infer.knobs.tau", "infer.steps": "infer.knobs.steps",
                 "infer.guidance_scale": "infer.knobs.guidance_scale", "infer.seed": "infer.knobs.seed"}
+# Sections that were renamed (same keys inside): "teacher" was the SR teacher's, a word FluxSR uses for its base.
+RENAMED_SECTIONS = {"teacher": "sr_teacher"}
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
@@ -48,6 +50,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _check_renamed(data: dict[str, Any], source: str) -> None:
+    for old, new in RENAMED_SECTIONS.items():
+        if old in data:
+            raise ConfigError(f"{source}: section '{old}' was renamed '{new}' (the same keys inside: "
+                              f"{new}.sigma_p, {new}.lambda_pixel, ...)")
     for old, new in RENAMED_KEYS.items():
         section, key = old.split(".")
         if isinstance(data.get(section), dict) and key in data[section]:

@@ -22,7 +22,7 @@ from fluxsr_core.config.training import (
     LossConfig,
     MeanflowConfig,
     OftsrConfig,
-    TeacherConfig,
+    SRTeacherConfig,
     TrainConfig,
 )
 
@@ -42,7 +42,7 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "lora": {"rank": 0},
         "train": {"steps": 2000, "batch_size": 16, "learning_rate": 1e-3, "lr_warmup_steps": 100,
                   "lr_decay": "cosine", "checkpoint_every": 500},
-        "teacher": {"lambda_pixel": 30.0, "pixel_samples": 2},
+        "sr_teacher": {"lambda_pixel": 30.0, "pixel_samples": 2},
         "bench": {"synthetic_crop": 384, "metrics": ["psnr", "ssim", "niqe_basicsr", "brisque_opencv"], "crops": 50},
     },
     # FLUX.1-dev teacher at 1024², 28 steps, guidance 3.5, LoRA rank 64, real LPIPS required.
@@ -76,7 +76,7 @@ class FluxSRConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    sr_teacher: SRTeacherConfig = Field(default_factory=SRTeacherConfig)
     oftsr: OftsrConfig = Field(default_factory=OftsrConfig)
     meanflow: MeanflowConfig = Field(default_factory=MeanflowConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)

@@ -88,7 +88,7 @@ class TrainConfig(Section):
         return v
 
 
-class TeacherConfig(Section):
+class SRTeacherConfig(Section):
     """The SR teacher (``--method sr-teacher``, method.md section 2): a flow from the noisy LR latent to HR."""
 
     sigma_p: float = Field(0.1, ge=0.0, lt=1.0, description="Source noise: x_src = sqrt(1 - σ_p²)·z_L + σ_p·n "

@@ -182,7 +182,7 @@ class MeanFlow(ConditionedOnLR, Method):
     init_methods: ClassVar[tuple[str, ...]] = ("sr-teacher",)
     distils: ClassVar[str] = "sr-teacher"
     config_keys: ClassVar[dict[str, str]] = {
-        "sigma_p": "teacher.sigma_p", "time_mean": "meanflow.time_mean", "time_std": "meanflow.time_std",
+        "sigma_p": "sr_teacher.sigma_p", "time_mean": "meanflow.time_mean", "time_std": "meanflow.time_std",
         "equal_fraction": "meanflow.equal_fraction", "power": "meanflow.power", "c": "meanflow.c",
         "guidance_min": "meanflow.guidance_min", "guidance_max": "meanflow.guidance_max",
         "teacher_guidance": "train.guidance"}

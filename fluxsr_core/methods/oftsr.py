@@ -140,7 +140,7 @@ class OFTSR(ConditionedOnLR, Method):
     init_methods: ClassVar[tuple[str, ...]] = ("sr-teacher",)  # it starts as the teacher
     distils: ClassVar[str] = "sr-teacher"
     config_keys: ClassVar[dict[str, str]] = {
-        "sigma_p": "teacher.sigma_p", "dtau": "oftsr.dtau", "solver": "oftsr.solver",
+        "sigma_p": "sr_teacher.sigma_p", "dtau": "oftsr.dtau", "solver": "oftsr.solver",
         "lambda_align": "oftsr.lambda_align", "lambda_bc": "oftsr.lambda_bc", "tau_min": "oftsr.tau_min",
         "tau_max": "oftsr.tau_max", "guidance": "train.guidance"}
 

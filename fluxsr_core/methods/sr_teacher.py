@@ -7,7 +7,7 @@ s = 1 the source; the velocity points from HR to source (like FLUX's, from data 
     path:     x_s   = (1 - s)·z_0 + s·x_src
     target:   v*    = x_src - z_0
     loss:     L_flow = mean |v_ψ(x_s, s | z_L) - v*|       (ℓ1; ℓ2 selectable)
-              + λ_pix·L_pix,  L_pix = mean (D(x̂_0) - x_HR)²,  x̂_0 = x_s - s·v_ψ   (teacher.lambda_pixel; 0: OFTSR's)
+              + λ_pix·L_pix,  L_pix = mean (D(x̂_0) - x_HR)²,  x̂_0 = x_s - s·v_ψ   (sr_teacher.lambda_pixel; 0: OFTSR's)
     sampling: x_{s-Δ} = x_s - Δ·v_ψ(x_s, s | z_L) from s = 1 to 0 (Euler, or midpoint), N steps
     CFG:      v_w = v(·|∅) + w·(v(·|z_L) - v(·|∅)),  ∅ = a zero condition
 
@@ -140,9 +140,9 @@ class SRTeacher(ConditionedOnLR, Method):
         Knob("seed", int, 0, "Seed of the source noise (the noisy LR latent it starts from), so a result is reproducible.", low=0))
     inference_params: ClassVar[tuple[str, ...]] = ("sigma_p", "solver", "guidance")
     config_keys: ClassVar[dict[str, str]] = {
-        "sigma_p": "teacher.sigma_p", "norm": "teacher.norm", "time_sampling": "teacher.time_sampling",
-        "cond_dropout": "teacher.cond_dropout", "solver": "teacher.solver", "guidance": "train.guidance",
-        "lambda_pixel": "teacher.lambda_pixel", "pixel_samples": "teacher.pixel_samples"}
+        "sigma_p": "sr_teacher.sigma_p", "norm": "sr_teacher.norm", "time_sampling": "sr_teacher.time_sampling",
+        "cond_dropout": "sr_teacher.cond_dropout", "solver": "sr_teacher.solver", "guidance": "train.guidance",
+        "lambda_pixel": "sr_teacher.lambda_pixel", "pixel_samples": "sr_teacher.pixel_samples"}
 
     sigma_p: float = 0.1
     norm: str = "l1"
@@ -154,7 +154,7 @@ class SRTeacher(ConditionedOnLR, Method):
     pixel_samples: int = 2
 
     def sample_times(self, n: int, generator: torch.Generator) -> Times:
-        """s, whether each sample keeps its condition (1 - teacher.cond_dropout of them), and the seed of its
+        """s, whether each sample keeps its condition (1 - sr_teacher.cond_dropout of them), and the seed of its
         augmentation noise n: all drawn from the step's generator."""
         s = sample_s(n, generator, self.time_sampling)
         kept = (torch.rand(n, generator=generator) >= self.cond_dropout).float()

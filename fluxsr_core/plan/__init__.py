@@ -14,12 +14,12 @@ from fluxsr_core.plan.steps import (
     GPU_PEAK_TFLOPS,
     Plan,
     per_rank,
-    plan_train,
-    plan_upscale,
+    size_train_step,
+    size_upscale,
     seconds_at,
 )
 
 __all__ = [
-    "GPU_PEAK_TFLOPS", "Attention", "LiveStorages", "Plan", "meta_components", "per_rank", "plan_train",
-    "plan_upscale", "seconds_at",
+    "GPU_PEAK_TFLOPS", "Attention", "LiveStorages", "Plan", "meta_components", "per_rank", "size_train_step",
+    "size_upscale", "seconds_at",
 ]

@@ -61,7 +61,7 @@ def _allocate_optimizer_state(trainer) -> None:
     trainer.optimizer.zero_grad(set_to_none=True)
 
 
-def plan_train(cfg, method_name: str, *, resolution: int, dtype: torch.dtype = torch.bfloat16,
+def size_train_step(cfg, method_name: str, *, resolution: int, dtype: torch.dtype = torch.bfloat16,
                attention: Attention = "flash", architecture: dict | None = None) -> Plan:
     """Memory and FLOPs of one steady-state training step of ``method_name`` (AdamW's state exists), per
     process, at ``train.batch_size`` samples of ``resolution``² and the config's LoRA, gradient checkpointing,
@@ -164,7 +164,7 @@ def _other_modules(method, model) -> list[torch.nn.Module]:
     return out
 
 
-def plan_upscale(cfg, method_name: str = "ftd", *, size: int, dtype: torch.dtype = torch.bfloat16,
+def size_upscale(cfg, method_name: str = "ftd", *, size: int, dtype: torch.dtype = torch.bfloat16,
                  attention: Attention = "flash", tile: int | None = None, overlap: int = 16,
                  offload: bool = False) -> Plan:
     """Memory and FLOPs of one ``fluxsr upscale`` call of a ``size``² output by a model of ``method_name`` (its

@@ -103,3 +103,11 @@ def test_a_knob_key_of_the_infer_section_names_its_place_in_infer_knobs(tmp_path
     with pytest.raises(ConfigError, match=f"{p}.*infer.knobs.{knob}"):
         load_config(p)
     assert load_config(overrides=[f"infer.knobs.{knob}=0.5"]).infer.knobs == {knob: 0.5}
+
+
+def test_the_old_teacher_section_names_sr_teacher(tmp_path):
+    p = tmp_path / "old.yaml"
+    p.write_text("teacher:\n  lambda_pixel: 30\n")
+    with pytest.raises(ConfigError, match=f"{p}: section 'teacher' was renamed 'sr_teacher'"):
+        load_config(p)
+    assert load_config(overrides=["sr_teacher.lambda_pixel=30"]).sr_teacher.lambda_pixel == 30

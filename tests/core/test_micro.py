@@ -165,7 +165,7 @@ def test_latent_error_is_no_proxy_for_pixel_error_through_taef1(micro_cfg, share
     E(bicubic) decodes through TAEF1 well below D(E(bicubic)) when its error is not the blur's. On real 128² crops,
     bicubic x4: isotropic latent error of half z_L's MSE costs ~3 dB against z_L's own (measured 26.9 vs 29.9 dB). So
     a flow trained on latent error alone can halve it and still lose PSNR to bicubic; the SR teacher's decoded pixel
-    term (teacher.lambda_pixel) is the remedy the study measures."""
+    term (sr_teacher.lambda_pixel) is the remedy the study measures."""
     from fluxsr_core.models.codec import decode_latents, encode_images
 
     c = load_components(micro_cfg.model)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fluxsr_core.config import FluxSRConfig
-from fluxsr_core.plan import GPU_PEAK_TFLOPS, LiveStorages, plan_train, plan_upscale, seconds_at
+from fluxsr_core.plan import GPU_PEAK_TFLOPS, LiveStorages, size_train_step, size_upscale, seconds_at
 from helpers import REPO
 
 
@@ -29,7 +29,7 @@ def test_weights_gradients_and_adamw_state_are_what_the_counts_say():
     """bf16 weights = 2 bytes a frozen parameter; fp32 LoRA, its gradients and AdamW's two moments = 4 bytes each a
     trainable parameter; the LoRA's size is peft's on the real tiny model."""
     cfg = FluxSRConfig()
-    p = plan_train(cfg, "sr-teacher", resolution=64, dtype=torch.bfloat16)
+    p = size_train_step(cfg, "sr-teacher", resolution=64, dtype=torch.bfloat16)
     frozen = p.parameters - p.trainable_parameters
     from diffusers import AutoencoderKL
 
@@ -58,7 +58,7 @@ def test_plan_peak_is_the_real_cpu_step_peak(one_torch_thread):
     memory, as the plan's flash attention does): the planned peak is within 10%."""
     cfg = FluxSRConfig()
     cfg.train.batch_size = 2
-    planned = plan_train(cfg, "ftd", resolution=128, dtype=torch.float32)
+    planned = size_train_step(cfg, "ftd", resolution=128, dtype=torch.float32)
     measured = _real_ftd_peak(cfg, 128)
     assert planned.peak_gib == pytest.approx(measured, rel=0.10), (planned, measured)
 
@@ -94,8 +94,8 @@ def test_full_flux_dev_plans_on_meta_and_flash_attention_is_smaller_than_math():
 
     cfg = configs.flux_dev()
     cfg.train.batch_size = 1
-    flash = plan_upscale(cfg, size=256, attention="flash")
-    math_ = plan_upscale(cfg, size=256, attention="math")
+    flash = size_upscale(cfg, size=256, attention="flash")
+    math_ = size_upscale(cfg, size=256, attention="math")
     assert 11.8e9 < flash.parameters < 12.0e9  # FLUX.1-dev's transformer
     assert flash.weights_gib == pytest.approx(2 * (flash.parameters + 83.65e6) / 2 ** 30, rel=0.01)  # + the VAE, bf16
     assert flash.peak_gib < math_.peak_gib and flash.tflop > 1
@@ -113,7 +113,7 @@ def test_nf4_weights_and_8bit_adamw_are_the_bytes_their_formats_say():
     cfg = FluxSRConfig()
     cfg.model.weights, cfg.train.optimizer = "nf4", "adamw8bit"
     cfg.lora.rank = 32  # some LoRA matrices of >= 4096 elements: both of bitsandbytes' state layouts
-    p = plan_train(cfg, "sr-teacher", resolution=64)
+    p = size_train_step(cfg, "sr-teacher", resolution=64)
     with torch.device("meta"):
         blocks = sum(m.weight.numel() for *_, m in
                      block_linears(flux1_blocks(FluxTransformer2DModel(**configs.TINY_TRANSFORMER_CONFIG))))
@@ -121,7 +121,7 @@ def test_nf4_weights_and_8bit_adamw_are_the_bytes_their_formats_say():
     frozen = p.parameters - p.trainable_parameters
     expected = 0.5625 * blocks + 2 * (frozen - blocks) + 2 * vae
     assert p.weights_gib * 2 ** 30 == pytest.approx(expected, abs=2 ** 30 * 1e-4)
-    full = plan_train(FluxSRConfig(), "sr-teacher", resolution=64)
+    full = size_train_step(FluxSRConfig(), "sr-teacher", resolution=64)
     assert p.weights_gib < full.weights_gib
 
     from fluxsr_core.methods import build_method
@@ -142,11 +142,11 @@ def test_nf4_weights_and_8bit_adamw_are_the_bytes_their_formats_say():
 
 def test_per_rank_figures_and_time_at_a_fraction_of_a_gpu_peak():
     cfg = FluxSRConfig()
-    one = plan_train(cfg, "sr-teacher", resolution=64)
+    one = size_train_step(cfg, "sr-teacher", resolution=64)
     cfg.train.nproc_per_node = 4
-    ddp = plan_train(cfg, "sr-teacher", resolution=64)
+    ddp = size_train_step(cfg, "sr-teacher", resolution=64)
     cfg.train.strategy = "fsdp"
-    fsdp = plan_train(cfg, "sr-teacher", resolution=64)
+    fsdp = size_train_step(cfg, "sr-teacher", resolution=64)
     assert ddp.what == "train sr-teacher ddp/4" and fsdp.what == "train sr-teacher fsdp/4"
     assert ddp.peak_gib == pytest.approx(one.peak_gib + one.gradients_gib, abs=1e-3)  # DDP's gradient buckets
     sharded = one.settings["transformer_weights_gib"] + one.trainable_gib + one.gradients_gib + one.optimizer_gib

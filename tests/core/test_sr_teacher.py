@@ -49,7 +49,7 @@ def test_cfg_at_one_is_the_conditional_velocity():
 
 def test_the_pixel_term_decodes_the_flows_hr_estimate(tiny_components, monkeypatch):
     """x̂_0 = x_s - s·v lands on z_0 for the exact velocity at any s, so with it L_pix is the decoder's own error
-    D(z_0) against the HR image, and 0 when teacher.lambda_pixel is 0 (no decode at all). A sign or time
+    D(z_0) against the HR image, and 0 when sr_teacher.lambda_pixel is 0 (no decode at all). A sign or time
     convention wrong in x̂_0 decodes another latent and fails here."""
     from dataclasses import replace
 

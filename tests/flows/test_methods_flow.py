@@ -114,7 +114,7 @@ def test_upscale_knobs_give_different_images_each_reproducible(prefect_env, trai
 
     from fluxsr_core.config import tiny
     from fluxsr_core.imageio import read_image
-    from fluxsr_core.pipeline import FluxSRPipeline
+    from fluxsr_core.diffusers_pipeline import FluxSRPipeline
     from fluxsr_core.student import load_student
 
     for method, (model, flags, knobs, other) in cases.items():

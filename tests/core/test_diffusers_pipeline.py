@@ -11,7 +11,7 @@ from PIL import Image
 
 from fluxsr_core import model_folder
 from fluxsr_core.config import tiny
-from fluxsr_core.pipeline import FluxSRPipeline
+from fluxsr_core.diffusers_pipeline import FluxSRPipeline
 from fluxsr_core.student import load_student
 from fluxsr_core.upscale_files import upscale_files
 from helpers import train_tiny_models
