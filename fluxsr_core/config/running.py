@@ -95,7 +95,9 @@ class InferConfig(Section):
                                           "and defaults: `fluxsr methods`. A knob the model's method lacks is refused "
                                           "by name.")
     guidance: float | None = Field(None, ge=0.0, description="Guidance-embedding value the network runs with; null = "
-                                                             "the trained model's (train.guidance for a base model).")
+                                                             "the trained model's (train.guidance for a base model). "
+                                                             "Not MeanFlow's distilled CFG scale w: that is its knob "
+                                                             "infer.knobs.guidance.")
     offload: bool = Field(False, description="Keep the transformer's weights in CPU memory and move each block to "
                                             "the GPU only while it runs (diffusers' group offloading, one block at a "
                                             "time: the weights' GPU memory falls to one block's, for PCIe transfers).")
