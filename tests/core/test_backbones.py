@@ -12,7 +12,12 @@ def test_every_backbone_is_registered_and_a_wrong_name_lists_the_known_ones():
     from fluxsr_core.config import ConfigError, load_config
     from fluxsr_core.errors import UsageError
 
+    from typing import get_args
+
+    from fluxsr_core.config import ModelConfig
+
     assert set(backbones.NAMES) == set(BACKBONES) == {backbones.get(n).name for n in backbones.NAMES}
+    assert get_args(ModelConfig.model_fields["backbone"].annotation) == backbones.NAMES  # the config's choices
     with pytest.raises(UsageError, match="flux1-dev, flux1-schnell"):
         backbones.get("flux3")
     with pytest.raises(ConfigError, match="flux1-schnell"):
