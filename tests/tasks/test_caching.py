@@ -161,7 +161,7 @@ def _stage_closure(stage: str) -> set[str]:
     module, names = STAGES[stage]
     tree = ast.parse(module_file(module).read_text())
     consts = {t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
-              for t in n.targets if isinstance(t, ast.Name)}
+              for t in n.targets if isinstance(t, ast.Name) and t.id in names}
     return {m for name in names for n in consts[name] for m in project_imports(n)}
 
 
