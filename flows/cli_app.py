@@ -81,14 +81,16 @@ def preflight(preset: str, config: Optional[str], set_: Optional[list[str]], *, 
                out: Optional[str] = None, images: Optional[str] = None):
     """Resolve the config once (and read the prompt file) before Prefect starts or a model loads.
 
-    A wrong key, a resolution not divisible by 16, an empty prompt file or an output folder that cannot be
+    A wrong key, an unknown backbone, a resolution not divisible by 16, an empty prompt file or an output folder that cannot be
     written (``out``) then fails in a fraction of a second, not after ~15 s of torch/diffusers imports. The
     resolved, typed config is what the flow receives (a deployment run passes one the same way).
     """
+    from fluxsr_core.backbones import check_name
     from fluxsr_core.errors import FluxSRError
     from fluxsr_core.prompts import load_prompts
     try:
         cfg = _resolve_with_images(preset, config, set_, images)
+        check_name(cfg.model.backbone)
         if prompts and cfg.pairs.source != "images":
             load_prompts(cfg.pairs.prompts)
     except FluxSRError as err:

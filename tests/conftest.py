@@ -58,7 +58,7 @@ def tiny_components():
     return load_components(ModelConfig(preset="tiny", seed=0))
 
 
-BACKBONES = ("flux1-dev", "flux1-schnell", "z-image", "flux2-klein")  # every backbone's tiny configuration (fluxsr_core.backbones)
+from fluxsr_core.backbones import NAMES as BACKBONES  # noqa: E402  every registered backbone, at its tiny size
 
 
 @pytest.fixture(scope="session", params=BACKBONES)

@@ -5,7 +5,7 @@ patch), how to build it tiny from a seed or load it full-size, its prompt encode
 time convention, how to widen its input for an LR condition, its blocks (FSDP, checkpointing, NF4/fp8, FTD's ADL
 tokens), its time embedding (MeanFlow's extra scalar inputs) and its default LoRA targets. Everything outside
 ``fluxsr_core/backbones/`` speaks to this record; nothing there names a base's tensors (``tests/test_layering.py``).
-The record is defined in ``backbones.spec``; this module is the registry of the bases (``get``, ``NAMES``).
+The record is defined in ``backbones.spec``; this module is the registry of the bases (``BASES``, ``get``).
 
 fluxsr's convention, for every backbone: a latent z is normalised (the space the transformer works in), t ∈ [0, 1]
 with t = 0 data and t = 1 noise, x_t = (1 - t)·x_0 + t·ε, and the velocity is v = dx_t/dt = ε - x_0. A backbone
@@ -14,22 +14,33 @@ whose model runs another convention (Z-Image: 1 - t, and -v) converts inside its
 
 from __future__ import annotations
 
-from fluxsr_core.backbones.spec import Backbone
+import importlib
+from typing import TYPE_CHECKING
+
 from fluxsr_core.errors import UsageError
 
+if TYPE_CHECKING:
+    from fluxsr_core.backbones.spec import Backbone
 
-def _registry() -> dict[str, Backbone]:
-    from fluxsr_core.backbones import flux1, flux2, zimage
+# The registry: model.backbone -> "module:attribute" of its Backbone record. Adding a base is its package and one
+# line here; importing this module loads no base (and no torch), so the CLI checks a name before any work starts.
+BASES = {
+    "flux1-dev": "fluxsr_core.backbones.flux1:FLUX1_DEV",
+    "flux1-schnell": "fluxsr_core.backbones.flux1:FLUX1_SCHNELL",
+    "z-image": "fluxsr_core.backbones.zimage:Z_IMAGE",
+    "flux2-klein": "fluxsr_core.backbones.flux2:FLUX2_KLEIN",
+}
+NAMES = tuple(BASES)  # model.backbone's values
 
-    return {b.name: b for b in (*flux1.BACKBONES, *zimage.BACKBONES, *flux2.BACKBONES)}
 
-
-NAMES = ("flux1-dev", "flux1-schnell", "z-image", "flux2-klein")  # model.backbone's values (config.model's Literal)
+def check_name(name: str) -> str:
+    """``name`` when it is a registered backbone; a UsageError listing the known ones otherwise."""
+    if name not in BASES:
+        raise UsageError(f"unknown backbone {name!r}: model.backbone is one of {', '.join(sorted(BASES))}")
+    return name
 
 
 def get(name: str) -> Backbone:
     """The backbone ``name``; an unknown name is a UsageError listing the known ones."""
-    known = _registry()
-    if name not in known:
-        raise UsageError(f"unknown backbone {name!r}: model.backbone is one of {', '.join(sorted(known))}")
-    return known[name]
+    module, attribute = BASES[check_name(name)].split(":")
+    return getattr(importlib.import_module(module), attribute)

@@ -19,8 +19,9 @@ class ModelConfig(Section):
                             "a FLUX.1 transformer small enough to train from scratch on CPU, with TAEF1 (FLUX.1's "
                             "latent space); 'flux-dev': the backbone's full-size weights (FLUX.1-dev by default)."
     )
-    backbone: Literal["flux1-dev", "flux1-schnell", "z-image", "flux2-klein"] = Field(
-        "flux1-dev", description="The base model family (fluxsr_core/backbones): 'flux1-dev' (guidance embedding), "
+    backbone: str = Field(
+        "flux1-dev", description="The base model family, a name of the registry fluxsr_core/backbones (BASES; checked "
+                                 "before work starts): 'flux1-dev' (guidance embedding), "
                                  "'flux1-schnell' (none; Apache-2.0), 'z-image' (Z-Image, 6 B; Apache-2.0), "
                                  "'flux2-klein' (FLUX.2 [klein] 4B: 32-channel VAE, 128-channel latent at 1/16; "
                                  "Apache-2.0). Sizes come from model.preset."

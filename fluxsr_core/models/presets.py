@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from fluxsr_core import backbones
-from fluxsr_core.backbones import Backbone
+from fluxsr_core.backbones.spec import Backbone
 from fluxsr_core.config import ModelConfig
 from fluxsr_core.errors import InputNotFoundError
 from fluxsr_core.models import micro

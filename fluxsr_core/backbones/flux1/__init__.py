@@ -150,5 +150,3 @@ FLUX1_SCHNELL = Backbone(
     hub_id=configs.FLUX_SCHNELL_HUB_ID, licence="apache-2.0",
     build_tiny=lambda seed: build_tiny(seed, guidance_embeds=False),
     build_unloaded=lambda size, overrides=None: build_unloaded(size, overrides, guidance_embeds=False), **_COMMON)
-
-BACKBONES = (FLUX1_DEV, FLUX1_SCHNELL)

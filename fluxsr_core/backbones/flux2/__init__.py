@@ -214,5 +214,3 @@ FLUX2_KLEIN = Backbone(
     widen_input=widen_input, has_guidance=lambda transformer: False, time_embedding=time_embedding, blocks=blocks,
     block_image_tokens=block_image_tokens, sampling_sigmas=sampling_sigmas, build_unloaded=build_unloaded,
     to_latent=to_latent, from_latent=from_latent)
-
-BACKBONES = (FLUX2_KLEIN,)

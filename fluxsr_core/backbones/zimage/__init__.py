@@ -160,5 +160,3 @@ Z_IMAGE = Backbone(
     text_encoders=ZImageTextEncoder, velocity_call=ListVelocity,
     widen_input=widen_input, has_guidance=lambda transformer: False, time_embedding=time_embedding, blocks=blocks,
     block_image_tokens=block_image_tokens, sampling_sigmas=sampling_sigmas, build_unloaded=build_unloaded)
-
-BACKBONES = (Z_IMAGE,)
