@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fluxsr_core.config import DegradeConfig
 from fluxsr_core.degrade import degrade_image, degrade_variants
-from train_step import timed
+from measure import timed
 
 
 def _image(size: int, device: torch.device) -> torch.Tensor:

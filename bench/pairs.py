@@ -24,7 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_step import flux_dev_random, timed  # noqa: E402
+from measure import timed  # noqa: E402
+from train_step import flux_dev_random  # noqa: E402
 
 
 def build(model: str, device: str):

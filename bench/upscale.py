@@ -44,7 +44,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from train_step import GiB, add_model_args, build_components, config_for, device_name, measure_memory, setup_device, sync
+from measure import GiB, device_name, measure_memory, sync
+from train_step import add_model_args, build_components, config_for, setup_device
 
 
 class StageTimer:
