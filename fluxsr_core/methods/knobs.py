@@ -66,8 +66,6 @@ def field_knob(param: str, key: str, config_model) -> Knob:
     ``config_model`` (``FluxSRConfig``): type, default, bounds and help from the field's declaration."""
     from typing import Literal, get_args, get_origin
 
-    import annotated_types
-
     section, name = key.split(".")
     info = config_model.model_fields[section].annotation.model_fields[name]
     annotation, choices = info.annotation, None
@@ -75,11 +73,9 @@ def field_knob(param: str, key: str, config_model) -> Knob:
         choices = get_args(annotation)
         annotation = type(choices[0])
     low = high = None
-    for m in info.metadata:
-        if isinstance(m, (annotated_types.Ge, annotated_types.Gt)):
-            low = getattr(m, "ge", getattr(m, "gt", None))
-        if isinstance(m, (annotated_types.Le, annotated_types.Lt)):
-            high = getattr(m, "le", getattr(m, "lt", None))
+    for m in info.metadata:  # pydantic's bound markers for Field(ge=..., gt=..., le=..., lt=...)
+        low = next((getattr(m, a) for a in ("ge", "gt") if hasattr(m, a)), low)
+        high = next((getattr(m, a) for a in ("le", "lt") if hasattr(m, a)), high)
     kind = annotation if annotation in (int, float, str, bool) else str
     return Knob(param, kind, info.default, info.description or "", low=low, high=high, choices=choices,
                 trains=True, key=key)

@@ -108,7 +108,7 @@ def test_one_step_upscale_of_odd_sizes_with_tiles(teachers, method_name):
 @pytest.mark.parametrize("method_name", (*TRAINED_METHODS, "base"))
 def test_knobs_are_declared_once_typed_and_range_checked(method_name):
     """Every knob's default passes its own check, a value past its range is refused naming method, knob and range,
-    and each training parameter reads a config key that exists (``training_knobs`` builds from it)."""
+    and each training parameter names a parameter of the method and a config key that exists."""
     from fluxsr_core.errors import UsageError
     from fluxsr_core.methods import method_class
 
@@ -122,4 +122,6 @@ def test_knobs_are_declared_once_typed_and_range_checked(method_name):
             if bad is not None:
                 with pytest.raises(UsageError, match=f"{method_name} knob {knob.name}=.* is out of range"):
                     cls.check_knobs({knob.name: bad})
-    assert {k.key for k in cls.training_knobs()} == set(cls.config_keys.values())
+    training = cls.training_knobs()  # a config key that does not exist fails here, naming it
+    params = cls(**{k.name: k.default for k in training}).metadata()  # a name that is no parameter fails here
+    assert all(params[k.name] == k.default for k in training)
