@@ -17,8 +17,9 @@ from fluxsr_core.errors import UsageError
 
 @dataclass(frozen=True)
 class Knob:
-    """One setting of a method: its name, type, default, range and help; ``trains``: it shapes the trained
-    model (a training parameter, in the training stage's key) rather than only how the model is run."""
+    """One setting of a method: its name, type, default, range and help; with a config ``key`` it is a training
+    parameter (``trains``: it shapes the trained model and is in the training stage's key), without one an
+    inference knob (how the model is run)."""
 
     name: str
     kind: type  # int, float or str
@@ -27,8 +28,11 @@ class Knob:
     low: float | None = None
     high: float | None = None
     choices: tuple[Any, ...] | None = None
-    trains: bool = False
     key: str | None = None  # a training parameter's config key (section.field)
+
+    @property
+    def trains(self) -> bool:
+        return self.key is not None
 
     def check(self, value: Any, method: str) -> Any:
         """``value`` as this knob's type, inside its range; otherwise an error naming method, knob and range."""
@@ -77,5 +81,4 @@ def field_knob(param: str, key: str, config_model) -> Knob:
         low = next((getattr(m, a) for a in ("ge", "gt") if hasattr(m, a)), low)
         high = next((getattr(m, a) for a in ("le", "lt") if hasattr(m, a)), high)
     kind = annotation if annotation in (int, float, str, bool) else str
-    return Knob(param, kind, info.default, info.description or "", low=low, high=high, choices=choices,
-                trains=True, key=key)
+    return Knob(param, kind, info.default, info.description or "", low=low, high=high, choices=choices, key=key)

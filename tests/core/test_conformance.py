@@ -123,5 +123,6 @@ def test_knobs_are_declared_once_typed_and_range_checked(method_name):
                 with pytest.raises(UsageError, match=f"{method_name} knob {knob.name}=.* is out of range"):
                     cls.check_knobs({knob.name: bad})
     training = cls.training_knobs()  # a config key that does not exist fails here, naming it
+    assert all(k.trains for k in training) and not any(k.trains for k in cls.knobs)
     params = cls(**{k.name: k.default for k in training}).metadata()  # a name that is no parameter fails here
     assert all(params[k.name] == k.default for k in training)
