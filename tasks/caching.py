@@ -222,7 +222,8 @@ class UnitLockManager(FileSystemLockManager):
 
     Prefect creates a lock file and then writes it: a process killed in between leaves an empty file, which
     Prefect cannot parse. Such a file blocks while it is younger than ``TORN_AFTER_S`` (its writer may be
-    mid-write) and is removed after."""
+    mid-write) and is removed after; so is a lock Prefect wrote but a killed process never stamped with its host
+    and pid."""
 
     def acquire_lock(self, key: str, holder: str, acquire_timeout: float | None = None,
                      hold_timeout: float | None = None) -> bool:
@@ -231,7 +232,9 @@ class UnitLockManager(FileSystemLockManager):
             path = Path(self._lock_path_for_key(key))
             info = pydantic_core.from_json(path.read_bytes())
             # the lock is ours (Prefect created it exclusively): rewrite it whole, never half-written
-            write_bytes(path, pydantic_core.to_json({**info, "host": socket.gethostname(), "pid": os.getpid()}))
+            mine = {"host": socket.gethostname(), "pid": os.getpid()}
+            write_bytes(path, pydantic_core.to_json({**info, **mine}))
+            self._locks[key] = {**self._locks[key], **mine}
         return ok
 
     def _get_lock_info(self, key: str, use_cache: bool = True):
@@ -251,11 +254,23 @@ class UnitLockManager(FileSystemLockManager):
 
     def is_locked(self, key: str, use_cache: bool = False) -> bool:
         info = self._get_lock_info(key, use_cache=use_cache)
-        if info is not None and info.get("host") == socket.gethostname() and not _alive(info.get("pid")):
+        if info is not None and _orphaned(info):
             Path(info["path"]).unlink(missing_ok=True)
             self._locks.pop(key, None)
             return False
         return super().is_locked(key, use_cache=use_cache)
+
+
+def _orphaned(info: dict) -> bool:
+    """A lock whose holder is gone: its process is dead (this host), or it never got its host and pid (its writer
+    was killed between Prefect's write and ours, which follows within milliseconds) and is older than
+    ``TORN_AFTER_S``."""
+    if "pid" not in info:
+        try:
+            return info.get("holder") is not None and time.time() - Path(info["path"]).stat().st_mtime > TORN_AFTER_S
+        except FileNotFoundError:
+            return False
+    return info.get("host") == socket.gethostname() and not _alive(info.get("pid"))
 
 
 def _alive(pid: Any) -> bool:

@@ -79,3 +79,21 @@ def test_an_empty_lock_left_by_a_writer_killed_mid_write_is_stale_once_old(tmp_p
     assert not manager.is_locked("unit-key") and not lock.exists()
     assert manager.acquire_lock("unit-key", holder="run", acquire_timeout=1)
     assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_a_lock_written_by_prefect_but_never_stamped_with_its_pid_is_stale_once_old(tmp_path):
+    """Between Prefect's write of a lock (holder, expiration) and ours (host, pid) a SIGKILL leaves a lock no
+    process can be checked for: young, it blocks; older than TORN_AFTER_S, it is removed and the unit runs (the kill
+    sweep once hung 6 hours on one)."""
+    from tasks.caching import TORN_AFTER_S, UnitLockManager
+
+    lock = tmp_path / "unit-key.lock"
+    lock.write_text(json.dumps({"holder": "killed-run", "expiration": "2099-01-01 00:00:00+00:00"}))
+    manager = UnitLockManager(lock_files_directory=tmp_path)
+    assert manager.is_locked("unit-key") and not manager.acquire_lock("unit-key", holder="run", acquire_timeout=0.2)
+    old = time.time() - TORN_AFTER_S - 1
+    os.utime(lock, (old, old))
+    assert not manager.is_locked("unit-key") and not lock.exists()
+    assert manager.acquire_lock("unit-key", holder="run", acquire_timeout=1)
+    os.utime(lock, (old, old))  # our own lock, held past TORN_AFTER_S: stamped, so it still blocks others
+    assert UnitLockManager(lock_files_directory=tmp_path).is_locked("unit-key") and manager.is_locked("unit-key", use_cache=True)
