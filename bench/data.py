@@ -3,10 +3,12 @@
 Prints (a) Real-ESRGAN degradations/s (via bench/degrade.py's measurement), (b) VAE
 encodings/s of the encode stage (bicubic x4 + encode) for the tiny VAE and TAEF1 when
 its weights are given, (c) the Zarr read rate of a training-shaped random batch from a
-real store written here, in samples/s and MB/s, and (d) the rate at which the tiny
-preset's training step consumes samples from that store, to compare with (c).
+real store written here, in samples/s and MB/s, a sample at a time and through the training dataset
+(``LatentDataset``, which reads a store that fits in memory whole, once), and (d) the rate at which the tiny
+preset's SR-teacher step consumes samples from that store, to compare with (c).
 
     .venv/bin/python bench/data.py [--size 512] [--taef1 ../shared/weights/taef1]
+    .venv/bin/python bench/data.py --size 128 --batch 16 --records 800   # the micro study's store
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> None:
     from fluxsr_core.config import DegradeConfig, ModelConfig
     from fluxsr_core.models import load_components
     from fluxsr_core.models.codec import encode_lr
+    from storage.latent_dataset import LatentDataset
     from storage.latent_store import LatentStore, StoreShape
 
     S, lat = args.size, args.size // 8
@@ -79,6 +82,14 @@ def main() -> None:
         sample_bytes = sum(v.nbytes for v in batch()[0].values())
         print(f"{'zarr read, random batch of ' + str(args.batch):40s} {args.batch / t:10.1f} samples/s "
               f"({args.batch * sample_bytes / t / 1e6:.1f} MB/s, {sample_bytes / 1e6:.2f} MB/sample)")
+        for how, limit in (("a sample at a time", 0), ("read whole", None)):
+            ds = LatentDataset(Path(tmp) / "s.zarr", **({} if limit is None else {"memory_bytes": limit}))
+            t0 = time.perf_counter()
+            ds[0]  # what the first item costs: the whole store when it fits in memory
+            first = time.perf_counter() - t0
+            t = median_time(lambda: [ds[int(next(order))] for _ in range(args.batch)], args.repeats)
+            print(f"{'dataset batch of ' + str(args.batch) + ', ' + how:40s} {args.batch / t:10.1f} samples/s "
+                  f"(first item {first:.2f} s)")
         if args.train_steps:
             print(f"{'training consumes (tiny, batch ' + str(args.batch) + ')':40s} "
                   f"{train_rate(Path(tmp) / 's.zarr', args.batch, args.train_steps):10.2f} samples/s")
@@ -86,16 +97,19 @@ def main() -> None:
 
 
 def train_rate(store_path: Path, batch: int, steps: int) -> float:
-    """Samples/s the tiny preset's training step (Algorithm 1, LoRA, AlexNet LPIPS) consumes."""
+    """Samples/s the tiny preset's SR-teacher step (one transformer pass, LoRA) consumes, data reads included."""
     from fluxsr_core.config import tiny
+    from fluxsr_core.methods import build_method
     from fluxsr_core.models import load_components
+    from fluxsr_core.models.sr_model import SRModel
     from fluxsr_core.train.loop import Trainer
     from storage.latent_dataset import LatentDataset
 
     cfg = tiny()
     cfg.train.batch_size = batch
-    trainer = Trainer(load_components(cfg.model), LatentDataset(store_path), loss_cfg=cfg.loss, lora_cfg=cfg.lora,
-                      train_cfg=cfg.train)
+    method = build_method("sr-teacher", cfg)
+    trainer = Trainer(method, SRModel(load_components(cfg.model), guidance=method.guidance),
+                      LatentDataset(store_path), lora_cfg=cfg.lora, train_cfg=cfg.train)
     trainer.fit(1)  # warm-up
     t0 = time.perf_counter()
     trainer.fit(1 + steps)

@@ -104,8 +104,10 @@ class SRTeacherConfig(Section):
                                 "as OFTSR). Latent error is no proxy for pixel error through a nonlinear decoder: "
                                 "the micro study's teacher halves z_L's latent error yet decodes below bicubic "
                                 "without it (README, 'What the study shows').")
-    pixel_samples: int = Field(2, ge=1, description="Samples of each batch whose x̂_0 is decoded for L_pix (the "
-                                                    "decoder's backward costs ~0.11 s a 128² sample on 2 CPU cores).")
+    pixel_samples: int = Field(2, ge=1, description="Samples of each batch whose x̂_0 is decoded for L_pix: the "
+                                                    "first ones, drawn at s = 1 with their condition, so x̂_0 is the "
+                                                    "one-step sampler's output (the decoder's backward costs ~0.13 s "
+                                                    "a 128² sample on 2 CPU cores).")
 
 
 class OftsrConfig(Section):

@@ -47,6 +47,8 @@ def test_micro_is_flux1s_architecture_small_in_taef1s_latent_space(micro_cfg):
     with torch.no_grad():
         z = encode_images(c, torch.rand(1, 3, 128, 128))
         assert z.shape == (1, 16, 16, 16) and decode_latents(c, z).shape == (1, 3, 128, 128)
+    # it upscales in latent tiles of the crops it trains on (a larger image is attended over in pieces of that size)
+    assert micro_cfg.infer.tile * c.vae_factor == micro_cfg.pairs.resolution and micro_cfg.infer.overlap > 0
 
 
 def test_base_pretraining_trains_every_weight_and_becomes_the_micro_base(micro_cfg, tmp_path):
@@ -122,11 +124,14 @@ def _psnr_y(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_the_sr_teacher_learns_on_real_photos(micro_cfg, shared):
     """A 60 steps on 6 real Canon crops (4x bicubic LR, TAEF1 latents) from the seeded micro base: on 3
     held-out Nikon crops the flow loss falls and the PSNR of its one-step result rises above its untrained start.
-    A change that breaks learning (a wrong target, time convention or condition) fails here."""
+    A change that breaks learning (a wrong target, time convention or condition) fails here. The flow alone, no
+    pixel term: on 6 crops its one-step samples learn those crops' pixels (measured: +0.9 dB held out with it at
+    λ 30 on 2 samples a step, +4.7 dB without); the study measures the term on 800."""
     from fluxsr_core.models.codec import decode_latents, encode_images
 
     cfg = load_config(base=micro_cfg, overrides=["train.batch_size=6", "train.learning_rate=1e-3",
-                                                 "train.lr_warmup_steps=0", "train.lr_decay=constant"])
+                                                 "train.lr_warmup_steps=0", "train.lr_decay=constant",
+                                                 "sr_teacher.lambda_pixel=0"])
     c = load_components(cfg.model)
 
     def latents(hr):

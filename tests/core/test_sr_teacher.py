@@ -77,6 +77,32 @@ def test_the_pixel_term_decodes_the_flows_hr_estimate(tiny_components, monkeypat
     torch.testing.assert_close(on["total"], 30.0 * want)
 
 
+def test_the_pixel_term_trains_the_image_the_one_step_sampler_returns(tiny_components):
+    """With the pixel term on, its samples are drawn at s = 1 with their condition kept, and L_pix is the decoded
+    error of exactly what ``sample(steps=1)`` returns from the same noise. At a uniform s (the earlier code) most
+    of the term trained estimates that no sampler outputs."""
+    from dataclasses import replace
+
+    from fluxsr_core.models.codec import decode_latents
+
+    model, method = _teacher_model(tiny_components)
+    method = replace(method, lambda_pixel=30.0, pixel_samples=2, cond_dropout=0.5)
+    g = torch.Generator().manual_seed(3)
+    z0, z_L = torch.randn(4, 16, 8, 8, generator=g), torch.randn(4, 16, 8, 8, generator=g)
+    hr = torch.rand(4, 3, 64, 64, generator=g)
+    for step in range(3):
+        times = method.sample_times(4, torch.Generator().manual_seed(step))
+        assert times["s"][:2].tolist() == [1.0, 1.0] and times["cond_kept"][:2].tolist() == [1.0, 1.0]
+        assert (times["s"][2:] < 1).all()  # the others keep their drawn times
+    with torch.no_grad():
+        got = method.loss(model, {"z_L": z_L, "z0": z0, "hr": hr}, times)["pixel"]
+        one_step = torch.cat([method.sample(model, z_L[i:i + 1], steps=1, seed=int(times["noise_seed"][i]))
+                              for i in range(2)])
+        want = ((decode_latents(tiny_components, one_step).float() - hr[:2]) ** 2).mean()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert (replace(method, lambda_pixel=0.0).sample_times(4, torch.Generator().manual_seed(0))["s"] < 1).all()
+
+
 def test_untrained_teacher_is_the_base_transformer(backbone_components):
     """On every backbone: the widened input (its LR columns zero) is exactly the base at initialisation."""
     from helpers import latent_shape
