@@ -42,21 +42,26 @@ test: install browser postgres
 	$(BIN)/python -m pytest -q -n 2 --dist loadscope  # 2 workers; a module's tests (and fixtures) stay on one
 
 # The proof-of-learning study (flows/study.py) on the RealSR photos of ../shared, split by camera: train on the 50
-# Canon HR, hold out the first HOLDOUT Nikon (synthetic x4 from their HR, and their real LR/HR pairs) and the
-# ImageNet-val pairs (REAL_SET= and EXTRA_SET= leave those two sets out). The product takes any folders:
+# Canon HR, hold out the first HOLDOUT Nikon (synthetic x4 from their HR, and their real LR/HR pairs) and the first
+# IMAGENET ImageNet-val pairs (REAL_SET= and EXTRA_SET= leave those two sets out). The product takes any folders:
 # `fluxsr study --photos DIR --holdout-hr DIR ...`.
 SHARED    ?= ../shared
 MICRO_OUT ?= runs/micro
-HOLDOUT   ?= 25
+HOLDOUT   ?= 6
+IMAGENET  ?= 8
 MICRO_DATA := $(MICRO_OUT)-data
+IMAGENET_DIR := $(abspath $(SHARED))/data/ResShift_ImageNetVal_x4
 REAL_SET  ?= --real-lr $(MICRO_DATA)/nikon_lr --real-hr $(MICRO_DATA)/nikon_hr
-EXTRA_SET ?= --extra-lr $(SHARED)/data/ResShift_ImageNetVal_x4/lq --extra-hr $(SHARED)/data/ResShift_ImageNetVal_x4/gt
+EXTRA_SET ?= --extra-lr $(MICRO_DATA)/imagenet_lr --extra-hr $(MICRO_DATA)/imagenet_hr
 micro: install
-	rm -rf $(MICRO_DATA) && mkdir -p $(MICRO_DATA)/canon $(MICRO_DATA)/nikon_hr $(MICRO_DATA)/nikon_lr
+	rm -rf $(MICRO_DATA) && mkdir -p $(MICRO_DATA)/canon $(MICRO_DATA)/nikon_hr $(MICRO_DATA)/nikon_lr \
+	  $(MICRO_DATA)/imagenet_hr $(MICRO_DATA)/imagenet_lr
 	ln -s $(abspath $(SHARED))/data/RealSR_x4/test_HR/Canon_*.png $(MICRO_DATA)/canon/
 	for f in $$(ls $(SHARED)/data/RealSR_x4/test_HR | grep Nikon | head -n $(HOLDOUT)); do \
 	  ln -s $(abspath $(SHARED))/data/RealSR_x4/test_HR/$$f $(MICRO_DATA)/nikon_hr/; \
 	  ln -s $(abspath $(SHARED))/data/RealSR_x4/test_LR/$$f $(MICRO_DATA)/nikon_lr/; done
+	for f in $$(ls $(IMAGENET_DIR)/gt | head -n $(IMAGENET)); do \
+	  ln -s $(IMAGENET_DIR)/gt/$$f $(MICRO_DATA)/imagenet_hr/; ln -s $(IMAGENET_DIR)/lq/$$f $(MICRO_DATA)/imagenet_lr/; done
 	OMP_NUM_THREADS=2 $(BIN)/fluxsr study --out $(MICRO_OUT) --photos $(MICRO_DATA)/canon \
 	  --holdout-hr $(MICRO_DATA)/nikon_hr $(REAL_SET) \
 	  $(EXTRA_SET) \

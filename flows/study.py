@@ -125,7 +125,7 @@ def micro_study(photos: str, holdout_hr: str, out: str = "runs/micro", real_lr: 
                            models=models if i == 0 else trained, method_knobs=KNOBS, out=out, config=based)
         tables[name] = Path(result["table"]).read_text()
         measured[name] = {"scores": result["summary"], "cost": result["cost"], "unavailable": result["unavailable"]}
-        checked[name] = claims(result["summary"])
+        checked[name] = claims(result["summary"], Path(result["directory"]) / "sr")
         plots[f"fidelity-realism: {name}"] = fidelity_realism_plot(result["summary"], folder / f"fidelity-{i}.png",
                                                                     name).name
     plots["training losses"] = loss_curves_plot({n: Path(r["directory"]) / "losses.jsonl" for n, r in runs.items()},

@@ -24,9 +24,37 @@ def test_claims_read_the_table_as_the_papers_state_them():
     c = claims(table)
     assert c["beats_bicubic_psnr"] == {"SR teacher (best steps)": True, "OFTSR τ = 0": False, "MeanFlow 1 step": None}
     assert c["beats_its_initialisation_psnr"] == {"sr-teacher steps=4": True, "sr-teacher steps=16": True}
+    assert c["beats_its_initialisation_niqe"] == {"sr-teacher steps=4": True, "sr-teacher steps=16": True}
+    assert "distils_its_teacher" not in c  # only with the set's SR images
     assert c["oftsr_tau_sweep"].startswith("trade-off") and c["teacher_steps"].startswith("trade-off")
     assert init_row("oftsr tau=0.5") == "oftsr (init) tau=0.5" and init_row("ftd") == "ftd (init)"
     assert trade_off([("a", 1.0, 5.0), ("b", 2.0, 4.0)]).startswith("no trade-off (both improve")
+
+
+def test_distillation_is_measured_against_the_teachers_many_step_sample(tmp_path):
+    """A distilled row counts as learning when its images moved towards the teacher's 16-step images, the sample its
+    one step is trained to reproduce, from where its initialisation put them."""
+    import torch
+
+    from fluxsr_core.imageio import write_image
+    from fluxsr_core.study_report import distillation, psnr
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(1, 3, 16, 16, generator=g)
+    noise = torch.randn(1, 3, 16, 16, generator=g)
+    q = lambda x: (x.clamp(0, 1) * 255).round() / 255  # noqa: E731 - as saved
+    rows = {"sr-teacher steps=16": target, "meanflow steps=1": target + 0.02 * noise,
+            "meanflow (init) steps=1": target + 0.1 * noise, "oftsr tau=1": target + 0.2 * noise,
+            "oftsr (init) tau=1": target + 0.05 * noise, "meanflow steps=2": target}  # no init row: left out
+    for row, img in rows.items():
+        (tmp_path / row).mkdir()
+        write_image(tmp_path / row / "a.png", q(img))
+    got = distillation(tmp_path)
+    assert set(got) == {"meanflow steps=1", "oftsr tau=1"}
+    assert got["meanflow steps=1"]["closer_than_init"] and not got["oftsr tau=1"]["closer_than_init"]
+    want = psnr(q(target + 0.02 * noise), q(target))
+    assert abs(got["meanflow steps=1"]["psnr_to_target"] - want) < 1e-3
+    assert abs(psnr(torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.1)) - 20.0) < 1e-4  # 10·log10(1 / 0.01)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +92,11 @@ def test_the_study_trains_every_method_and_scores_each_beside_its_start(study):
     assert "| ftd without L_FTD |" in printed and "| base | 2 |" in printed  # bench/study.py: tables and stages
     checked = json.loads((out / "study" / "claims.json").read_text())
     (name,) = checked
-    assert set(checked[name]) == {"beats_bicubic_psnr", "beats_its_initialisation_psnr", "oftsr_tau_sweep",
+    assert set(checked[name]) == {"beats_bicubic_psnr", "beats_its_initialisation_psnr",
+                                  "beats_its_initialisation_niqe", "distils_its_teacher", "oftsr_tau_sweep",
                                   "teacher_steps"}
+    assert set(checked[name]["distils_its_teacher"]) == {"oftsr tau=1", "meanflow steps=1", "meanflow steps=2",
+                                                         "meanflow steps=4"}
     assert summary["claims"] == checked
     models = summary["models"]
     infos = {k: json.loads((out / "x").parent.joinpath(v, "fluxsr_model.json").read_text()) for k, v in models.items()}
