@@ -45,7 +45,8 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
         "sr_teacher": {"lambda_pixel": 30.0, "pixel_samples": 2},
         # Inference in latent tiles of the training crops (16 latent = 128 px, as flux-dev's 128 = its 1024 px): a
         # transformer trained on 8x8 tokens loses ~0.1 dB PSNR-Y attending over a 384² image's 24x24 at once
-        # (the study's teacher on its synthetic set: 21.97 whole, 22.11 in these tiles; bicubic 22.05).
+        # (docs/study.md: the 0895774 study's teacher on its synthetic set, 21.97 whole, 22.11 in these tiles;
+        # bicubic 22.05).
         "infer": {"tile": 16, "overlap": 4},
         "bench": {"synthetic_crop": 384, "metrics": ["psnr", "ssim", "niqe_basicsr", "brisque_opencv"], "crops": 50},
     },
