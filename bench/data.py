@@ -51,7 +51,7 @@ def main() -> None:
     from fluxsr_core.config import DegradeConfig, ModelConfig
     from fluxsr_core.models import load_components
     from fluxsr_core.models.codec import encode_lr
-    from storage.latent_dataset import LatentDataset
+    from storage.latent_dataset import MEMORY_BYTES, LatentDataset
     from storage.latent_store import LatentStore, StoreShape
 
     S, lat = args.size, args.size // 8
@@ -82,8 +82,8 @@ def main() -> None:
         sample_bytes = sum(v.nbytes for v in batch()[0].values())
         print(f"{'zarr read, random batch of ' + str(args.batch):40s} {args.batch / t:10.1f} samples/s "
               f"({args.batch * sample_bytes / t / 1e6:.1f} MB/s, {sample_bytes / 1e6:.2f} MB/sample)")
-        for how, limit in (("a sample at a time", 0), ("read whole", None)):
-            ds = LatentDataset(Path(tmp) / "s.zarr", **({} if limit is None else {"memory_bytes": limit}))
+        for how, limit in (("a sample at a time", 0), ("read whole", MEMORY_BYTES)):
+            ds = LatentDataset(Path(tmp) / "s.zarr", memory_bytes=limit)
             t0 = time.perf_counter()
             ds[0]  # what the first item costs: the whole store when it fits in memory
             first = time.perf_counter() - t0

@@ -60,23 +60,17 @@ DISTILLATION_TARGETS = {row: "sr-teacher steps=16" for row in
                         ("oftsr tau=1", "meanflow steps=1", "meanflow steps=2", "meanflow steps=4")}
 
 
-def psnr(a, b) -> float:
-    """PSNR = 10·log10(1 / mean (a - b)²) of two images in [0, 1] (RGB, every pixel): how close two outputs are."""
-    import torch
-
-    return float(10 * torch.log10(1 / ((a.float() - b.float()) ** 2).mean().clamp_min(1e-12)))
-
-
 def distillation(sr_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per distilled row with an initialisation: the mean PSNR of its images against its target's
-    (``DISTILLATION_TARGETS``), the same for its untrained start, and whether training moved it closer. Their start
-    is the trained teacher itself, so PSNR against HR cannot show what distillation learns; this does."""
+    """Per distilled row with an initialisation: the mean PSNR (the benchmark's, on Y) of its images against its
+    target's (``DISTILLATION_TARGETS``), the same for its untrained start, and whether training moved it closer.
+    Their start is the trained teacher itself, so PSNR against HR cannot show what distillation learns; this does."""
     from fluxsr_core.imageio import read_image
+    from fluxsr_core.metrics import score
 
     def closeness(row: str, target: str) -> float | None:
         pairs = [(f, sr_dir / target / f.name) for f in sorted((sr_dir / row).glob("*.png"))]
         pairs = [(a, b) for a, b in pairs if b.is_file()]
-        return sum(psnr(read_image(a), read_image(b)) for a, b in pairs) / len(pairs) if pairs else None
+        return sum(score("psnr", read_image(a), read_image(b)) for a, b in pairs) / len(pairs) if pairs else None
 
     out = {}
     for row, target in DISTILLATION_TARGETS.items():

@@ -275,7 +275,7 @@ def _orphaned(info: dict) -> bool:
 
 def _alive(pid: Any) -> bool:
     if not isinstance(pid, int):
-        return True  # a lock written without a pid (being written): assume held
+        return True  # a pid that is no process id (not ours to judge): assume held
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -8,6 +8,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from fluxsr_core.config import RunnerConfig
 from tasks.caching import UnitLockManager
 from tasks.gpu import unit_device, unit_threads_for
@@ -65,13 +67,17 @@ def test_a_lock_left_by_a_killed_process_is_stale(tmp_path):
     assert not other.is_locked("unit-key")
 
 
-def test_an_empty_lock_left_by_a_writer_killed_mid_write_is_stale_once_old(tmp_path):
-    """Prefect creates a lock file, then writes it: a SIGKILL in between leaves it empty. Young, it blocks (its
-    writer may be mid-write); older than TORN_AFTER_S, it is removed and the unit runs."""
+@pytest.mark.parametrize("left", ["", json.dumps({"holder": "killed-run", "expiration": "2099-01-01 00:00:00+00:00"})],
+                         ids=["empty", "never-stamped"])
+def test_a_lock_left_by_a_writer_killed_before_stamping_it_is_stale_once_old(tmp_path, left):
+    """Prefect creates a lock file, then writes it (holder, expiration), then we stamp it (host, pid). A SIGKILL
+    between the first two leaves it empty, between the last two a lock no process can be checked for (the kill
+    sweep once hung 6 hours on one). Young, either blocks (its writer may be mid-write); older than TORN_AFTER_S, it
+    is removed and the unit runs. Our own stamped lock, held past TORN_AFTER_S, still blocks others."""
     from tasks.caching import TORN_AFTER_S, UnitLockManager
 
     lock = tmp_path / "unit-key.lock"
-    lock.touch()
+    lock.write_text(left)
     manager = UnitLockManager(lock_files_directory=tmp_path)
     assert manager.is_locked("unit-key") and not manager.acquire_lock("unit-key", holder="run", acquire_timeout=0.2)
     old = time.time() - TORN_AFTER_S - 1
@@ -79,21 +85,5 @@ def test_an_empty_lock_left_by_a_writer_killed_mid_write_is_stale_once_old(tmp_p
     assert not manager.is_locked("unit-key") and not lock.exists()
     assert manager.acquire_lock("unit-key", holder="run", acquire_timeout=1)
     assert json.loads(lock.read_text())["pid"] == os.getpid()
-
-
-def test_a_lock_written_by_prefect_but_never_stamped_with_its_pid_is_stale_once_old(tmp_path):
-    """Between Prefect's write of a lock (holder, expiration) and ours (host, pid) a SIGKILL leaves a lock no
-    process can be checked for: young, it blocks; older than TORN_AFTER_S, it is removed and the unit runs (the kill
-    sweep once hung 6 hours on one)."""
-    from tasks.caching import TORN_AFTER_S, UnitLockManager
-
-    lock = tmp_path / "unit-key.lock"
-    lock.write_text(json.dumps({"holder": "killed-run", "expiration": "2099-01-01 00:00:00+00:00"}))
-    manager = UnitLockManager(lock_files_directory=tmp_path)
-    assert manager.is_locked("unit-key") and not manager.acquire_lock("unit-key", holder="run", acquire_timeout=0.2)
-    old = time.time() - TORN_AFTER_S - 1
     os.utime(lock, (old, old))
-    assert not manager.is_locked("unit-key") and not lock.exists()
-    assert manager.acquire_lock("unit-key", holder="run", acquire_timeout=1)
-    os.utime(lock, (old, old))  # our own lock, held past TORN_AFTER_S: stamped, so it still blocks others
     assert UnitLockManager(lock_files_directory=tmp_path).is_locked("unit-key") and manager.is_locked("unit-key", use_cache=True)
