@@ -103,7 +103,7 @@ class SRTeacherConfig(Section):
                                 "error of the flow's one-step HR estimate x̂_0 = x_s - s·v (0: the latent loss alone, "
                                 "as OFTSR). Latent error is no proxy for pixel error through a nonlinear decoder: "
                                 "the micro study's teacher halves z_L's latent error yet decodes below bicubic "
-                                "without it (README, 'What the study shows').")
+                                "without it (docs/study.md).")
     pixel_samples: int = Field(2, ge=1, description="Samples of each batch whose x̂_0 is decoded for L_pix: the "
                                                     "first ones, drawn at s = 1 with their condition, so x̂_0 is the "
                                                     "one-step sampler's output (the decoder's backward costs ~0.13 s "
