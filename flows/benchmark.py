@@ -10,7 +10,7 @@ from prefect.artifacts import create_table_artifact
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import UsageError
 from fluxsr_core.methods import knob_rows, method_class
-from fluxsr_core.model_folder import model_digest, model_dir, read_info
+from fluxsr_core.model_folder import keyed, model_digest, model_dir, read_info
 from storage.layout import stage_dir, stage_key
 from tasks.benchmark import (CODE_MODULES, MODEL_MODULES, STAGE, SYNTH_MODULES, SYNTH_STAGE, folder_digest,
                              score_testset, synthesize_testset)
@@ -84,7 +84,7 @@ def benchmark(lr_dir: str | None = None, hr_dir: str | None = None, peers: dict[
     used = student_sections({read_info(d).method for d in model_dirs.values()})
     student = FluxSRConfig.model_validate(cfg.model_dump(include=used)) if runs else None
     identity = {"bench": cfg.bench.model_dump(mode="json"), "models": {m: list(r) for m, r in runs.items()},
-                **({"student": student.model_dump(mode="json", include=used)} if runs else {})}
+                **({"student": keyed(student, used)} if runs else {})}
     key = stage_key(identity, code_version(*CODE_MODULES, *(MODEL_MODULES if runs else ())), digests)
     directory = stage_dir(out, STAGE, key)
     if not synthetic_from:

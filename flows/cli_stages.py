@@ -155,9 +155,9 @@ def study_cmd(photos: str = typer.Option(..., "--photos", help="Folder of real H
               extra_hr: Optional[str] = typer.Option(None, "--extra-hr", help="Its HR folder."),
               teacher_records: int = typer.Option(256, "--teacher-records", help="Teacher pairs sampled from the "
                                                                                   "pretrained base for FTD."),
-              student_steps: Optional[int] = typer.Option(None, "--student-steps", help="Training steps of OFTSR "
-                                                                          "and MeanFlow (default train.steps / 2)."),
-              ftd_steps: int = typer.Option(600, "--ftd-steps", min=1, help="Training steps of FTD and its "
+              student_steps: int = typer.Option(600, "--student-steps", min=1, help="Training steps of OFTSR and "
+                                                "MeanFlow (each step runs the network 3-4 times)."),
+              ftd_steps: int = typer.Option(500, "--ftd-steps", min=1, help="Training steps of FTD and its "
                                                 "ablation (each step decodes through the VAE: the slow one on CPU)."),
               ftd_batch_size: int = typer.Option(4, "--ftd-batch-size", min=1, help="Batch size of FTD and its "
                                                                                     "ablation."),

@@ -19,7 +19,7 @@ from fluxsr_core.atomic import write_bytes, write_json
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.config import micro
 from fluxsr_core.errors import UsageError
-from fluxsr_core.model_folder import model_digest
+from fluxsr_core.model_folder import keyed, keyed_model, model_digest
 from fluxsr_core.study_report import INIT, claims, fidelity_realism_plot, loss_curves_plot, markdown
 from storage.layout import stage_dir, stage_key
 from tasks.benchmark import folder_digest
@@ -43,9 +43,13 @@ def _with(cfg: FluxSRConfig, **sections: dict) -> FluxSRConfig:
     return FluxSRConfig.model_validate(data)
 
 
-def _unit(task, out: str, stage: str, unit: dict, check) -> dict:
-    return run_units(task.with_options(**cache_options(out, stage, CODE_MODULES)), [unit], what=stage,
-                     verify=check).entries[0]
+def _unit(task, out: str, stage: str, unit: dict, check) -> str:
+    """Run (or read from cache) one unit writing ``unit["directory"]``; that directory, which ``check(directory)``
+    verifies on disk (a cached entry names the folder of the output root it was computed in, which may have been
+    copied or moved since)."""
+    run_units(task.with_options(**cache_options(out, stage, CODE_MODULES)), [unit], what=stage,
+              verify=lambda entry: check(unit["directory"]))
+    return unit["directory"]
 
 
 def _initialisations(out: str, configs: dict[str, FluxSRConfig], models: dict[str, str]) -> dict[str, str]:
@@ -54,40 +58,39 @@ def _initialisations(out: str, configs: dict[str, FluxSRConfig], models: dict[st
     inits = {}
     for method, cfg in configs.items():
         init_dir = models["sr-teacher"] if method in ("oftsr", "meanflow") else None
-        identity = {"method": method, "config": cfg.model_dump(mode="json"),
+        identity = {"method": method, "config": keyed(cfg),
                     "init": model_digest(init_dir) if init_dir else None}
         directory = stage_dir(out, "init", stage_key(identity, code_version(*CODE_MODULES)))
-        entry = _unit(export_initialisation, out, "init",
-                      dict(directory=str(directory), method=method, config=cfg, init_dir=init_dir,
-                           init_digest=identity["init"]),
-                      lambda e: model_digest(e["model"]))
-        inits[f"{method} (init)"] = entry["model"]
+        inits[f"{method} (init)"] = _unit(export_initialisation, out, "init",
+                                          dict(directory=str(directory), method=method, config=cfg, init_dir=init_dir,
+                                               init_digest=identity["init"]), model_digest)
     return inits
 
 
 def _round_trip(out: str, cfg: FluxSRConfig, hr_dir: str) -> str:
     digest = folder_digest(hr_dir)
-    directory = stage_dir(out, "vae-round-trip", stage_key({"hr": digest, "model": cfg.model.model_dump(mode="json")},
+    directory = stage_dir(out, "vae-round-trip", stage_key({"hr": digest, "model": keyed_model(cfg.model)},
                                                             code_version(*CODE_MODULES)))
 
-    def check(entry: dict) -> None:
-        if len(list(Path(entry["directory"]).glob("*.png"))) != entry["images"]:
-            raise FileNotFoundError(f"{entry['directory']} is incomplete")
+    def check(folder: str) -> None:
+        if len(list(Path(folder).glob("*.png"))) != len(list(Path(hr_dir).glob("*.png"))):  # as vae_round_trip
+            raise FileNotFoundError(f"{folder} is incomplete")
 
     return _unit(vae_round_trip, out, "vae-round-trip",
-                 dict(directory=str(directory), hr_dir=hr_dir, hr_digest=digest, model=cfg.model), check)["directory"]
+                 dict(directory=str(directory), hr_dir=hr_dir, hr_digest=digest, model=cfg.model), check)
 
 
 @flow(name="micro-study")
 def micro_study(photos: str, holdout_hr: str, out: str = "runs/micro", real_lr: str | None = None,
                 real_hr: str | None = None, extra_lr: str | None = None, extra_hr: str | None = None,
                 config: FluxSRConfig | None = None, teacher_records: int = 256,
-                student_steps: int | None = None, ftd_steps: int = 600, ftd_batch_size: int = 4) -> dict:
+                student_steps: int = 600, ftd_steps: int = 500, ftd_batch_size: int = 4) -> dict:
     """The whole study on the HR photos of ``photos``; held out: a synthetic set from ``holdout_hr`` (the degrade
     stage's degradation at bench.synthetic_seed), the real pairs ``real_lr``/``real_hr`` and ``extra_lr``/``extra_hr``
     when given. ``config``: the micro preset with model.taef1_path (and any override); ``teacher_records``: the
     teacher pairs FTD trains on; ``student_steps``: the training steps of OFTSR and MeanFlow (each step runs the
-    network 3-4 times; default train.steps / 2), the base and the SR teacher train train.steps. FTD and its
+    network 3-4 times), the base and the SR teacher train train.steps. The defaults fit the study in an hour on 2
+    CPU cores (docs/study.md). FTD and its
     ablation train ``ftd_steps`` steps of ``ftd_batch_size``: every FTD step decodes its one-step output through
     the VAE for the pixel losses (MSE, TV-LPIPS) and back-propagates through the decoder, which on 2 CPU cores
     is 2.5 of the 2.9 s of a step at batch 16 (TAEF1 at 128², measured), against 0.6-0.7 s for OFTSR, MeanFlow. Writes
@@ -100,8 +103,7 @@ def micro_study(photos: str, holdout_hr: str, out: str = "runs/micro", real_lr: 
     base = pipeline(out=out, config=photo_cfg, methods=["base"], until="train")["train"]["base"]
     based = _with(photo_cfg, model={"path": base["model"]})
     teacher = pipeline(out=out, config=based, methods=["sr-teacher"], until="train")["train"]["sr-teacher"]
-    steps = student_steps or max(1, cfg.train.steps // 2)
-    students = _with(based, train={"method_steps": {"oftsr": steps, "meanflow": steps}})
+    students = _with(based, train={"method_steps": {"oftsr": student_steps, "meanflow": student_steps}})
     distilled = {m: train(out=out, config=students, method=m) for m in ("oftsr", "meanflow")}
     teacher_cfg = _with(students, pairs={"source": "teacher", "num_records": teacher_records},
                         train={"batch_size": ftd_batch_size,

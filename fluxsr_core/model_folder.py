@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from fluxsr_core import backbones
+from fluxsr_core.atomic import sha256_file, sha256_json
 from fluxsr_core.errors import FluxSRError, InputNotFoundError
 from fluxsr_core.models import lora
 
@@ -308,14 +309,44 @@ def main_weights(folder: str | Path) -> Path:
 
 
 def model_digest(path: str | Path) -> str:
-    """sha256 over what decides a model's outputs: its weights files and its identity (not card or plot)."""
+    """sha256 over what decides a model's outputs: its weights files and its identity (not card or plot). The
+    identity is read without its base's path (``base.pretrained`` is that base's digest), so a model keeps its
+    digest when its output root is copied or moved."""
     folder = model_dir(path)
     h = hashlib.sha256()
-    for name in (lora.LORA_WEIGHT_NAME, MODULES_FILE, INFO_FILE):
+    for name in (lora.LORA_WEIGHT_NAME, MODULES_FILE):
         f = folder / name
         if f.is_file():
             h.update(name.encode())
-            with open(f, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
+            h.update(bytes.fromhex(sha256_file(f)))
+    info = json.loads((folder / INFO_FILE).read_text())
+    info.get("base", {}).pop("path", None)
+    h.update(INFO_FILE.encode())
+    h.update(sha256_json(info).encode())
     return h.hexdigest()
+
+
+def keyed_model(model) -> dict:
+    """A ``ModelConfig`` as cache keys hold it: a fluxsr base folder (``path``) and TAEF1's weights
+    (``taef1_path``) by their content, not where they are, so a copied or moved output root, or another spelling of
+    the same folder, keeps every key. Any other path (FLUX.1-dev's diffusers folder, a hub id) stays as written."""
+    data = model.model_dump(mode="json")
+    if model.path and (Path(model.path) / INFO_FILE).is_file():
+        data["path"] = {"fluxsr model": model_digest(model.path)}
+    if model.vae == "taef1" and model.taef1_path and Path(model.taef1_path).is_dir():
+        folder = Path(model.taef1_path)
+        data["taef1_path"] = {"files": {f.name: sha256_file(f) for f in sorted(folder.glob("*.safetensors"))}}
+    return data
+
+
+def keyed(section, include: set[str] | None = None) -> dict:
+    """A config (``FluxSRConfig`` or one of its sections; ``include``: only these fields) as cache keys hold it:
+    its dump, with its model section (or itself, when it is one) ``keyed_model``."""
+    from fluxsr_core.config import ModelConfig
+
+    if isinstance(section, ModelConfig):
+        return keyed_model(section)
+    data = section.model_dump(mode="json", include=include)
+    if isinstance(getattr(section, "model", None), ModelConfig) and "model" in data:
+        data["model"] = keyed_model(section.model)
+    return data

