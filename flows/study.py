@@ -44,11 +44,11 @@ def _with(cfg: FluxSRConfig, **sections: dict) -> FluxSRConfig:
 
 
 def _unit(task, out: str, stage: str, unit: dict, check) -> str:
-    """Run (or read from cache) one unit writing ``unit["directory"]``; that directory, which ``check(directory)``
-    verifies on disk (a cached entry names the folder of the output root it was computed in, which may have been
-    copied or moved since)."""
+    """Run (or read from cache) one unit writing ``unit["directory"]``; that directory, which ``check(directory,
+    entry)`` verifies on disk (a cached entry names the folder of the output root it was computed in, which may have
+    been copied or moved since)."""
     run_units(task.with_options(**cache_options(out, stage, CODE_MODULES)), [unit], what=stage,
-              verify=lambda entry: check(unit["directory"]))
+              verify=lambda entry: check(unit["directory"], entry))
     return unit["directory"]
 
 
@@ -63,7 +63,8 @@ def _initialisations(out: str, configs: dict[str, FluxSRConfig], models: dict[st
         directory = stage_dir(out, "init", stage_key(identity, code_version(*CODE_MODULES)))
         inits[f"{method} (init)"] = _unit(export_initialisation, out, "init",
                                           dict(directory=str(directory), method=method, config=cfg, init_dir=init_dir,
-                                               init_digest=identity["init"]), model_digest)
+                                               init_digest=identity["init"]),
+                                          lambda folder, _: model_digest(folder))
     return inits
 
 
@@ -72,8 +73,8 @@ def _round_trip(out: str, cfg: FluxSRConfig, hr_dir: str) -> str:
     directory = stage_dir(out, "vae-round-trip", stage_key({"hr": digest, "model": keyed_model(cfg.model)},
                                                             code_version(*CODE_MODULES)))
 
-    def check(folder: str) -> None:
-        if len(list(Path(folder).glob("*.png"))) != len(list(Path(hr_dir).glob("*.png"))):  # as vae_round_trip
+    def check(folder: str, entry: dict) -> None:
+        if len(list(Path(folder).glob("*.png"))) != entry["images"]:
             raise FileNotFoundError(f"{folder} is incomplete")
 
     return _unit(vae_round_trip, out, "vae-round-trip",
